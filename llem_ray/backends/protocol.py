@@ -1,0 +1,81 @@
+"""The `InferenceBackend` protocol (CM-04): what the measurement protocol needs from an engine.
+
+A backend loads one model on the devices it is given, then runs whole workloads: it does its own
+batching (PyTorch: fixed batches; vLLM / TRT-LLM: continuous batching) and reports what happened.
+The measurement protocol owns timing of windows and energy; the backend reports tokens and
+per-request timings it alone can see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from llem_ray.config.experiment import ExperimentConfig
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's input: text (tokenised by the backend) or ready token ids (synthetic data)."""
+
+    text: str | None = None
+    token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `load` found out about the model."""
+
+    n_parameters: int
+    dtype: str
+    device: str
+    load_time_s: float
+
+
+@dataclass
+class RequestTiming:
+    """Timing of one request, seconds; ttft/itl None where the backend cannot observe them."""
+
+    latency_s: float
+    output_tokens: int
+    ttft_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GenerationOutput:
+    """Result of running a workload: token counts, batch wall times (s) and per-request timings."""
+
+    input_tokens: int
+    output_tokens: int
+    batch_latencies_s: list[float]
+    requests: list[RequestTiming] = field(default_factory=list)
+    texts: list[str] | None = None
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """An inference engine adapter. Raise `BackendError` with the cause on any failure."""
+
+    name: str
+
+    def load(self, config: ExperimentConfig, device: str) -> ModelInfo:
+        """Load the model for `config` on `device` ('cuda' or 'cpu'); all visible GPUs are the experiment's."""
+        ...
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
+        """Run every prompt to completion (batched the backend's way); blocks until done, GPU synchronised."""
+        ...
+
+    def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
+        """Run only the prefill (one forward pass per batch, no new tokens); blocks until done."""
+        ...
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak device memory allocated since load, MiB (None on CPU or when unknown)."""
+        ...
+
+    def unload(self) -> None:
+        """Free the model and shut the engine down; must be safe to call twice."""
+        ...

@@ -1,0 +1,198 @@
+"""`ExperimentConfig`: everything that defines one measurement (CFG-01..10).
+
+Composition, not inheritance: shared fields at the top, sub-configs for decoding, warm-up,
+baseline, energy, dataset and resources, and one optional section per backend. `extra="forbid"`
+everywhere, so a typo is an error that names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llem_ray.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
+from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
+
+BUILTIN_TINY_MODEL = "llem/tiny-llama"
+"""Name of the built-in tiny random-weight Llama used when a config gives no `model`."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecoderConfig(_Strict):
+    """Decoding parameters. Greedy by default so energy is comparable run to run."""
+
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (ignored when greedy).")
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    num_beams: int = Field(1, ge=1, description="Beam search width; > 1 selects beam search.")
+    fixed_output_length: bool = Field(
+        True, description="Force exactly max_output_tokens per request (min_new_tokens = max_new_tokens)."
+    )
+
+    @property
+    def mode(self) -> str:
+        """Decoding mode key of DECODING_SUPPORT: greedy, sampling or beam_search."""
+        if self.num_beams > 1:
+            return "beam_search"
+        return "sampling" if self.do_sample else "greedy"
+
+
+class WarmupConfig(_Strict):
+    """Warm-up before the measured window (CM-21..24)."""
+
+    n_warmup: int = Field(5, ge=0, description="Fixed number of warm-up batches (CM-21).")
+    max_output_tokens: int = Field(16, ge=1, description="Output tokens per warm-up request (reduced).")
+    thermal_floor_s: float = Field(
+        60.0, ge=0, description="Wait after warm-up before measuring, s (CM-22). < 30 s is flagged."
+    )
+    convergence_detection: bool = Field(False, description="Opt-in CV-based convergence (CM-23).")
+    target_cv: float = Field(0.05, gt=0, description="Stop warm-up when latency CV falls below this.")
+    max_prompts: int = Field(20, ge=1, description="Upper bound on warm-up batches with convergence.")
+    window_size: int = Field(5, ge=2, description="Latencies in the rolling CV window.")
+
+
+class BaselineConfig(_Strict):
+    """Idle-power baseline (CM-17..20)."""
+
+    enabled: bool = True
+    duration_s: float = Field(30.0, gt=0, description="Idle measurement window, s.")
+    cache_ttl_s: float = Field(3600.0, ge=0, description="Reuse a baseline of the same GPU this long, s.")
+
+
+class EnergyConfig(_Strict):
+    """Which energy meter measures, and the timeseries sampling rate (CM-11..16)."""
+
+    backend: Literal["auto", "nvml", "zeus", "codecarbon", "none"] = Field(
+        "auto", description="auto = Zeus, then NVML, then CodeCarbon (CM-14)."
+    )
+    sample_hz: float = Field(10.0, gt=0, le=100, description="Timeseries sampler rate, Hz.")
+
+
+class DatasetConfig(_Strict):
+    """Where prompts come from. A plain string in YAML means `source`."""
+
+    source: str = Field(
+        "aienergyscore", description="'synthetic', 'aienergyscore' (hub, cached) or a path to a JSONL file."
+    )
+    order: Literal["interleaved", "grouped", "shuffled"] = "interleaved"
+    input_len_tokens: int = Field(128, ge=1, description="Prompt length of the synthetic dataset, tokens.")
+    text_field: str | None = Field(None, description="JSONL field holding the prompt (auto-detected if None).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+
+class ResourcesConfig(_Strict):
+    """What one experiment needs from the cluster: whole GPUs (= tensor-parallel size) and CPUs."""
+
+    gpus: int = Field(1, ge=1, description="Whole GPUs the experiment owns (TP size). CPU-only hosts ignore it.")
+    cpus: int = Field(1, ge=1, description="CPU cores reserved for the experiment actor.")
+
+
+class LoRAConfig(_Strict):
+    """Optional LoRA adapter (CFG-07)."""
+
+    adapter: str = Field(..., description="Hub id or local path of the adapter.")
+    merge: bool = Field(False, description="Merge the adapter into the base weights before measuring.")
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: model x backend x precision x decoding x batch, and how to measure it."""
+
+    name: str | None = Field(None, description="Label for output directories; derived if None.")
+    model: str = Field(BUILTIN_TINY_MODEL, description="Hub id, local path, or a built-in 'llem/...' shape.")
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained", description="'random' builds the model from its config with random weights (no download)."
+    )
+    backend: Literal["pytorch", "vllm", "tensorrt"] = "pytorch"
+    precision: Literal["fp32", "fp16", "bf16"] = "bf16"
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA if visible, else CPU.")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    n: int = Field(100, ge=1, description="Number of prompts in the measured window.")
+    max_input_tokens: int = Field(512, ge=1, description="Prompts are truncated to this many tokens.")
+    max_output_tokens: int = Field(128, ge=1, description="New tokens per request.")
+    random_seed: int = 42
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    prefill_split: bool = Field(True, description="Measure a prefill-only loop to split prefill/decode (PREC-01).")
+    pytorch: PyTorchConfig | None = None
+    vllm: VLLMConfig | None = None
+    tensorrt: TensorRTConfig | None = None
+    lora: LoRAConfig | None = None
+    passthrough_kwargs: dict[str, Any] | None = Field(
+        None, description="Passed untouched to the engine (escape hatch, CFG-03)."
+    )
+    output_dir: str | None = Field(None, description="Write results here; None = no disk writes (LA-04).")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_validate(self) -> ExperimentConfig:
+        if self.precision not in PRECISION_SUPPORT[self.backend]:
+            raise ValueError(
+                f"precision '{self.precision}' is not supported by backend '{self.backend}' "
+                f"(supported: {', '.join(PRECISION_SUPPORT[self.backend])})"
+            )
+        mode = self.decoder.mode
+        if mode not in DECODING_SUPPORT[self.backend]:
+            raise ValueError(
+                f"decoding mode '{mode}' is not supported by backend '{self.backend}' "
+                f"(supported: {', '.join(DECODING_SUPPORT[self.backend])})"
+            )
+        for other in BACKENDS:
+            if other != self.backend and getattr(self, other) is not None:
+                raise ValueError(f"section '{other}' is set but backend is '{self.backend}'")
+        if self.lora is not None and self.backend == "tensorrt":
+            raise ValueError("lora is not supported by backend 'tensorrt'")
+        if self.model.startswith("llem/") and self.weights != "random":
+            self.weights = "random"
+        return self
+
+    @property
+    def section(self) -> PyTorchConfig | VLLMConfig | TensorRTConfig | None:
+        """The backend section of the selected backend (None = all engine defaults)."""
+        return getattr(self, self.backend)
+
+    @property
+    def batch_size(self) -> int:
+        """Requests per batch as the backend will run them (PyTorch batch_size; engines: all at once)."""
+        if self.backend == "pytorch":
+            return (self.pytorch.batch_size if self.pytorch else None) or 1
+        return self.n
+
+    def display_name(self) -> str:
+        """`name`, or a readable name derived from model, backend, precision and batch size."""
+        if self.name:
+            return self.name
+        return f"{self.model.rsplit('/', 1)[-1]}_{self.backend}_{self.precision}_bs{self.batch_size}"
+
+
+_NON_MEASUREMENT_FIELDS = {"name", "output_dir"}
+
+
+def measurement_config_hash(config: ExperimentConfig) -> str:
+    """SHA-256[:16] of everything that affects the measurement (RES-02, STU-11).
+
+    Excludes labels and output location, so renaming an experiment or moving its output does not
+    change its identity; stable across key orderings because the dump is serialised with sorted keys.
+    """
+    data = config.model_dump(mode="json", exclude=_NON_MEASUREMENT_FIELDS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,84 @@
+"""`StudyConfig` and `ExecutionConfig` (CFG-11, CFG-15..17).
+
+A study is a resolved list of experiments plus how to execute them. Sweep grammar lives in
+`sweep.py`; this module only holds the validated result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuntimeEnvConfig(_Strict):
+    """A Ray runtime_env for one backend's experiments (isolates vLLM / TRT-LLM environments)."""
+
+    pip: list[str] | None = None
+    py_executable: str | None = None
+    image_uri: str | None = None
+    env_vars: dict[str, str] | None = None
+    working_dir: str | None = None
+
+    def to_ray(self) -> dict[str, Any]:
+        """The dict Ray's `runtime_env=` accepts (unset keys dropped)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ExecutionConfig(_Strict):
+    """How a study runs: cycles, order, gaps, deadlines, retries, isolation (excluded from the design hash)."""
+
+    n_cycles: int = Field(1, ge=1, description="Repeat every experiment this many times (CLI default 3).")
+    cycle_order: Literal["sequential", "interleaved", "shuffled"] = Field(
+        "interleaved",
+        description="sequential: all cycles of one config together; interleaved: round-robin configs per cycle; "
+        "shuffled: random order per cycle, seeded from study_design_hash.",
+    )
+    config_gap_s: float = Field(60.0, ge=0, description="Pause on a GPU between two experiments, s.")
+    cycle_gap_s: float = Field(300.0, ge=0, description="Pause on a GPU between cycles, s.")
+    timeout_s: float = Field(3600.0, gt=0, description="Deadline per experiment attempt, s; killed on overrun.")
+    max_retries: int = Field(1, ge=0, description="Extra attempts after a failed or killed experiment.")
+    circuit_breaker: int = Field(
+        5, ge=1, description="Stop the study after this many consecutive failed attempts."
+    )
+    isolation: Literal["gpu", "node"] = Field(
+        "gpu", description="gpu: one experiment per GPU; node: one experiment per node while it measures."
+    )
+    force_cold_start: bool = Field(False, description="Fresh model load per experiment even if cached (CAMP-05).")
+    schedule: list[datetime] | None = Field(
+        None, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
+    )
+    webhook_url: str | None = Field(None, description="POST a JSON summary on completion or failure.")
+
+
+class SkippedPoint(_Strict):
+    """A grid point that failed validation: recorded with its reason, not fatal (CFG-14)."""
+
+    params: dict[str, Any]
+    reason: str
+
+
+class StudyConfig(_Strict):
+    """Resolved study: experiments + execution. Built by `sweep.expand_study` from a study YAML."""
+
+    name: str = "study"
+    experiments: list[ExperimentConfig] = Field(..., min_length=1)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    runtime_envs: dict[Literal["pytorch", "vllm", "tensorrt"], RuntimeEnvConfig] = Field(default_factory=dict)
+    output_dir: str = Field("results", description="Study results go under this directory.")
+    skipped: list[SkippedPoint] = Field(default_factory=list)
+
+    @property
+    def study_design_hash(self) -> str:
+        """SHA-256[:16] of the experiment set (execution excluded), invariant to YAML key order (CFG-16)."""
+        hashes = sorted(measurement_config_hash(e) for e in self.experiments)
+        return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()[:16]

@@ -1,0 +1,196 @@
+"""Result models (RES-01..15). Every quantity carries its unit in its name.
+
+`ExperimentResult` is what one experiment produces, in any backend; `StudyResult` points at result
+files instead of embedding them (RES-15). `SCHEMA_VERSION` is bumped on any field change: minor
+for additions, major for removals or meaning changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "2.0"
+
+REPRODUCIBILITY_NOTES = (
+    "Energy is read from the GPU's NVML energy counter (mJ since driver load) at window start and end. "
+    "NVML power on A100/H100 averages ~25 ms of each 100 ms period (Yang et al., SC'24): expect about "
+    "+/-5% on short windows. Windows under 10 s are flagged. Compare configurations measured on the same "
+    "GPU model, driver and power limit, repeated over cycles."
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GPUInfo(_Model):
+    index: int
+    name: str
+    uuid: str
+    pci_bus_id: str | None = None
+    vram_total_mb: float | None = None
+    power_limit_w: float | None = None
+    persistence_mode: bool | None = None
+
+
+class EnvironmentSnapshot(_Model):
+    """Where and with what a result was measured (CM-32..34, MEAS-01)."""
+
+    tool_version: str
+    python_version: str
+    platform: str
+    hostname: str
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    cuda_version_source: Literal["torch", "version.txt", "nvcc"] | None = None
+    driver_version: str | None = None
+    gpus: list[GPUInfo] = Field(default_factory=list)
+    cpu_model: str | None = None
+    cpu_governor: str | None = None
+    container: str | None = Field(None, description="docker / podman / kubernetes / None")
+    pip_freeze: list[str] = Field(default_factory=list)
+
+
+class EnergyBreakdown(_Model):
+    """Raw vs baseline-adjusted energy and where the baseline came from (RES-07)."""
+
+    raw_j: float | None = None
+    adjusted_j: float | None = None
+    baseline_power_w: float | None = None
+    baseline_source: Literal["measured", "cached", "disabled", "unavailable"] = "unavailable"
+    baseline_measured_at: datetime | None = None
+    baseline_duration_s: float | None = None
+
+
+class PhaseMetrics(_Model):
+    """Energy and time of one phase (prefill or decode, PREC-01)."""
+
+    duration_s: float
+    energy_j: float | None
+    tokens: int
+    energy_per_token_j: float | None
+    tokens_per_second: float | None
+
+
+class Percentiles(_Model):
+    """Distribution summary; every value in milliseconds."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+class LatencyStats(_Model):
+    batch: Percentiles | None = None
+    request: Percentiles | None = None
+    ttft: Percentiles | None = None
+    itl: Percentiles | None = None
+
+
+class FlopsResult(_Model):
+    """Estimated FLOPs of the measured window, warm-up excluded (CM-26..28)."""
+
+    total_flops: float
+    flops_per_output_token: float
+    method: str
+    confidence: Literal["high", "medium", "low"]
+
+
+class WarmupResult(_Model):
+    """What warm-up did (CM-24)."""
+
+    converged: bool
+    final_cv: float | None
+    iterations_completed: int
+    target_cv: float
+    max_prompts: int
+    latencies_ms: list[float]
+
+
+class Placement(_Model):
+    """Where a result was measured in a cluster (filled by the Ray worker; None in-process)."""
+
+    node_id: str | None = None
+    hostname: str | None = None
+    gpu_uuids: list[str] = Field(default_factory=list)
+    pci_bus_ids: list[str] = Field(default_factory=list)
+    cycle: int | None = None
+    attempt: int | None = None
+
+
+class ExperimentResult(_Model):
+    """One experiment's measurement, identical in shape for every backend (RES-01, RES-21)."""
+
+    schema_version: str = SCHEMA_VERSION
+    name: str
+    measurement_config_hash: str
+    config: dict[str, Any]
+    backend: str
+    model: str
+    precision: str
+    batch_size: int
+    device: str = Field(..., description="'cuda' or 'cpu'")
+    started_at: datetime
+    ended_at: datetime
+    measurement_methodology: Literal["total", "steady_state", "windowed"] = "total"
+    steady_state_window: tuple[float, float] | None = Field(
+        None, description="(start_s, end_s) relative to the measured window start"
+    )
+    duration_s: float = Field(..., description="Measured window wall time, s")
+    n_requests: int
+    input_tokens: int
+    output_tokens: int
+    tokens_per_second: float = Field(..., description="Output tokens per second of the measured window")
+    energy_meter: str | None = Field(None, description="Meter that measured: nvml, zeus, codecarbon or None")
+    energy_meter_accuracy: str | None = None
+    energy_total_j: float | None = None
+    energy_adjusted_j: float | None = None
+    energy_per_device_j: dict[str, float] | None = Field(None, description="GPU UUID -> J")
+    baseline_power_w: float | None = None
+    energy_per_output_token_j: float | None = None
+    energy_breakdown: EnergyBreakdown = Field(default_factory=EnergyBreakdown)
+    prefill: PhaseMetrics | None = None
+    decode: PhaseMetrics | None = None
+    latency: LatencyStats = Field(default_factory=LatencyStats)
+    peak_memory_mb: float | None = None
+    mean_gpu_utilization_pct: float | None = None
+    mean_power_w: float | None = None
+    max_temperature_c: float | None = None
+    throttle_reasons: list[str] = Field(default_factory=list)
+    flops: FlopsResult | None = None
+    warmup: WarmupResult | None = None
+    warmup_excluded_samples: int | None = None
+    energy_facility_j: float | None = Field(None, description="energy_total_j x PUE, when PUE is configured")
+    co2e_g: float | None = Field(None, description="CO2-equivalent, g, when carbon intensity is configured")
+    environment_snapshot: EnvironmentSnapshot
+    placement: Placement = Field(default_factory=Placement)
+    measurement_warnings: list[str] = Field(default_factory=list)
+    reproducibility_notes: str = REPRODUCIBILITY_NOTES
+
+
+class StudySummary(_Model):
+    total_experiments: int
+    completed: int
+    failed: int
+    skipped: int
+    total_energy_j: float | None
+    wall_time_s: float
+
+
+class StudyResult(_Model):
+    """A finished (or stopped) study: pointers to result files, not embedded results (RES-13, RES-15)."""
+
+    schema_version: str = SCHEMA_VERSION
+    study_name: str
+    study_design_hash: str
+    measurement_protocol: dict[str, Any]
+    output_dir: str
+    result_files: list[str]
+    results_table: str | None = Field(None, description="Path of the consolidated results.parquet")
+    summary: StudySummary
+    skipped: list[dict[str, Any]] = Field(default_factory=list)
