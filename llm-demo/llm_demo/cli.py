@@ -1,0 +1,126 @@
+"""The ``llm-demo`` command line.
+
+Global options (before the command): ``--root`` (workspace, env ``LLM_DEMO_ROOT``), ``--run-id`` (env
+``LLM_DEMO_RUN_ID``; default: a new id), ``--config`` (model.yaml to use). Commands receive the shared
+:class:`AppState` as ``ctx.obj``. Wrap every command in :func:`guarded` so anticipated failures
+(:class:`~llm_demo.errors.LlmDemoError`) print a redacted message, remediation and doc pointer, write
+``logs/<run>/error.json`` and exit with the documented code (docs/exit-codes.md).
+
+Adding a command::
+
+    @app.command()
+    @guarded
+    def serve(ctx: typer.Context, port: int = 8000) -> None:
+        state: AppState = ctx.obj
+        ...
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, LlmDemoError
+from .paths import Workspace, new_run_id, write_json_atomic
+from .redact import Redactor
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # rich tracebacks print local variables, which may hold secrets
+    help="Warm up a TensorRT-LLM + Triton serving stack (see llm-demo/docs/usage.md).",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppState:
+    """State shared by all commands of one invocation."""
+
+    workspace: Workspace
+    run_id: str
+    config_path: Path | None = None
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def echo(self, message: str, err: bool = False) -> None:
+        """Print ``message`` after redaction."""
+        typer.echo(self.redactor.redact(message), err=err)
+
+
+def report_error(state: AppState, exc: LlmDemoError) -> None:
+    """Print a redacted failure report to stderr and write it to ``logs/<run>/error.json``."""
+    state.echo(f"error [{exc.exit_code.name.lower()}, exit {int(exc.exit_code)}]: {exc.message}", err=True)
+    if exc.remediation:
+        state.echo(f"remediation: {exc.remediation}", err=True)
+    if exc.doc:
+        state.echo(f"see: {state.workspace.doc_path(exc.doc)}", err=True)
+    write_json_atomic(state.workspace.run_dir(state.run_id) / "error.json", state.redactor.redact_obj(exc.to_dict()))
+
+
+def _state_from(args: tuple[Any, ...], kwargs: dict[str, Any]) -> AppState:
+    for value in (*args, *kwargs.values()):
+        if isinstance(getattr(value, "obj", None), AppState):  # the click context typer passes
+            return value.obj
+    raise TypeError("a @guarded command must take `ctx: typer.Context`")
+
+
+def guarded(fn: F) -> F:
+    """Decorate a command: map :class:`LlmDemoError` to its exit code, anything else to exit 1.
+
+    The command must take ``ctx: typer.Context`` (its ``obj`` is the :class:`AppState`). Unexpected
+    exceptions print a redacted traceback (never the raw one, it may hold secrets).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = _state_from(args, kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except LlmDemoError as exc:
+            report_error(state, exc)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception:  # noqa: BLE001 - last-resort handler, reported redacted
+            state.echo(traceback.format_exc(), err=True)
+            state.echo(f"unexpected error (exit {int(ExitCode.UNEXPECTED)}); see docs/exit-codes.md", err=True)
+            raise typer.Exit(int(ExitCode.UNEXPECTED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"llm-demo {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    root: Path | None = typer.Option(None, "--root", envvar="LLM_DEMO_ROOT", help="Workspace root (default: the llm-demo directory)."),
+    run_id: str | None = typer.Option(None, "--run-id", envvar="LLM_DEMO_RUN_ID", help="Run id for logs/<run>/ (default: new)."),
+    config: Path | None = typer.Option(None, "--config", help="model.yaml to use (default: <root>/config/model.yaml, else the shipped one)."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    ctx.obj = AppState(workspace=Workspace.from_root(root), run_id=run_id or new_run_id(), config_path=config)
+
+
+@app.command()
+@guarded
+def check(ctx: typer.Context) -> None:
+    """Run every prerequisite check and write state/prereq-manifest.json (exit 3 on failure)."""
+    raise LlmDemoError("check is not implemented yet")
+
+
+def main() -> None:
+    """Console-script entry point (exits the process with the command's code)."""
+    app()
