@@ -1,0 +1,130 @@
+"""Introspection of the config models (CFG-26, INF-11): one walk over the pydantic models feeds the
+configuration reference (`docs/configuration.md`), test-value generation and backend routing.
+
+`reference_rows()` lists every field with its dotted path, type, default, constraints, the backend
+it routes to, and description. `render_markdown()` is the generated reference; a test checks the
+committed docs file equals it (regenerate with `python -m llem_ray.config.introspection > docs/configuration.md`).
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from llem_ray.config.backends import BACKEND_SECTIONS
+from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
+from llem_ray.config.study import ExecutionConfig, RuntimeEnvConfig
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    path: str
+    type: str
+    default: str
+    constraints: str
+    backend: str
+    description: str
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    text = text or str(annotation).replace("typing.", "").replace("NoneType", "None")
+    return text.replace("llem_ray.config.", "").replace("experiment.", "").replace("backends.", "")
+
+
+def _nested_model(info: FieldInfo) -> type[BaseModel] | None:
+    for candidate in (info.annotation, *typing.get_args(info.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _constraints(info: FieldInfo) -> str:
+    parts = []
+    for meta in info.metadata:
+        for attr in ("gt", "ge", "lt", "le", "min_length", "max_length"):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{attr}={value}")
+    return ", ".join(parts)
+
+
+def _default(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    if info.default_factory is not None:
+        return "(sub-config)" if _nested_model(info) else repr(info.default_factory())
+    return repr(info.default)
+
+
+def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
+    rows: list[FieldRow] = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        routed = name if not prefix and name in BACKENDS else backend
+        rows.append(
+            FieldRow(path, _type_name(info.annotation).replace("|", "\\|"), _default(info).replace("|", "\\|"),
+                     _constraints(info), routed,
+                     (info.description or "").replace("|", "\\|"))
+        )
+        nested = _nested_model(info)
+        if nested is not None:
+            rows.extend(_walk(nested, f"{path}.", routed))
+    return rows
+
+
+def reference_rows() -> dict[str, list[FieldRow]]:
+    """Every documented field, grouped by document section (experiment, execution, runtime_envs)."""
+    return {
+        "Experiment fields (top level of an experiment YAML, or the base of a study)": _walk(ExperimentConfig, "", "all"),
+        "Study `execution:` block": _walk(ExecutionConfig, "execution.", "all"),
+        "Study `runtime_envs.<backend>:` block": _walk(RuntimeEnvConfig, "runtime_envs.<backend>.", "all"),
+    }
+
+
+def backend_fields(backend: str) -> list[str]:
+    """Dotted sweep keys valid for `backend`'s section (backend routing)."""
+    return [f"{backend}.{name}" for name in BACKEND_SECTIONS[backend].model_fields]
+
+
+def render_markdown() -> str:
+    """The configuration reference as Markdown (the content of docs/configuration.md)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic models by `python -m llem_ray.config.introspection`; "
+        "a test fails when this file is out of date. Units are in field names (`_s` seconds, `_j` joules).",
+        "",
+        "## Backend support (single source of truth: `llem_ray/config/ssot.py`)",
+        "",
+        "| backend | precisions | decoding modes |",
+        "|---|---|---|",
+    ]
+    out += [f"| {b} | {', '.join(PRECISION_SUPPORT[b])} | {', '.join(DECODING_SUPPORT[b])} |" for b in BACKENDS]
+    for title, rows in reference_rows().items():
+        out += ["", f"## {title}", "", "| field | type | default | constraints | backend | description |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{r.path}` | `{r.type}` | `{r.default}` | {r.constraints} | {r.backend} | {r.description} |"
+                for r in rows]
+    out += [
+        "",
+        "## Study documents",
+        "",
+        "A study YAML has the experiment fields above at its top level (the base shared by every experiment) "
+        "plus `study_name`, `output_dir`, `sweep:`, `experiments:`, `execution:` and `runtime_envs:`. "
+        "`sweep:` maps field paths to non-empty lists: plain paths (`precision`, `decoder.temperature`) vary "
+        "every experiment; paths starting with a backend (`pytorch.batch_size`) vary only that backend's "
+        "experiments. Grid points that fail validation are skipped and listed with their reason. "
+        "See `configs/` for one example of each form.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

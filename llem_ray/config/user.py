@@ -1,0 +1,101 @@
+"""Machine-local user configuration (CFG-21..25).
+
+File: `~/.config/llenergymeasure/config.yaml` (the platformdirs user config dir; `LLEM_CONFIG_PATH`
+points elsewhere). A missing file means all defaults (CFG-22). Environment variables win over the
+file: `LLEM_RUNNER_<BACKEND>`, `LLEM_CARBON_INTENSITY` (gCO2e/kWh), `LLEM_DATACENTER_PUE`,
+`LLEM_NO_PROMPT`. An invalid file or value is a ConfigError naming the file or variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llem_ray.errors import ConfigError
+
+APP_NAME = "llenergymeasure"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputSection(_Strict):
+    results_dir: str = Field("results", description="Default output directory for studies.")
+
+
+class MeasurementSection(_Strict):
+    carbon_intensity_g_per_kwh: float | None = Field(None, ge=0, description="Grid carbon intensity, gCO2e/kWh.")
+    datacenter_pue: float | None = Field(None, ge=1, description="Power usage effectiveness of the facility.")
+
+
+class ExecutionSection(_Strict):
+    config_gap_s: float | None = Field(None, ge=0, description="Machine default gap between experiments, s.")
+    cycle_gap_s: float | None = Field(None, ge=0, description="Machine default gap between cycles, s.")
+
+
+class UserConfig(_Strict):
+    output: OutputSection = Field(default_factory=OutputSection)
+    runners: dict[str, str] = Field(default_factory=dict, description="backend -> runner ('local' or image URI)")
+    measurement: MeasurementSection = Field(default_factory=MeasurementSection)
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+
+
+def user_config_path() -> Path:
+    """Where the user config is read from."""
+    override = os.environ.get("LLEM_CONFIG_PATH")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME)) / "config.yaml"
+
+
+def load_user_config() -> UserConfig:
+    """The user config, defaults where the file is missing. Raises ConfigError if the file is invalid."""
+    from llem_ray.config.loader import format_validation_error, read_yaml
+
+    path = user_config_path()
+    if not path.exists():
+        return UserConfig()
+    try:
+        return UserConfig.model_validate(read_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc
+
+
+def runner_for(backend: str, user: UserConfig | None = None) -> str:
+    """Runner of `backend`: env `LLEM_RUNNER_<BACKEND>`, then the user config, then 'local' (CFG-24)."""
+    env = os.environ.get(f"LLEM_RUNNER_{backend.upper()}")
+    if env:
+        return env
+    return (user or load_user_config()).runners.get(backend, "local")
+
+
+def _env_float(name: str, minimum: float) -> float | None:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={raw!r}: not a number") from exc
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def carbon_intensity_g_per_kwh(user: UserConfig | None = None) -> float | None:
+    """Grid carbon intensity, gCO2e/kWh: `LLEM_CARBON_INTENSITY`, else user config, else None."""
+    value = _env_float("LLEM_CARBON_INTENSITY", 0.0)
+    return value if value is not None else (user or load_user_config()).measurement.carbon_intensity_g_per_kwh
+
+
+def datacenter_pue(user: UserConfig | None = None) -> float | None:
+    """Facility PUE: `LLEM_DATACENTER_PUE`, else user config, else None."""
+    value = _env_float("LLEM_DATACENTER_PUE", 1.0)
+    return value if value is not None else (user or load_user_config()).measurement.datacenter_pue
+
+
+def no_prompt() -> bool:
+    """True when `LLEM_NO_PROMPT` is set to a truthy value: never ask interactive questions."""
+    return os.environ.get("LLEM_NO_PROMPT", "").lower() in {"1", "true", "yes"}
