@@ -1,0 +1,102 @@
+"""The `llem` command (CLI-01..14): `llem run`, `llem config`, `llem report`, `llem --version`.
+
+Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 130 interrupted.
+Results go to stdout; progress, notices and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from llem_ray.errors import EXIT_ERROR, EXIT_INTERRUPTED, LLEMError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help="Measure the energy and speed of LLM inference.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from llem_ray import __version__
+
+        print(f"llem {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """llem: measure the energy and speed of LLM inference (one experiment, or a study on Ray)."""
+
+
+def _guarded(action: Callable[[], None], verbose: bool) -> None:
+    """Run `action`, turning errors into one message on stderr and the documented exit code."""
+    try:
+        action()
+    except LLEMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # an unexpected failure still exits 1 with its cause, not a bare traceback
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _experiment_overrides(**flags: Any) -> dict[str, Any]:
+    overrides = {k: v for k, v in flags.items() if v is not None and k != "batch_size"}
+    if flags.get("batch_size") is not None:
+        overrides["pytorch"] = {"batch_size": flags["batch_size"]}
+    if "dataset" in overrides:
+        overrides["dataset"] = {"source": overrides["dataset"]}
+    return overrides
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="Experiment or study YAML; none = built-in default."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model hub id, local path or llem/... shape."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="pytorch, vllm or tensorrt."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="synthetic, aienergyscore or a JSONL path."),
+    n: Optional[int] = typer.Option(None, "-n", help="Number of prompts."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="PyTorch batch size."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and preview; run nothing."),
+    export_csv: bool = typer.Option(False, "--export-csv", help="Also write result CSV files."),
+    cycles: Optional[int] = typer.Option(None, "--cycles", help="Study: cycles (default 3 unless the YAML sets it)."),
+    order: Optional[str] = typer.Option(None, "--order", help="Study: sequential, interleaved or shuffled."),
+    no_gaps: bool = typer.Option(False, "--no-gaps", help="Study: skip config and cycle gaps."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Study: resume the study in this directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; final summary only."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, tracebacks on errors."),
+) -> None:
+    """Run one experiment in-process, or a study on Ray (auto-detected from the YAML)."""
+    from llem_ray import runner
+
+    overrides = _experiment_overrides(
+        model=model, backend=backend, dataset=dataset, n=n, batch_size=batch_size, precision=precision,
+        output_dir=str(output) if output else None,
+    )
+    study_flags = {"n_cycles": cycles, "cycle_order": order, "no_gaps": no_gaps, "resume_dir": resume}
+    _guarded(
+        lambda: runner.run_cli(config, overrides, study_flags, dry_run=dry_run, export_csv=export_csv,
+                               quiet=quiet, verbose=verbose),
+        verbose,
+    )
+
+
+@app.command("config")
+def config_cmd(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list every package version.")) -> None:
+    """Show the environment (GPUs, backends, energy meters, Ray, user config) and set-up guidance."""
+    from llem_ray.environment_report import render
+
+    _guarded(lambda: print(render(verbose)), verbose)

@@ -1,0 +1,77 @@
+"""`llem config`: what this machine offers llem_ray, and what to install next (CLI-06).
+
+Package presence is read from installed metadata, never by importing: importing `zeus` pulls in
+`amdsmi`, which breaks Ray's accelerator probe on non-AMD hosts (spec NOTES-energy "A trap").
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+
+from llem_ray.config.user import user_config_path
+from llem_ray.display import format_table
+
+_BACKENDS = {"pytorch": ("torch", "transformers"), "vllm": ("vllm",), "tensorrt": ("tensorrt_llm",)}
+_METERS = {"nvml": "nvidia-ml-py", "zeus": "zeus", "codecarbon": "codecarbon"}
+_EXTRAS = {"pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt", "zeus": "zeus", "codecarbon": "codecarbon"}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def gpu_rows() -> tuple[list[list[str]], str | None]:
+    """One row per GPU via NVML (index, name, UUID, memory GB, power limit W), or why there are none."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as exc:  # NVML raises library-specific errors when no driver is present
+        return [], f"NVML unavailable ({type(exc).__name__}: {exc})"
+    try:
+        rows = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem_gb = pynvml.nvmlDeviceGetMemoryInfo(h).total / 1e9
+            limit_w = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+            rows.append([str(i), pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetUUID(h), f"{mem_gb:.1f}",
+                         f"{limit_w:.0f}"])
+        return rows, None if rows else "NVML found no GPU"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def render(verbose: bool = False) -> str:
+    """The `llem config` report as text."""
+    from llem_ray import __version__
+
+    out = [f"llem {__version__} on Python {platform.python_version()} ({platform.platform()})", ""]
+    gpus, why = gpu_rows()
+    out += ["GPUs:", format_table(["index", "name", "uuid", "memory GB", "power limit W"], gpus) if gpus
+            else f"  none: {why}. Experiments run on the CPU (energy fields are null)."]
+    out += ["", "Inference backends:"]
+    backend_rows = []
+    for name, dists in _BACKENDS.items():
+        versions = [_version(d) for d in dists]
+        ok = all(versions)
+        detail = ", ".join(f"{d} {v}" for d, v in zip(dists, versions) if v) if ok else f"pip install -e '.[{_EXTRAS[name]}]'"
+        backend_rows.append([name, "installed" if ok else "missing", detail])
+    out.append(format_table(["backend", "status", "version / how to install"], backend_rows))
+    out += ["", "Energy meters (auto order: zeus, nvml, codecarbon):"]
+    meter_rows = [[m, "installed" if _version(d) else "missing", _version(d) or f"pip install -e '.[{_EXTRAS.get(m, m)}]'"]
+                  for m, d in _METERS.items()]
+    out.append(format_table(["meter", "status", "version / how to install"], meter_rows))
+    config_path = user_config_path()
+    out += ["", f"Ray: {_version('ray') or 'missing'}",
+            f"User config: {config_path} ({'present' if config_path.exists() else 'absent: defaults apply'})"]
+    out += ["", "Next steps:", "  llem run                      # built-in default, no download",
+            "  llem run configs/experiment-minimal.yaml --dry-run",
+            "  llem run configs/study-grid.yaml            # a study on local Ray"]
+    if verbose:
+        dists = sorted((d.metadata["Name"], d.version) for d in md.distributions() if d.metadata["Name"])
+        out += ["", "Installed packages:", *(f"  {n}=={v}" for n, v in dists)]
+    return "\n".join(out)
