@@ -1,0 +1,218 @@
+"""Canary rollout, promotion and rollback of model versions on a running Triton.
+
+Triton serves `models/` in explicit model-control mode. Which versions of a
+model are live is set by reloading it with a config override whose
+`version_policy` is `specific: [..]`; requests reach a canary only through
+explicit `/versions/<v>/` routing, so production traffic (unversioned requests
+go to the highest loaded version, so it is kept at the approved version until
+promotion) never sees it unless asked.
+
+`run_canary`:
+
+1. previous = the highest approved version (`production/<model>/<v>` links);
+2. deploy: reload with versions [previous, candidate], wait until the
+   candidate's `/versions/<v>/ready` answers (within `sla.ready_s`);
+3. smoke tests against `/versions/<candidate>/`: every prompt must answer with
+   non-empty text (containing `expect` if given) within `sla.request_s`, and all
+   of them within `sla.total_s`;
+4. pass: promote = link `production/<model>/<candidate>` (the approved-version
+   link), reload with [candidate]; fail: roll back = reload with [previous]
+   only, then raise `SmokeTestError` (exit 10).
+
+Every step is appended to the governance log `state/governance.jsonl` (kept
+across runs) and to `logs/<run>/canary.jsonl`. Times are seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .client import InferenceFailed, TritonTextClient
+from .errors import LaunchError, SmokeTestError
+from .events import EventLog
+from .paths import Workspace, iso, utc_now
+from .redact import Redactor
+
+GOVERNANCE_LOG = "governance.jsonl"
+
+
+@dataclass
+class SmokeTest:
+    prompt: str
+    expect: str | None = None
+    max_tokens: int = 8
+
+
+@dataclass
+class Sla:
+    """Seconds: candidate ready, one smoke request, all smoke requests."""
+
+    ready_s: float = 120.0
+    request_s: float = 30.0
+    total_s: float = 120.0
+
+
+@dataclass
+class CanaryResult:
+    model: str
+    candidate: int
+    previous: int | None
+    promoted: bool
+    checks: list[dict] = field(default_factory=list)
+
+
+def approved_versions(workspace: Workspace, model: str) -> list[int]:
+    """Versions linked under `production/<model>/`, ascending."""
+    folder = workspace.production_dir / model
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_symlink())
+
+
+def approve(workspace: Workspace, model: str, version: int) -> Path:
+    """Create the approved-version link `production/<model>/<version>` -> `models/<model>/<version>`."""
+    target = workspace.models_dir / model / str(version)
+    if not target.is_dir():
+        raise SmokeTestError(f"cannot approve {model} version {version}: {target} does not exist")
+    link = workspace.production_dir / model / str(version)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    config = workspace.models_dir / model / "config.pbtxt"
+    if config.is_file() and not (link.parent / "config.pbtxt").exists():
+        os.symlink(config, link.parent / "config.pbtxt")
+    if not link.is_symlink():
+        os.symlink(target, link, target_is_directory=True)
+    return link
+
+
+def governance_event(workspace: Workspace, redactor: Redactor, event: str, **fields) -> dict:
+    """Append one event to `state/governance.jsonl` (never rewritten) and return it."""
+    record = redactor.redact_obj({"ts": iso(utc_now()), "event": event, **fields})
+    with workspace.state_file(GOVERNANCE_LOG).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return record
+
+
+def _post(http_url: str, path: str, body: dict, timeout_s: float) -> None:
+    req = urllib.request.Request(
+        f"http://{http_url}{path}", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise LaunchError(
+            f"POST {path} failed: HTTP {exc.code} {detail}",
+            remediation="the server must run with --model-control-mode=explicit (the default of `llm-demo serve`)",
+            doc="docs/usage.md#canary",
+        ) from None
+
+
+def set_live_versions(client: TritonTextClient, model: str, versions: list[int], timeout_s: float = 300.0) -> None:
+    """Reload `model` so that exactly `versions` are served (blocks until loaded)."""
+    config = dict(client.model_config(model))
+    config["version_policy"] = {"specific": {"versions": sorted(versions)}}
+    _post(client.http_url, f"/v2/repository/models/{model}/load",
+          {"parameters": {"config": json.dumps(config)}}, timeout_s)
+    client.forget_config(model)
+
+
+def version_ready(http_url: str, model: str, version: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/versions/{version}/ready", timeout=5):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def pin_approved_versions(workspace: Workspace, client: TritonTextClient, models: list[str]) -> dict[str, list[int]]:
+    """After a (re)start, serve only the newest approved version of each model that has one."""
+    pinned = {}
+    for model in models:
+        approved = approved_versions(workspace, model)
+        if approved:
+            set_live_versions(client, model, [approved[-1]])
+            pinned[model] = [approved[-1]]
+    return pinned
+
+
+def smoke_test(client: TritonTextClient, model: str, version: int, tests: list[SmokeTest], sla: Sla) -> list[dict]:
+    """Run `tests` against one version; each result says `passed` and why not."""
+    results = []
+    start = time.monotonic()
+    for test in tests:
+        check = {"prompt": test.prompt, "expect": test.expect, "passed": False}
+        try:
+            gen = client.generate(model, test.prompt, test.max_tokens, version=version)
+        except InferenceFailed as exc:
+            results.append({**check, "reason": f"request failed: {exc}"})
+            continue
+        check.update(latency_s=gen.latency_s, output=gen.text)
+        if not gen.text.strip():
+            check["reason"] = "empty output"
+        elif test.expect and test.expect not in gen.text:
+            check["reason"] = f"output lacks {test.expect!r}"
+        elif gen.latency_s > sla.request_s:
+            check["reason"] = f"latency {gen.latency_s:.3f} s over the {sla.request_s} s SLA"
+        elif time.monotonic() - start > sla.total_s:
+            check["reason"] = f"smoke tests exceeded the {sla.total_s} s total SLA"
+        else:
+            check["passed"] = True
+        results.append(check)
+    return results
+
+
+def run_canary(
+    workspace: Workspace, run_id: str, client: TritonTextClient, model: str, candidate: int,
+    tests: list[SmokeTest], sla: Sla | None = None, redactor: Redactor | None = None,
+) -> CanaryResult:
+    """Deploy `candidate` as a canary, smoke-test it, promote or roll back (module docstring)."""
+    sla = sla or Sla()
+    redactor = redactor or Redactor()
+    events = EventLog(workspace, run_id, "canary", redactor)
+
+    def log(event: str, **fields) -> None:
+        events.emit(event, **fields)
+        governance_event(workspace, redactor, event, run=run_id, model=model, **fields)
+
+    approved = [v for v in approved_versions(workspace, model) if v != candidate]
+    previous = approved[-1] if approved else None
+    live = [v for v in (previous, candidate) if v is not None]
+    log("canary_deploy", candidate=candidate, previous=previous, sla=asdict(sla))
+    set_live_versions(client, model, live)
+    deadline = time.monotonic() + sla.ready_s
+    while not version_ready(client.http_url, model, candidate):
+        if time.monotonic() > deadline:
+            checks = [{"prompt": None, "passed": False, "reason": f"not ready within {sla.ready_s} s"}]
+            break
+        time.sleep(0.25)
+    else:
+        checks = smoke_test(client, model, candidate, tests, sla)
+    for check in checks:
+        log("smoke_test", candidate=candidate, **check)
+    result = CanaryResult(model, candidate, previous, all(c["passed"] for c in checks) and bool(checks), checks)
+    if result.promoted:
+        link = approve(workspace, model, candidate)
+        set_live_versions(client, model, [candidate])
+        log("promote", candidate=candidate, previous=previous, approved_link=str(link))
+        return result
+    if previous is not None:
+        set_live_versions(client, model, [previous])
+    else:
+        _post(client.http_url, f"/v2/repository/models/{model}/unload", {}, 60.0)
+    log("rollback", candidate=candidate, restored=previous,
+        failed=[c for c in checks if not c["passed"]])
+    raise SmokeTestError(
+        f"canary {model} version {candidate} failed its smoke tests; "
+        + (f"rolled back to version {previous}" if previous is not None else "no approved version to restore"),
+        remediation="see logs/<run>/canary.jsonl for the failing checks; fix the model and deploy a new version",
+        doc="docs/usage.md#canary",
+        details={"checks": checks},
+    )

@@ -1,0 +1,102 @@
+"""Small Python-backend models for the part-2 tests, written into a Triton model repository.
+
+They follow the text contract of the served LLM (`text_input` BYTES, `max_tokens` INT32 ->
+`text_output` BYTES) so the real client code talks to them:
+
+* `echo` (decoupled): streams back the last `max_tokens` words of its prompt, one response per word:
+  a reply therefore shows exactly which context the client sent.
+* `slow`: answers "ok" after sleeping `delay_s` (config parameter, seconds), one instance, so
+  concurrent requests queue up (the capacity watcher's forced queue delay).
+* `canary` versions 1, 2 (healthy, reply "v<N> ok") and 3 (broken: empty reply).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_IO = """
+input [
+  { name: "text_input", data_type: TYPE_STRING, dims: [ 1 ] },
+  { name: "max_tokens", data_type: TYPE_INT32, dims: [ 1 ] }
+]
+output [ { name: "text_output", data_type: TYPE_STRING, dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU, count: 1 } ]
+"""
+
+_HEADER = """
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _inputs(request):
+    text = pb_utils.get_input_tensor_by_name(request, "text_input").as_numpy().reshape(-1)[0].decode()
+    limit = int(pb_utils.get_input_tensor_by_name(request, "max_tokens").as_numpy().reshape(-1)[0])
+    return text, limit
+
+
+def _response(text):
+    out = pb_utils.Tensor("text_output", np.array([text.encode()], dtype=object))
+    return pb_utils.InferenceResponse(output_tensors=[out])
+"""
+
+ECHO = _HEADER + """
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            text, limit = _inputs(request)
+            for word in text.split()[-limit:]:
+                sender.send(_response(word + " "))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+
+SLOW = _HEADER + """
+import json
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.delay_s = float(params.get("delay_s", {}).get("string_value", "0.2"))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            time.sleep(self.delay_s)
+            responses.append(_response("ok"))
+        return responses
+"""
+
+CANARY = _HEADER + """
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.version = args["model_version"]
+
+    def execute(self, requests):
+        return [_response(REPLY.format(version=self.version)) for _ in requests]
+"""
+
+
+def _model(root: Path, name: str, versions: dict[int, str], extra_config: str = "") -> None:
+    model_dir = root / name
+    for version, source in versions.items():
+        (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+        (model_dir / str(version) / "model.py").write_text(source)
+    (model_dir / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{extra_config}{_IO}')
+
+
+def write_test_repository(root: Path, slow_delay_s: float = 0.2) -> Path:
+    """Write the models above into `root` (created) and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    _model(root, "echo", {1: ECHO}, "model_transaction_policy { decoupled: true }\n")
+    _model(root, "slow", {1: SLOW},
+           f'parameters {{ key: "delay_s" value: {{ string_value: "{slow_delay_s}" }} }}\n')
+    healthy = 'REPLY = "v{version} ok"\n' + CANARY
+    broken = 'REPLY = ""\n' + CANARY
+    _model(root, "canary", {1: healthy, 2: healthy, 3: broken})
+    return root
