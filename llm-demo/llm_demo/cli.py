@@ -27,9 +27,12 @@ from typing import Any, TypeVar
 import typer
 
 from . import __version__
+from . import prereqs
+from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
 from .paths import Workspace, new_run_id, write_json_atomic
 from .redact import Redactor
+from .versions import write_tooling_manifest
 
 app = typer.Typer(
     add_completion=False,
@@ -43,12 +46,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class AppState:
-    """State shared by all commands of one invocation."""
+    """State shared by all commands of one invocation.
+
+    ``config()`` loads ``config_path`` (default ``workspace.config_file("model.yaml")``) with the global
+    overrides once and caches it; it also extends ``redactor`` with the config's redaction section.
+    """
 
     workspace: Workspace
     run_id: str
     config_path: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=Redactor)
+    _config: DemoConfig | None = None
+
+    def config(self) -> DemoConfig:
+        """Return the validated configuration (raises ConfigError, exit 2)."""
+        if self._config is None:
+            path = self.config_path or self.workspace.config_file("model.yaml")
+            self._config = load_config(path, self.overrides)
+            self.redactor = Redactor.from_config(self._config.to_dict()["redaction"])
+        return self._config
 
     def echo(self, message: str, err: bool = False) -> None:
         """Print ``message`` after redaction."""
@@ -109,16 +126,58 @@ def _main(
     root: Path | None = typer.Option(None, "--root", envvar="LLM_DEMO_ROOT", help="Workspace root (default: the llm-demo directory)."),
     run_id: str | None = typer.Option(None, "--run-id", envvar="LLM_DEMO_RUN_ID", help="Run id for logs/<run>/ (default: new)."),
     config: Path | None = typer.Option(None, "--config", help="model.yaml to use (default: <root>/config/model.yaml, else the shipped one)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
+    model_id: str | None = typer.Option(None, "--model-id", help="= --set model.id=..."),
+    revision: str | None = typer.Option(None, "--revision", help="= --set model.revision=..."),
+    model_dir: str | None = typer.Option(None, "--model-dir", help="Use a local model directory (= --set model.local_dir=...)."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="= --set model.tokenizer=..."),
+    precision: str | None = typer.Option(None, "--precision", help="= --set precision.profile=..."),
+    runtime: str | None = typer.Option(None, "--runtime", help="engine | llmapi | python (= --set build.runtime=...)."),
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    ctx.obj = AppState(workspace=Workspace.from_root(root), run_id=run_id or new_run_id(), config_path=config)
+    named = {
+        "model.id": model_id,
+        "model.revision": revision,
+        "model.local_dir": model_dir,
+        "model.tokenizer": tokenizer,
+        "precision.profile": precision,
+        "build.runtime": runtime,
+    }
+    overrides: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+    workspace = Workspace.from_root(root)
+    state = AppState(workspace=workspace, run_id=run_id or new_run_id(), config_path=config, overrides=overrides)
+    ctx.obj = state
+    try:
+        overrides.update(parse_set_options(set_))
+    except LlmDemoError as exc:
+        report_error(state, exc)
+        raise typer.Exit(int(exc.exit_code)) from None
+
+
+def print_checks(state: AppState, manifest_or_results: list[dict[str, Any]]) -> None:
+    """Print one line per prerequisite check result (redacted)."""
+    for r in manifest_or_results:
+        state.echo(f"  [{r['status']:<4}] {r['id']:<28} {r['message']}")
 
 
 @app.command()
 @guarded
-def check(ctx: typer.Context) -> None:
-    """Run every prerequisite check and write state/prereq-manifest.json (exit 3 on failure)."""
-    raise LlmDemoError("check is not implemented yet")
+def check(
+    ctx: typer.Context,
+    host_facts: Path | None = typer.Option(None, "--host-facts", help="Describe the host with this YAML/JSON file instead of probing it."),
+) -> None:
+    """Run every prerequisite check; write state/prereq-manifest.json and state/tooling-manifest.json (exit 3 on failure)."""
+    state: AppState = ctx.obj
+    cfg = state.config()
+    facts = prereqs.load_host_facts(host_facts) if host_facts else None
+    write_tooling_manifest(state.workspace)
+    try:
+        manifest = prereqs.check_prerequisites(state.workspace, cfg, state.run_id, state.redactor, facts=facts)
+    except LlmDemoError as exc:
+        print_checks(state, exc.details.get("all", exc.details.get("failed", [])))
+        raise
+    print_checks(state, manifest["checks"])
+    state.echo(f"prerequisites ok ({cfg.runtime} runtime); manifest: {state.workspace.state_dir / 'prereq-manifest.json'}")
 
 
 def main() -> None:
