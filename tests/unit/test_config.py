@@ -1,0 +1,157 @@
+"""Config models, study grammar, hashes, user config and the generated reference (issue 2)."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
+from llem_ray.config.introspection import backend_fields, render_markdown
+from llem_ray.config.loader import load_experiment_config, load_study_config
+from llem_ray.config.ssot import DECODING_SUPPORT, PRECISION_SUPPORT
+from llem_ray.config.sweep import expand_study
+from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue, load_user_config, runner_for
+from llem_ray.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_the_seed():
+    cfg = ExperimentConfig()
+    assert (cfg.backend, cfg.precision, cfg.dataset.source, cfg.n, cfg.random_seed) == (
+        "pytorch", "bf16", "aienergyscore", 100, 42)
+    assert cfg.warmup.n_warmup == 5 and cfg.baseline.enabled and cfg.energy.backend == "auto"
+    assert cfg.model == "llem/tiny-llama" and cfg.weights == "random"
+
+
+def test_extra_fields_are_forbidden_everywhere():
+    with pytest.raises(ValidationError, match="extra"):
+        ExperimentConfig(decoder={"temprature": 0.5})
+
+
+@pytest.mark.parametrize("backend", sorted(PRECISION_SUPPORT))
+def test_precision_support_is_the_single_source(backend):
+    for precision in ("fp32", "fp16", "bf16"):
+        ok = precision in PRECISION_SUPPORT[backend]
+        try:
+            ExperimentConfig(backend=backend, precision=precision)
+            assert ok
+        except ValidationError as exc:
+            assert not ok and "not supported" in str(exc)
+
+
+def test_decoding_support_is_enforced():
+    assert "beam_search" not in DECODING_SUPPORT["vllm"]
+    with pytest.raises(ValidationError, match="beam_search"):
+        ExperimentConfig(backend="vllm", decoder={"num_beams": 2})
+    assert ExperimentConfig(decoder={"num_beams": 2}).decoder.mode == "beam_search"
+
+
+def test_dataset_string_shorthand():
+    assert ExperimentConfig(dataset="synthetic").dataset.source == "synthetic"
+
+
+def test_measurement_hash_ignores_labels_but_not_settings():
+    a = ExperimentConfig(name="a", output_dir="/x", dataset="synthetic")
+    b = ExperimentConfig(name="b", dataset="synthetic")
+    c = ExperimentConfig(name="a", dataset="synthetic", precision="fp16")
+    assert measurement_config_hash(a) == measurement_config_hash(b) != measurement_config_hash(c)
+    assert len(measurement_config_hash(a)) == 16
+
+
+def test_grid_with_backend_scoped_keys():
+    study = expand_study({
+        "model": "llem/tiny-llama",
+        "sweep": {"backend": ["pytorch", "vllm"], "pytorch.batch_size": [1, 8], "vllm.max_num_seqs": [4, 16, 64]},
+    })
+    combos = sorted((e.backend, e.batch_size if e.backend == "pytorch" else e.vllm.max_num_seqs)
+                    for e in study.experiments)
+    assert combos == [("pytorch", 1), ("pytorch", 8), ("vllm", 4), ("vllm", 16), ("vllm", 64)]
+
+
+def test_base_section_of_another_backend_is_dropped_for_that_point():
+    study = expand_study({"pytorch": {"batch_size": 4}, "sweep": {"backend": ["pytorch", "vllm"]}})
+    by_backend = {e.backend: e for e in study.experiments}
+    assert by_backend["pytorch"].pytorch.batch_size == 4
+    assert by_backend["vllm"].pytorch is None
+
+
+def test_combined_grid_and_explicit_with_recorded_skips():
+    study = load_study_config(ROOT / "configs" / "study-combined.yaml")
+    assert len(study.experiments) == 6
+    assert len(study.skipped) == 1 and "fp32" in study.skipped[0].reason
+    assert study.skipped[0].params["backend"] == "tensorrt"
+    assert study.execution.cycle_order == "shuffled"
+
+
+def test_nested_sweep_key():
+    study = expand_study({"sweep": {"decoder.temperature": [0.5, 1.0], "decoder.do_sample": [True]}})
+    assert sorted(e.decoder.temperature for e in study.experiments) == [0.5, 1.0]
+
+
+def test_single_experiment_yaml_is_a_degenerate_study():
+    study = load_study_config(ROOT / "configs" / "experiment-minimal.yaml")
+    assert len(study.experiments) == 1 and study.execution.n_cycles == 1
+
+
+def test_study_yaml_is_refused_as_experiment():
+    with pytest.raises(ConfigError, match="this is a study"):
+        load_experiment_config(ROOT / "configs" / "study-grid.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    study = load_study_config(path)
+    assert study.experiments
+
+
+def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("runners: {vllm: 'docker.io/vllm/vllm-openai:v0.11'}\n"
+                   "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
+                   "execution: {config_gap_s: 5}\n")
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
+    user = load_user_config()
+    assert runner_for("vllm", user).startswith("docker.io") and runner_for("pytorch", user) == "local"
+    monkeypatch.setenv("LLEM_RUNNER_VLLM", "local")
+    assert runner_for("vllm", user) == "local"
+    assert datacenter_pue(user) == 1.4
+    monkeypatch.setenv("LLEM_CARBON_INTENSITY", "50")
+    assert carbon_intensity_g_per_kwh(user) == 50.0
+    study = load_study_config(ROOT / "configs" / "study-grid.yaml")
+    assert study.execution.config_gap_s == 0  # set in the study file: the file wins
+    explicit = load_study_config(ROOT / "configs" / "study-combined.yaml")
+    assert explicit.execution.config_gap_s == 30
+
+
+def test_user_config_gap_fills_unset_study_field(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("execution: {config_gap_s: 7, cycle_gap_s: 9}\n")
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
+    study = tmp_path / "s.yaml"
+    study.write_text("experiments: [{n: 1}]\n")
+    assert load_study_config(study).execution.config_gap_s == 7
+
+
+def test_bad_env_var_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("LLEM_DATACENTER_PUE", "high")
+    with pytest.raises(ConfigError, match="LLEM_DATACENTER_PUE"):
+        datacenter_pue()
+
+
+def test_invalid_user_config_names_the_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("measurement: {datacenter_pue: 0.5}\n")
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
+    with pytest.raises(ConfigError, match="config.yaml: measurement.datacenter_pue"):
+        load_user_config()
+
+
+def test_configuration_reference_is_current():
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == render_markdown(), "regenerate: python -m llem_ray.config.introspection > docs/configuration.md"
+
+
+def test_backend_routing_lists_section_fields():
+    assert "pytorch.batch_size" in backend_fields("pytorch")
+    assert all(f.startswith("vllm.") for f in backend_fields("vllm"))
