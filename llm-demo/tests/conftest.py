@@ -80,3 +80,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     monkeypatch.setattr(socket, "getaddrinfo", guard_getaddrinfo)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return attempts
+
+
+# Part 2 (Triton) fixtures live in their own plugin module.
+pytest_plugins = ["conftest_triton"]

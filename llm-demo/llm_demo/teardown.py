@@ -1,0 +1,145 @@
+"""Teardown: stop what `serve` started and prove it is gone.
+
+`teardown` runs these steps and writes each result to `logs/<run>/cleanup.log`
+(plain text, one line per check) and `logs/<run>/teardown.jsonl`:
+
+1. stop the recorded server (`state/serve.json`): SIGTERM to its process
+   group, SIGKILL after `grace_s` seconds;
+2. verify no process of that group is left and every recorded port is free
+   (re-checked for up to `port_wait_s` seconds);
+3. containers: with a compose file, `docker compose down`, then verify that
+   `docker compose ps -q` lists nothing (skipped, and said so, without docker);
+4. GPU: an NVML snapshot; the stopped processes must hold no GPU memory
+   (on a host without NVML the log says it was not checked, and why);
+5. purge: log run directories per the retention policy, and with
+   `purge_cache` the model cache `.cache/` entirely;
+6. list the log, model and engine directories that remain, with sizes (bytes).
+
+Failure mode: anything left running, bound or allocated raises
+`TeardownIncompleteError` (exit 12) after the log is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import TeardownIncompleteError
+from .events import EventLog
+from .gpu import memory_held_by, snapshot, summary_line
+from .paths import Workspace, iso, read_json, utc_now
+from .redact import Redactor
+from .retention import RetentionPolicy, rotate_logs
+from .serve import SERVE_STATE, group_pids, port_in_use, stop_process_group
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _ports(rec: dict) -> list[tuple[str, int]]:
+    endpoints = [rec["http_url"], rec["grpc_url"], rec["metrics_url"].split("//", 1)[-1].split("/", 1)[0]]
+    out = []
+    for hostport in endpoints:
+        host, _, port = hostport.rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _containers(compose_file: Path | None, lines: list[str]) -> list[str]:
+    """Bring a compose project down; return problems."""
+    if compose_file is None:
+        lines.append("containers: none started by llm-demo serve (no compose file given)")
+        return []
+    docker = shutil.which("docker")
+    if docker is None:
+        lines.append(f"containers: docker not installed; nothing to stop for {compose_file}")
+        return []
+    base = [docker, "compose", "-f", str(compose_file)]
+    down = subprocess.run(base + ["down", "--remove-orphans"], capture_output=True, text=True, timeout=300)
+    left = subprocess.run(base + ["ps", "-q"], capture_output=True, text=True, timeout=60)
+    ids = left.stdout.split()
+    lines.append(f"containers: compose down exit {down.returncode}; remaining containers: {ids or 'none'}")
+    return [f"containers still running: {ids}"] if ids or down.returncode else []
+
+
+def teardown(
+    workspace: Workspace,
+    run_id: str,
+    *,
+    policy: RetentionPolicy | None = None,
+    purge_cache: bool = False,
+    compose_file: Path | None = None,
+    grace_s: float = 15.0,
+    port_wait_s: float = 10.0,
+    redactor: Redactor | None = None,
+) -> dict:
+    """Run the steps of the module docstring; return the report dict."""
+    redactor = redactor or Redactor()
+    events = EventLog(workspace, run_id, "teardown", redactor)
+    lines = [f"llm-demo teardown, run {run_id}, started {iso(utc_now())}"]
+    problems: list[str] = []
+    state_path = workspace.state_dir / SERVE_STATE
+    rec = read_json(state_path)
+    pids: set[int] = set()
+    if rec:
+        pids = set(group_pids(rec["pgid"])) | {rec["pid"]}
+        left = stop_process_group(rec["pgid"], grace_s=grace_s)
+        lines.append(f"server: process group {rec['pgid']} (pids {sorted(pids)}) stopped; still alive: {left or 'none'}")
+        events.emit("processes", pgid=rec["pgid"], pids=sorted(pids), remaining=left)
+        if left:
+            problems.append(f"processes still alive: {left}")
+        deadline = time.monotonic() + port_wait_s
+        bound = _ports(rec)
+        while bound and time.monotonic() < deadline:
+            bound = [(h, p) for h, p in bound if port_in_use(h, p)]
+            if bound:
+                time.sleep(0.2)
+        lines.append(f"ports {[p for _, p in _ports(rec)]}: still bound: {bound or 'none'}")
+        events.emit("ports", checked=_ports(rec), still_bound=bound)
+        if bound:
+            problems.append(f"ports still bound: {bound}")
+        if not left:
+            state_path.unlink(missing_ok=True)
+    else:
+        lines.append("server: none recorded in state/serve.json (already stopped?)")
+    problems += _containers(compose_file, lines)
+    snap = snapshot("after-teardown")
+    events.emit("gpu_snapshot", snapshot=snap)
+    if snap["nvml"]:
+        held = memory_held_by(snap, pids)
+        lines.append(f"gpu: {summary_line(snap)}; memory still held by stopped processes: {held} bytes")
+        if held:
+            problems.append(f"GPU memory still held: {held} bytes")
+    else:
+        lines.append(f"gpu: not checked, {snap['reason']}")
+    rotation = rotate_logs(workspace, policy or RetentionPolicy(), protect={run_id})
+    lines.append(f"logs: retention {rotation['policy']}; removed runs: {rotation['removed'] or 'none'}")
+    if purge_cache and workspace.cache_dir.exists():
+        shutil.rmtree(workspace.cache_dir)
+        lines.append(f"cache: purged {workspace.cache_dir}")
+    else:
+        lines.append("cache: kept (pass --purge-cache to delete downloads and engines)")
+    remaining = {}
+    for folder in (workspace.logs_dir, workspace.models_dir, workspace.production_dir, workspace.cache_dir):
+        if folder.exists():
+            for child in sorted(folder.iterdir()):
+                remaining[str(child)] = _dir_size(child) if child.is_dir() else child.stat().st_size
+    lines.append("remaining directories (bytes):")
+    lines += [f"  {path}  {size}" for path, size in remaining.items()]
+    lines.append(f"result: {'INCOMPLETE: ' + '; '.join(problems) if problems else 'clean'}")
+    report = {"problems": problems, "remaining": remaining, "gpu": snap, "rotation": rotation}
+    events.emit("result", clean=not problems, problems=problems)
+    log_path = workspace.run_dir(run_id) / "cleanup.log"
+    log_path.write_text(redactor.redact("\n".join(lines)) + "\n", encoding="utf-8")
+    if problems:
+        raise TeardownIncompleteError(
+            "teardown incomplete: " + "; ".join(problems),
+            remediation=f"see {log_path}; stop leftovers by pid (`kill <pid>`) or free the ports, then rerun",
+            doc="docs/usage.md#teardown",
+            details=report,
+        )
+    report["cleanup_log"] = str(log_path)
+    return report
