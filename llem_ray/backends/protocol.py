@@ -25,12 +25,18 @@ class Prompt:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What `load` found out about the model."""
+    """What `load` found out about the model.
+
+    `vocab_size` bounds synthetic token ids (None: unknown); `notes` are remarks for the result's
+    warnings (e.g. which tokenizer stood in for a random-weight model's).
+    """
 
     n_parameters: int
     dtype: str
     device: str
     load_time_s: float
+    vocab_size: int | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -1,0 +1,150 @@
+"""`NVMLMeter`: GPU energy from NVML's energy counter, plus a device-state sampler thread.
+
+Energy of a window is the difference of `nvmlDeviceGetTotalEnergyConsumption` (mJ since driver
+load, Volta and newer) read at `begin_window` and `end_window`, per bound GPU. The counter updates
+every ~100 ms: windows shorter than that can read 0 J. The sampler records, per device and at
+`sample_hz`, board power (W), temperature (°C), GPU utilisation (%), used memory (MiB), SM clock
+(MHz) and active clock-event (throttle) reasons; a reading a device does not support is None.
+
+Bound by UUID (`nvmlDeviceGetHandleByUUID`), never by index, so a Ray actor meters exactly its GPUs.
+The factory raises `MeterUnavailable` when NVML is missing, no GPU is bound, a UUID is unknown, or
+a GPU has no energy counter (pre-Volta).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from llem_ray.energy.devices import nvml
+from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+
+if TYPE_CHECKING:
+    from llem_ray.config.experiment import EnergyConfig
+
+# Clock-event reason bits (nvml.h, nvmlClocksEventReason*); GpuIdle is not a slowdown and is omitted.
+CLOCK_EVENT_REASONS: dict[int, str] = {
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+THROTTLING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+"""Reasons that mean the GPU ran slower than it would have: flagged in `measurement_warnings`."""
+
+
+def decode_clock_event_reasons(mask: int) -> tuple[str, ...]:
+    """Names of the reasons set in an NVML clock-event bitmask, in bit order."""
+    return tuple(name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit)
+
+
+class NVMLMeter:
+    """Energy meter over NVML for the GPUs `device_uuids` (see module docstring for units)."""
+
+    name = "nvml"
+    resolution_s = 0.1
+    """Update period of the energy counter, s (seen on H100; the prefill loop spans 20 of them)."""
+    accuracy = "NVML energy counter (mJ, ~100 ms updates); about +/-5% on H100/A100 for short windows"
+
+    def __init__(self, device_uuids: list[str], config: EnergyConfig | None = None):
+        if not device_uuids:
+            raise MeterUnavailable("no GPU is bound to this experiment (running on CPU)")
+        self._nvml = nvml()
+        self.device_uuids = list(device_uuids)
+        self._handles: dict[str, Any] = {}
+        for uuid in self.device_uuids:
+            try:
+                handle = self._nvml.nvmlDeviceGetHandleByUUID(uuid)
+                self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            except self._nvml.NVMLError as exc:
+                raise MeterUnavailable(f"GPU {uuid}: no NVML energy counter ({exc})") from None
+            self._handles[uuid] = handle
+        self._windows: dict[str, tuple[float, dict[str, int]]] = {}
+        self._samples: list[PowerSample] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reasons_fn = getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            self._nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"
+        )
+
+    def _counters_mj(self) -> dict[str, int]:
+        return {u: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for u, h in self._handles.items()}
+
+    def begin_window(self, key: str) -> None:
+        """Read every bound GPU's energy counter now (mJ) and remember it under `key`."""
+        self._windows[key] = (time.perf_counter(), self._counters_mj())
+
+    def end_window(self, key: str) -> EnergyWindow:
+        """Energy (J) per GPU since `begin_window(key)`. KeyError if `key` was never begun."""
+        start_s, start_mj = self._windows.pop(key)
+        end_mj = self._counters_mj()
+        duration_s = time.perf_counter() - start_s
+        return EnergyWindow(key, duration_s, {u: (end_mj[u] - start_mj[u]) / 1000.0 for u in self.device_uuids})
+
+    def _read(self, getter: Any, *args: Any) -> Any:
+        try:
+            return getter(*args)
+        except self._nvml.NVMLError:
+            return None
+
+    def sample_once(self) -> list[PowerSample]:
+        """One reading of every bound GPU (None for any quantity the device cannot report)."""
+        lib = self._nvml
+        now = time.time()
+        out = []
+        for uuid, h in self._handles.items():
+            power_mw = self._read(lib.nvmlDeviceGetPowerUsage, h)
+            util = self._read(lib.nvmlDeviceGetUtilizationRates, h)
+            mem = self._read(lib.nvmlDeviceGetMemoryInfo, h)
+            clock = self._read(lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_SM)
+            reasons = self._read(self._reasons_fn, h)
+            out.append(
+                PowerSample(
+                    t_s=now,
+                    device_uuid=uuid,
+                    power_w=None if power_mw is None else power_mw / 1000.0,
+                    temperature_c=self._read(lib.nvmlDeviceGetTemperature, h, lib.NVML_TEMPERATURE_GPU),
+                    utilization_pct=None if util is None else float(util.gpu),
+                    memory_used_mb=None if mem is None else mem.used / 2**20,
+                    sm_clock_mhz=None if clock is None else float(clock),
+                    throttle_reasons=decode_clock_event_reasons(reasons or 0),
+                )
+            )
+        return out
+
+    def _loop(self, interval_s: float) -> None:
+        next_t = time.perf_counter()
+        while not self._stop.is_set():
+            self._samples.extend(self.sample_once())
+            next_t += interval_s
+            self._stop.wait(max(0.0, next_t - time.perf_counter()))
+
+    def start_sampling(self, hz: float) -> None:
+        """Start the sampler thread at `hz` readings per second per GPU (daemon thread)."""
+        if self._thread is not None:
+            raise RuntimeError("sampler already running")
+        self._samples = []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(1.0 / hz,), name="llem-nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def stop_sampling(self) -> list[PowerSample]:
+        """Stop the sampler and return its samples, oldest first ([] if it was not running)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        samples, self._samples = self._samples, []
+        return samples
+
+    def close(self) -> None:
+        """Stop sampling; NVML stays initialised for the process (other meters may share it)."""
+        self.stop_sampling()
+

@@ -1,0 +1,213 @@
+"""The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
+
+environment snapshot → pre-flight → idle baseline → load → warm-up → thermal floor → measured
+window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
+(PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
+loop; every sample is tagged with its phase in the timeseries, and only the measured window's
+samples enter the result's device statistics.
+
+Without any energy meter (a CPU host, no NVML) the experiment still runs: energy fields are None
+and a warning says why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
+from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.datasets import load_prompts
+from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
+from llem_ray.energy.devices import visible_gpus
+from llem_ray.energy.protocol import EnergyMeter
+from llem_ray.measure.assemble import Observations, build_result
+from llem_ray.measure.environment import snapshot
+from llem_ray.measure.preflight import preflight, resolve_device
+from llem_ray.measure.warmup import run_warmup
+from llem_ray.results.schema import ExperimentResult, Placement
+from llem_ray.results.timeseries import Phase, samples_to_table
+
+PREFILL_COUNTER_UPDATES = 20
+"""The prefill loop runs for at least this many updates of the meter's counter (NVML: 100 ms each)."""
+DEFAULT_RESOLUTION_S = 0.1
+"""Counter update period assumed for a meter without a `resolution_s` attribute (NVML's), s."""
+PREFILL_MAX_PASSES = 1000
+
+ProgressCallback = Callable[[str], None]
+"""Called with each stage name as it starts: environment, preflight, baseline, load, warmup,
+thermal_floor, measure, prefill, metrics."""
+
+
+@dataclass
+class Measured:
+    """A result, its timeseries (results.timeseries.TIMESERIES_SCHEMA) and where it was saved (if it was)."""
+
+    result: ExperimentResult
+    timeseries: pa.Table
+    result_dir: Path | None = None
+
+
+def synchronize(device: str) -> None:
+    """Wait for every visible CUDA device to finish its queued work (no-op on CPU or before CUDA init)."""
+    torch = sys.modules.get("torch")
+    if device == "cuda" and torch is not None and torch.cuda.is_initialized():
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
+
+
+@contextmanager
+def _phase(phases: list[Phase], name: str) -> Iterator[None]:
+    start_s = time.time()
+    try:
+        yield
+    finally:
+        phases.append((name, start_s, time.time()))
+
+
+def _baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
+    if meter is None or not config.baseline.enabled:
+        return None
+    return cache.get(meter, config.baseline.duration_s, config.baseline.cache_ttl_s)
+
+
+def _prefill_loop(
+    backend: InferenceBackend, prompts: list[Prompt], meter: EnergyMeter | None, device: str
+) -> tuple[float, float | None, GenerationOutput]:
+    """(seconds per pass, joules per pass or None, last pass's output) of repeated prefill passes.
+
+    Repeats the pass for PREFILL_COUNTER_UPDATES periods of the meter's counter when energy is
+    measured (once otherwise), so the counter resolves it.
+    """
+    min_s = PREFILL_COUNTER_UPDATES * getattr(meter, "resolution_s", DEFAULT_RESOLUTION_S) if meter else 0.0
+    if meter is not None:
+        meter.begin_window("llem-prefill")
+    start_s = time.perf_counter()
+    passes = 0
+    while True:
+        output = backend.prefill(prompts)
+        passes += 1
+        if passes >= PREFILL_MAX_PASSES or time.perf_counter() - start_s >= min_s:
+            break
+    synchronize(device)
+    elapsed_s = time.perf_counter() - start_s
+    energy_j = meter.end_window("llem-prefill").total_j / passes if meter is not None else None
+    return elapsed_s / passes, energy_j, output
+
+
+def run(
+    config: ExperimentConfig,
+    *,
+    baseline_cache: BaselineCache | None = None,
+    placement: Placement | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Measured:
+    """Measure `config` once in this process and return its result and timeseries (writes nothing).
+
+    `baseline_cache` defaults to the process-wide cache; `placement` (from a Ray worker) is copied
+    into the result. Raises PreFlightError (all failures at once), BackendError, or
+    DatasetUnavailable/ValueError from the dataset; the backend is unloaded whatever happens.
+    """
+    progress = on_progress or (lambda stage: None)
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    started_at = datetime.now(timezone.utc)
+    progress("environment")
+    gpus = visible_gpus()
+    device = resolve_device(config.device, gpus)
+    env = snapshot(gpus.uuids if device == "cuda" else [], import_torch=device == "cuda")
+    progress("preflight")
+    cleared = preflight(config, device, gpus)
+    backend, meter = cleared.backend, cleared.meter
+    phases: list[Phase] = []
+    try:
+        progress("baseline")
+        baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
+        progress("load")
+        info = backend.load(config, device)
+        prompt_set = load_prompts(config, config.n, info.vocab_size)
+        prompts = prompt_set.prompts
+        if meter is not None:
+            meter.start_sampling(config.energy.sample_hz)
+        progress("warmup")
+        warm_batch = [prompts[i % len(prompts)] for i in range(min(config.batch_size, config.n))]
+
+        def warm_once() -> float:
+            t0 = time.perf_counter()
+            backend.generate(warm_batch, config.warmup.max_output_tokens)
+            return time.perf_counter() - t0
+
+        with _phase(phases, "warmup"):
+            warmup = run_warmup(warm_once, config.warmup)
+        progress("thermal_floor")
+        with _phase(phases, "thermal_floor"):
+            time.sleep(config.warmup.thermal_floor_s)
+        progress("measure")
+        synchronize(device)
+        with _phase(phases, "measured"):
+            if meter is not None:
+                meter.begin_window("llem-measured")
+            t0 = time.perf_counter()
+            output = backend.generate(prompts, config.max_output_tokens)
+            synchronize(device)
+            duration_s = time.perf_counter() - t0
+            window = meter.end_window("llem-measured") if meter is not None else None
+        prefill = None
+        if config.prefill_split:
+            progress("prefill")
+            with _phase(phases, "prefill"):
+                prefill = _prefill_loop(backend, prompts, meter, device)
+        samples = meter.stop_sampling() if meter is not None else []
+        progress("metrics")
+        measured_start_s = next(start for name, start, _ in phases if name == "measured")
+        observations = Observations(
+            config=config,
+            device=device,
+            started_at=started_at,
+            env=env,
+            info=info,
+            output=output,
+            duration_s=duration_s,
+            window=window,
+            meter=meter,
+            baseline=baseline,
+            prefill=prefill,
+            warmup=warmup,
+            samples=samples,
+            phases=phases,
+            peak_memory_mb=backend.peak_memory_mb(),
+            notes=[*cleared.warnings, *info.notes, *prompt_set.notes],
+            placement=placement,
+        )
+        result = build_result(observations)
+        return Measured(result, samples_to_table(samples, phases, measured_start_s))
+    finally:
+        try:
+            backend.unload()
+        finally:
+            if meter is not None:
+                meter.stop_sampling()
+                meter.close()
+
+
+def run_and_save(config: ExperimentConfig, *, export_csv: bool = False) -> Measured:
+    """`run(config)`, then save it under `config.output_dir` when that is set (LA-04: else no writes).
+
+    `export_csv` also writes CSV copies of the result and timeseries (RES-18). The saved directory
+    is `Measured.result_dir`.
+    """
+    measured = run(config)
+    if config.output_dir is not None:
+        from llem_ray.results.persistence import save_experiment
+
+        measured.result_dir = save_experiment(
+            measured.result, measured.timeseries, config.output_dir, export_csv=export_csv
+        )
+    return measured

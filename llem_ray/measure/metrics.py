@@ -1,0 +1,130 @@
+"""Metrics of the measured window (CM-25..28): latency percentiles, device statistics, warnings.
+
+All latencies come in seconds and leave in milliseconds (`Percentiles.*_ms`). Warning thresholds
+follow NOTES-energy.md: windows under 10 s are noisy and biased low, fewer than 10 samples say
+little about device state, throttling and a > 10 °C temperature drift make runs incomparable.
+(Persistence mode is warned about by pre-flight.) Facility figures (CFG-25) scale energy by the
+data-centre PUE and convert it to CO2e with the grid's carbon intensity.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llem_ray.energy.nvml import THROTTLING_REASONS
+from llem_ray.energy.protocol import PowerSample
+from llem_ray.results.schema import Percentiles
+
+MIN_WINDOW_S = 10.0
+MIN_SAMPLES = 10
+MAX_TEMPERATURE_DRIFT_C = 10.0
+MIN_THERMAL_FLOOR_S = 30.0
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile `q` in [0, 1] of already sorted, non-empty values."""
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def percentiles(values_s: Sequence[float]) -> Percentiles | None:
+    """Count, mean, p50, p95, p99 of `values_s` (seconds) in milliseconds; None if empty."""
+    if not values_s:
+        return None
+    ms = sorted(v * 1000.0 for v in values_s)
+    return Percentiles(
+        count=len(ms),
+        mean_ms=statistics.fmean(ms),
+        p50_ms=quantile(ms, 0.50),
+        p95_ms=quantile(ms, 0.95),
+        p99_ms=quantile(ms, 0.99),
+    )
+
+
+@dataclass
+class DeviceStats:
+    """Summary of sampler readings over one window (None where no sample reported the quantity).
+
+    `mean_power_w` sums the per-device mean power over devices; `temperature_drift_c` is the
+    largest (max - min) temperature of any single device.
+    """
+
+    n_samples: int = 0
+    mean_power_w: float | None = None
+    mean_utilization_pct: float | None = None
+    max_temperature_c: float | None = None
+    temperature_drift_c: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def device_stats(samples: Sequence[PowerSample]) -> DeviceStats:
+    """Statistics of `samples` (all of one window, any number of devices)."""
+    if not samples:
+        return DeviceStats()
+    by_device: dict[str, list[PowerSample]] = {}
+    for s in samples:
+        by_device.setdefault(s.device_uuid, []).append(s)
+    means = [_mean([s.power_w for s in group]) for group in by_device.values()]
+    temps = {u: [s.temperature_c for s in g if s.temperature_c is not None] for u, g in by_device.items()}
+    all_temps = [t for ts in temps.values() for t in ts]
+    reasons = {r for s in samples for r in s.throttle_reasons if r in THROTTLING_REASONS}
+    return DeviceStats(
+        n_samples=max(len(g) for g in by_device.values()),
+        mean_power_w=sum(m for m in means if m is not None) if any(m is not None for m in means) else None,
+        mean_utilization_pct=_mean([s.utilization_pct for s in samples]),
+        max_temperature_c=max(all_temps) if all_temps else None,
+        temperature_drift_c=max((max(ts) - min(ts) for ts in temps.values() if ts), default=None),
+        throttle_reasons=sorted(reasons),
+    )
+
+
+def measurement_warnings(
+    *,
+    energy_measured: bool,
+    window_s: float,
+    stats: DeviceStats,
+    thermal_floor_s: float,
+) -> list[str]:
+    """Warnings about the validity of an energy measurement (empty when nothing is suspicious).
+
+    Only meaningful with energy measured: without a meter the caller reports why instead.
+    """
+    if not energy_measured:
+        return []
+    out = []
+    if window_s < MIN_WINDOW_S:
+        out.append(f"measured window {window_s:.2f} s < {MIN_WINDOW_S:.0f} s: energy is noisy and biased low")
+    if stats.n_samples < MIN_SAMPLES:
+        out.append(f"only {stats.n_samples} power samples per device in the window (< {MIN_SAMPLES})")
+    if stats.throttle_reasons:
+        out.append(f"GPU clocks were throttled during the window: {', '.join(stats.throttle_reasons)}")
+    if stats.temperature_drift_c is not None and stats.temperature_drift_c > MAX_TEMPERATURE_DRIFT_C:
+        out.append(f"GPU temperature drifted {stats.temperature_drift_c:.1f} °C during the window (> 10 °C)")
+    if thermal_floor_s < MIN_THERMAL_FLOOR_S:
+        out.append(f"thermal floor {thermal_floor_s:g} s < {MIN_THERMAL_FLOOR_S:.0f} s: GPU may not be at steady temperature")
+    return out
+
+
+def facility_figures(
+    energy_j: float | None, pue: float | None, carbon_intensity_g_per_kwh: float | None
+) -> tuple[float | None, float | None]:
+    """(energy x PUE in J, CO2e in g) of `energy_j`; each None when its input is None.
+
+    CO2e uses the facility energy when a PUE is given, else the device energy: g = kWh x g/kWh.
+    """
+    if energy_j is None:
+        return None, None
+    facility_j = energy_j * pue if pue is not None else None
+    co2e_g = None
+    if carbon_intensity_g_per_kwh is not None:
+        co2e_g = (facility_j if facility_j is not None else energy_j) / 3.6e6 * carbon_intensity_g_per_kwh
+    return facility_j, co2e_g

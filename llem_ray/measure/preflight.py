@@ -1,0 +1,118 @@
+"""Pre-flight checks (CM-29..31): everything that would fail the run, reported at once.
+
+Failures (raise one `PreFlightError` listing all): a CUDA device asked for but none visible, the
+backend not installed, the dataset unreadable, an unknown built-in model, an explicitly named
+energy meter that cannot run, the VRAM estimate above the free memory of the experiment's GPUs.
+Warnings (returned): persistence mode off, other processes computing on the experiment's GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llem_ray import datasets
+from llem_ray.backends import registry as backend_registry
+from llem_ray.backends import shapes
+from llem_ray.backends.protocol import InferenceBackend
+from llem_ray.config.ssot import BYTES_PER_PARAM
+from llem_ray.energy.devices import VisibleGPUs, nvml
+from llem_ray.energy.protocol import EnergyMeter
+from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
+from llem_ray.errors import BackendError, PreFlightError
+
+if TYPE_CHECKING:
+    from llem_ray.config.experiment import ExperimentConfig
+
+VRAM_OVERHEAD = 1.2
+"""Activations, CUDA context and allocator slack on top of weights + KV cache."""
+
+
+@dataclass
+class Cleared:
+    """What pre-flight set up for the run: a backend instance, the meter (or None) and warnings."""
+
+    backend: InferenceBackend
+    meter: EnergyMeter | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_device(requested: str, gpus: VisibleGPUs) -> str:
+    """'cuda' or 'cpu': `auto` means CUDA when NVML sees a GPU for this process."""
+    if requested == "auto":
+        return "cuda" if gpus.uuids else "cpu"
+    return requested
+
+
+def estimate_vram_mb(config: ExperimentConfig) -> float | None:
+    """Weights + KV cache of the whole workload's largest batch, x VRAM_OVERHEAD, in MiB (None if unknown)."""
+    cfg = shapes.config_dict(config.model)
+    n_params = shapes.estimate_parameters(cfg) if cfg else None
+    if cfg is None or n_params is None:
+        return None
+    section = config.pytorch
+    bytes_per_param: float = BYTES_PER_PARAM[config.precision]
+    if section and section.load_in_8bit:
+        bytes_per_param = 1
+    if section and section.load_in_4bit:
+        bytes_per_param = 0.5
+    kv_per_token = shapes.kv_cache_bytes_per_token(cfg, BYTES_PER_PARAM[config.precision]) or 0
+    tokens = (config.max_input_tokens + config.max_output_tokens) * config.batch_size * config.decoder.num_beams
+    return (n_params * bytes_per_param + kv_per_token * tokens) * VRAM_OVERHEAD / 2**20
+
+
+def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str], warnings: list[str]) -> None:
+    try:
+        lib = nvml()
+    except Exception:
+        return
+    free_mb = 0.0
+    for uuid in gpus.uuids:
+        try:
+            h = lib.nvmlDeviceGetHandleByUUID(uuid)
+            free_mb += lib.nvmlDeviceGetMemoryInfo(h).free / 2**20
+            if not lib.nvmlDeviceGetPersistenceMode(h):
+                warnings.append(f"persistence mode is off on {uuid} (nvidia-smi -pm 1): idle power varies")
+            others = [p.pid for p in lib.nvmlDeviceGetComputeRunningProcesses(h) if p.pid != os.getpid()]
+        except lib.NVMLError:
+            continue
+        if others:
+            warnings.append(
+                f"{len(others)} other process(es) compute on {uuid} (pids {', '.join(map(str, others))}): "
+                "they draw power inside the measured window"
+            )
+    need_mb = estimate_vram_mb(config)
+    if need_mb is not None and free_mb and need_mb > free_mb:
+        failures.append(f"estimated VRAM {need_mb:,.0f} MiB exceeds free memory {free_mb:,.0f} MiB of the experiment's GPUs")
+
+
+def preflight(config: ExperimentConfig, device: str, gpus: VisibleGPUs) -> Cleared:
+    """Run every check; return the backend and meter to use, or raise PreFlightError with all failures."""
+    failures: list[str] = []
+    warnings: list[str] = list(gpus.warnings)
+    if device == "cuda" and not gpus.uuids:
+        failures.append(f"device 'cuda' requested but no GPU is visible ({gpus.unavailable_reason})")
+    if config.model.startswith(shapes.PREFIX) and shapes.config_dict(config.model) is None:
+        failures.append(f"unknown built-in model '{config.model}' (built-in: {', '.join(shapes.builtin_names())})")
+    backend: InferenceBackend | None = None
+    try:
+        backend = backend_registry.create(config.backend)
+    except BackendError as exc:
+        failures.append(str(exc))
+    dataset_problem = datasets.check_accessible(config)
+    if dataset_problem:
+        failures.append(f"dataset: {dataset_problem}")
+    meter: EnergyMeter | None = None
+    try:
+        meter, meter_warnings = select_meter(config.energy, gpus.uuids if device == "cuda" else [])
+        warnings.extend(meter_warnings)
+    except ExplicitMeterUnavailable as exc:
+        failures.append(str(exc))
+    if device == "cuda":
+        _gpu_checks(config, gpus, failures, warnings)
+    if failures or backend is None:
+        if meter is not None:
+            meter.close()
+        raise PreFlightError(failures)
+    return Cleared(backend, meter, warnings)

@@ -1,0 +1,144 @@
+"""Results on disk (RES-16..19, INF-20): `{name}_{timestamp}/result.json` + `timeseries.parquet`.
+
+Every file is written to a dot-prefixed temporary name in its final directory and `os.replace`d,
+so a reader never sees half a file. A result directory is never reused: on a name collision `_1`,
+`_2`, … is appended. Names are sanitised to `[A-Za-z0-9._-]` with no leading dot, and the final
+path is checked to lie inside the output directory, so no config value can write elsewhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from llem_ray.results.schema import SCHEMA_VERSION, ExperimentResult
+from llem_ray.results.timeseries import TIMESERIES_SCHEMA
+
+RESULT_FILE = "result.json"
+TIMESERIES_FILE = "timeseries.parquet"
+MAX_NAME_CHARS = 100
+
+
+class UnsupportedSchemaVersion(ValueError):
+    """A result file's major schema version is not one this llem_ray reads."""
+
+
+def sanitise_name(name: str) -> str:
+    """`name` reduced to a safe single path component: [A-Za-z0-9._-], no leading dot, ≤ 100 chars."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:MAX_NAME_CHARS].strip("_")
+    return safe or "experiment"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def to_json(result: ExperimentResult, path: str | Path | None = None) -> str:
+    """The result as indented JSON; also written atomically to `path` when given."""
+    text = result.model_dump_json(indent=2)
+    if path is not None:
+        _atomic_write_bytes(Path(path), text.encode())
+    return text
+
+
+def from_json(source: str | Path) -> ExperimentResult:
+    """Read a result from a JSON file path or a JSON string.
+
+    Raises UnsupportedSchemaVersion when the file's major schema version differs from this
+    package's, and pydantic ValidationError when the content does not match the schema.
+    """
+    text = Path(source).read_text() if isinstance(source, Path) or not str(source).lstrip().startswith("{") else source
+    data: dict[str, Any] = json.loads(text)
+    version = str(data.get("schema_version", "?"))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise UnsupportedSchemaVersion(
+            f"result has schema_version {version}; this llem_ray reads {SCHEMA_VERSION.split('.')[0]}.x "
+            "(use the llem_ray version that wrote it, or migrate the file)"
+        )
+    return ExperimentResult.model_validate(data)
+
+
+def to_parquet(timeseries: pa.Table, path: str | Path) -> None:
+    """Write the timeseries atomically as Parquet with the explicit TIMESERIES_SCHEMA."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(timeseries.cast(TIMESERIES_SCHEMA), tmp)
+    os.replace(tmp, path)
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = json.dumps(value)
+    else:
+        out[prefix] = value
+
+
+def result_csv_row(result: ExperimentResult) -> dict[str, Any]:
+    """The result as one flat CSV row (MEAS-07): nested fields dotted, lists as JSON; no config, no pip freeze."""
+    data = result.model_dump(mode="json", exclude={"config": True, "environment_snapshot": {"pip_freeze"}})
+    row: dict[str, Any] = {}
+    _flatten(data, "", row)
+    return row
+
+
+def _write_csv(result: ExperimentResult, timeseries: pa.Table, directory: Path) -> None:
+    row = result_csv_row(result)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    _atomic_write_bytes(directory / "result.csv", buffer.getvalue().encode())
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(timeseries.cast(TIMESERIES_SCHEMA), sink)
+    _atomic_write_bytes(directory / "timeseries.csv", sink.getvalue().to_pybytes())
+
+
+def _new_directory(output_dir: Path, base: str) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    root = output_dir.resolve()
+    for counter in range(10_000):
+        candidate = root / (base if counter == 0 else f"{base}_{counter}")
+        if candidate.parent != root:
+            raise ValueError(f"result directory {candidate} would lie outside {root}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free result directory name for {base} in {root}")
+
+
+def save_experiment(
+    result: ExperimentResult, timeseries: pa.Table, output_dir: str | Path, *, export_csv: bool = False
+) -> Path:
+    """Write `{name}_{timestamp}/` under `output_dir` and return it (never overwrites: `_1`, `_2`).
+
+    Holds result.json and timeseries.parquet, plus result.csv and timeseries.csv with `export_csv`.
+    The timestamp is the result's start time in UTC (YYYYmmddTHHMMSSZ).
+    """
+    stamp = result.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    directory = _new_directory(Path(output_dir), f"{sanitise_name(result.name)}_{stamp}")
+    to_parquet(timeseries, directory / TIMESERIES_FILE)
+    if export_csv:
+        _write_csv(result, timeseries, directory)
+    to_json(result, directory / RESULT_FILE)
+    return directory
+

@@ -1,0 +1,142 @@
+"""Deterministic test doubles: `FakeBackend` and `FakeMeter`, registered on import.
+
+Use in any process with `LLEM_PLUGINS=tests.fakes` (Ray workers included): importing this module
+registers `FakeBackend` as backend 'pytorch' and `FakeMeter` as energy meter 'fake' (which
+`energy.backend: auto` picks before the built-ins). `unregister_all()` restores the real ones.
+
+FakeBackend reads `passthrough_kwargs`:
+- `fake_duration_s` (default 0.05): seconds each `generate` call sleeps (prefill: a tenth of it);
+- `fake_hang: true`: `generate` never returns;
+- `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`.
+Token counts are fixed: each prompt counts its token ids (or FAKE_TEXT_TOKENS for a text prompt)
+as input and exactly `max_new_tokens` as output.
+
+FakeMeter draws a constant FAKE_POWER_W per bound device: a window's energy is exactly
+FAKE_POWER_W x its wall time; samples are synthesised at the requested rate on `stop_sampling`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from llem_ray.backends import registry as backend_registry
+from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
+from llem_ray.energy import registry as meter_registry
+from llem_ray.energy.protocol import EnergyWindow, PowerSample
+
+FAKE_N_PARAMETERS = 1_000_000
+FAKE_VOCAB_SIZE = 1000
+FAKE_TEXT_TOKENS = 16
+FAKE_POWER_W = 100.0
+FAKE_TEMPERATURE_C = 50.0
+FAKE_DEVICE_UUID = "GPU-fake-0"
+
+
+class FakeBackend:
+    """A backend that sleeps instead of computing (see module docstring)."""
+
+    name = "pytorch"
+
+    def __init__(self) -> None:
+        self._kwargs: dict = {}
+        self._batch_size = 1
+        self.loaded = False
+
+    def load(self, config, device: str) -> ModelInfo:
+        self._kwargs = dict(config.passthrough_kwargs or {})
+        self._batch_size = config.batch_size
+        self.loaded = True
+        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE)
+
+    def _input_tokens(self, prompts: list[Prompt]) -> int:
+        return sum(len(p.token_ids) if p.token_ids is not None else FAKE_TEXT_TOKENS for p in prompts)
+
+    def _n_batches(self, prompts: list[Prompt]) -> int:
+        return max(1, -(-len(prompts) // self._batch_size))
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
+        if self._kwargs.get("fake_crash"):
+            os._exit(1)
+        while self._kwargs.get("fake_hang"):
+            time.sleep(3600)
+        duration_s = float(self._kwargs.get("fake_duration_s", 0.05))
+        time.sleep(duration_s)
+        n_batches = self._n_batches(prompts)
+        itl_s = duration_s / n_batches / max_new_tokens
+        requests = [
+            RequestTiming(duration_s / n_batches, max_new_tokens, itl_s, [itl_s] * (max_new_tokens - 1))
+            for _ in prompts
+        ]
+        return GenerationOutput(
+            input_tokens=self._input_tokens(prompts),
+            output_tokens=max_new_tokens * len(prompts),
+            batch_latencies_s=[duration_s / n_batches] * n_batches,
+            requests=requests,
+        )
+
+    def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
+        duration_s = float(self._kwargs.get("fake_duration_s", 0.05)) / 10
+        time.sleep(duration_s)
+        n_batches = self._n_batches(prompts)
+        return GenerationOutput(self._input_tokens(prompts), 0, [duration_s / n_batches] * n_batches)
+
+    def peak_memory_mb(self) -> float | None:
+        return None
+
+    def unload(self) -> None:
+        self.loaded = False
+
+
+class FakeMeter:
+    """A meter with constant power FAKE_POWER_W per device (see module docstring)."""
+
+    name = "fake"
+    resolution_s = 0.0
+    accuracy = "fake meter: exactly FAKE_POWER_W per device"
+
+    def __init__(self, device_uuids: list[str], config=None):
+        self.device_uuids = list(device_uuids) or [FAKE_DEVICE_UUID]
+        self._windows: dict[str, float] = {}
+        self._sampling: tuple[float, float] | None = None
+        self.closed = False
+
+    def begin_window(self, key: str) -> None:
+        self._windows[key] = time.perf_counter()
+
+    def end_window(self, key: str) -> EnergyWindow:
+        duration_s = time.perf_counter() - self._windows.pop(key)
+        return EnergyWindow(key, duration_s, {u: FAKE_POWER_W * duration_s for u in self.device_uuids})
+
+    def start_sampling(self, hz: float) -> None:
+        self._sampling = (time.time(), hz)
+
+    def stop_sampling(self) -> list[PowerSample]:
+        if self._sampling is None:
+            return []
+        start_s, hz = self._sampling
+        self._sampling = None
+        n = int((time.time() - start_s) * hz) + 1
+        return [
+            PowerSample(start_s + i / hz, u, FAKE_POWER_W, FAKE_TEMPERATURE_C, 90.0, 1024.0, 1980.0, ())
+            for i in range(n)
+            for u in self.device_uuids
+        ]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def register_all() -> None:
+    """Register FakeBackend as 'pytorch' and FakeMeter as 'fake'."""
+    backend_registry.register("pytorch", FakeBackend)
+    meter_registry.register("fake", FakeMeter)
+
+
+def unregister_all() -> None:
+    """Remove both fakes: the real 'pytorch' backend and the built-in meters come back."""
+    backend_registry.unregister("pytorch")
+    meter_registry.unregister("fake")
+
+
+register_all()
