@@ -34,7 +34,8 @@ class InferenceFailed(RuntimeError):
 
 @dataclass
 class Generation:
-    """One completed request. Times in seconds; `chunks` = responses received."""
+    """One completed request. Times in seconds; `chunks` = non-empty text responses
+    (with a streaming TRT-LLM or python-runtime model, one per generated token)."""
 
     text: str
     ttft_s: float
@@ -99,6 +100,10 @@ class TritonTextClient:
     def is_decoupled(self, model: str) -> bool:
         return bool(self.model_config(model).get("model_transaction_policy", {}).get("decoupled"))
 
+    def takes_stream_flag(self, model: str) -> bool:
+        """True when the model has a `stream` input (ensemble, python runtime) that must be set to stream."""
+        return any(i.get("name") == "stream" for i in self.model_config(model).get("input", []))
+
     def generate(
         self, model: str, prompt: str, max_tokens: int, version: str | int | None = None,
         stream: bool | None = None,
@@ -112,7 +117,10 @@ class TritonTextClient:
     # -- HTTP ---------------------------------------------------------------------------------
     def _http(self, model, prompt, max_tokens, version, stream) -> Generation:
         endpoint = "generate_stream" if stream else "generate"
-        body = json.dumps({"text_input": prompt, "max_tokens": int(max_tokens)}).encode()
+        payload: dict = {"text_input": prompt, "max_tokens": int(max_tokens)}
+        if stream and self.takes_stream_flag(model):
+            payload["stream"] = True
+        body = json.dumps(payload).encode()
         req = urllib.request.Request(
             f"http://{self.http_url}{_model_path(model, version)}/{endpoint}", data=body,
             headers={"Content-Type": "application/json"}, method="POST",
@@ -139,10 +147,11 @@ class TritonTextClient:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise InferenceFailed(f"{model}: {_http_error_text(exc)}") from exc
         latency = time.perf_counter() - t0
-        return Generation("".join(parts), ttft if ttft is not None else latency, latency, len(parts), stream)
+        chunks = sum(1 for p in parts if p)
+        return Generation("".join(parts), ttft if ttft is not None else latency, latency, chunks, stream)
 
     # -- gRPC ---------------------------------------------------------------------------------
-    def _grpc_inputs(self, model: str, prompt: str, max_tokens: int):
+    def _grpc_inputs(self, model: str, prompt: str, max_tokens: int, stream: bool):
         import tritonclient.grpc as grpcclient
 
         batched = int(self.model_config(model).get("max_batch_size", 0)) > 0
@@ -151,7 +160,12 @@ class TritonTextClient:
         text.set_data_from_numpy(np.array([prompt.encode()], dtype=object).reshape(shape))
         limit = grpcclient.InferInput("max_tokens", shape, "INT32")
         limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32).reshape(shape))
-        return [text, limit]
+        inputs = [text, limit]
+        if stream and self.takes_stream_flag(model):
+            flag = grpcclient.InferInput("stream", shape, "BOOL")
+            flag.set_data_from_numpy(np.array([True], dtype=bool).reshape(shape))
+            inputs.append(flag)
+        return inputs
 
     def _grpc_client(self):
         import tritonclient.grpc as grpcclient
@@ -165,23 +179,24 @@ class TritonTextClient:
     def _grpc(self, model, prompt, max_tokens, version, stream) -> Generation:
         from tritonclient.utils import InferenceServerException
 
-        inputs = self._grpc_inputs(model, prompt, max_tokens)
+        inputs = self._grpc_inputs(model, prompt, max_tokens, stream)
         client = self._grpc_client()
         version = "" if version is None else str(version)
         t0 = time.perf_counter()
         try:
-            if not stream:
+            if not stream and not self.is_decoupled(model):
                 result = client.infer(model, inputs, model_version=version, client_timeout=self.timeout_s)
                 text = _decode(result.as_numpy("text_output"))
                 latency = time.perf_counter() - t0
                 return Generation(text, latency, latency, 1, False)
-            return self._grpc_stream(client, model, inputs, version, t0)
+            return self._grpc_stream(client, model, inputs, version, t0, stream)
         except InferenceServerException as exc:
             raise InferenceFailed(f"{model}: {exc.message()}") from exc
         finally:
             client.close()
 
-    def _grpc_stream(self, client, model, inputs, version, t0) -> Generation:
+    def _grpc_stream(self, client, model, inputs, version, t0, stream: bool) -> Generation:
+        """Decoupled models answer only on a gRPC stream, token deltas or not (`stream`)."""
         responses: queue.Queue = queue.Queue()
         client.start_stream(callback=lambda result, error: responses.put((result, error)))
         parts: list[str] = []
@@ -207,7 +222,8 @@ class TritonTextClient:
         finally:
             client.stop_stream()
         latency = time.perf_counter() - t0
-        return Generation("".join(parts), ttft if ttft is not None else latency, latency, len(parts), True)
+        chunks = sum(1 for p in parts if p)
+        return Generation("".join(parts), ttft if ttft is not None else latency, latency, chunks, stream)
 
 
 def _decode(arr) -> str:

@@ -23,6 +23,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,12 +186,17 @@ def server_command(install: TritonInstall, backend_dir: Path, opts: ServeOptions
 
 def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the server: this venv's `bin` first on PATH (the Python
-    backend stub finds its interpreter, and so torch/transformers, through PATH)
-    and the wheel's shared libraries on LD_LIBRARY_PATH."""
+    backend stub finds its interpreter, and so torch/transformers, through PATH),
+    then on LD_LIBRARY_PATH this interpreter's own `libpython` directory (the stub
+    must embed the same patch release as the stdlib it loads, not a system copy)
+    and the wheel's shared libraries."""
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libdirs = []
+    libdir, libname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    if libdir and libname and (Path(libdir) / libname).exists():
+        libdirs.append(libdir)
     if install.libs is not None:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in [str(install.libs), env.get("LD_LIBRARY_PATH", "")] if p
-        )
+        libdirs.append(str(install.libs))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [*libdirs, env.get("LD_LIBRARY_PATH", "")] if p)
     return env

@@ -8,7 +8,7 @@ before and after, and merges its results into `logs/<run>/summary.json`:
      "inference": {"requests": 6, "failures": 0, "transport": "grpc", "streamed": true,
                    "ttft_s": {"p50": .., "p95": ..}, "latency_s": {"p50": .., "p95": ..},
                    "tokens_per_s": {"p50": .., "mean": ..}, "output_tokens": 96,
-                   "token_count_method": "tokenizer"},
+                   "token_count_method": "tokenizer" | "stream_chunks" | "whitespace"},
      "golden": {"file": ..., "threshold": 0.9, "recorded": false, "deviations": 0, ...},
      "gpu": {"before": <snapshot>, "after": <snapshot>}}
 
@@ -96,7 +96,7 @@ def run_warmup(
     """Run `plan` (module docstring); return the summary dict that was written."""
     redactor = redactor or Redactor()
     events = EventLog(workspace, run_id, "inference", redactor)
-    counter = count_tokens or whitespace_tokens
+    method = "tokenizer" if count_tokens else None
     before = snapshot("before-warmup")
     events.emit("gpu_snapshot", snapshot=before)
     ttfts, latencies, rates = [], [], []
@@ -110,7 +110,12 @@ def run_warmup(
                 failures += 1
                 events.emit("request_failed", round=round_no, prompt=prompt, error=str(exc))
                 continue
-            tokens = counter(gen.text)
+            if count_tokens:
+                tokens = count_tokens(gen.text)
+            elif gen.streamed:
+                tokens, method = gen.chunks, method or "stream_chunks"
+            else:
+                tokens, method = whitespace_tokens(gen.text), "whitespace"
             rate = tokens / gen.latency_s if gen.latency_s > 0 else 0.0
             ttfts.append(gen.ttft_s)
             latencies.append(gen.latency_s)
@@ -135,7 +140,7 @@ def run_warmup(
         "latency_s": _stats(latencies),
         "tokens_per_s": _stats(rates),
         "output_tokens": total_tokens,
-        "token_count_method": "tokenizer" if count_tokens else "whitespace",
+        "token_count_method": method,
     }
     update_summary(workspace, run_id, "gpu", {"before": before, "after": after}, success=True)
     ok = failures == 0 and bool(plan.prompts)
