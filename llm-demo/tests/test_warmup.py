@@ -1,0 +1,77 @@
+"""Golden warm-up end to end: A's `python` runtime serving the tiny random model on the real Triton."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest_triton import triton_options
+
+from llm_demo.client import TritonTextClient
+from llm_demo.config import load_config
+from llm_demo.errors import ExitCode, GoldenDeviationError
+from llm_demo.events import read_events
+from llm_demo.golden import similarity
+from llm_demo.repository import generate
+from llm_demo.warmup import WarmupPlan, percentile, run_warmup
+
+PROMPTS = ["hello world", "the answer is"]
+
+
+@pytest.fixture(scope="module")
+def served(module_workspace, start_triton, tiny_model_dir):
+    cfg = load_config(None, {"model.local_dir": str(tiny_model_dir), "model.name": "tiny", "precision.profile": "fp32"})
+    repo = generate(module_workspace, cfg, "python")
+    return module_workspace, start_triton(module_workspace, triton_options(repo))
+
+
+def plan(ws, **kw):
+    return WarmupPlan(model="tiny", prompts=PROMPTS, max_tokens=6, repeats=2,
+                      golden_path=ws.state_dir / "golden" / "tiny.json", **kw)
+
+
+def test_warmup_records_then_matches_golden(served):
+    ws, server = served
+    summary = run_warmup(ws, "run-record", TritonTextClient.for_server(server, "grpc"), plan(ws, record_golden=True))
+    inference = summary["inference"]
+    assert summary["success"] == {"gpu": True, "inference": True, "golden": True}
+    assert inference["requests"] == 4 and inference["failures"] == 0 and inference["streamed"] is True
+    for key in ("ttft_s", "latency_s"):
+        assert 0 < inference[key]["p50"] <= inference[key]["p95"] < 60
+    assert inference["ttft_s"]["p50"] <= inference["latency_s"]["p50"]
+    assert inference["output_tokens"] > 0 and inference["tokens_per_s"]["p50"] > 0
+    assert summary["gpu"]["before"]["nvml"] is False and "NVML" in summary["gpu"]["before"]["reason"]
+    requests = [e for e in read_events(ws.run_dir("run-record") / "inference.jsonl") if e["event"] == "request"]
+    assert len(requests) == 4 and all(r["output"] for r in requests)
+    golden = json.loads((ws.state_dir / "golden" / "tiny.json").read_text())
+    assert [s["prompt"] for s in golden["samples"]] == PROMPTS
+
+    # greedy decoding on the same weights, over the other transport, reproduces the goldens
+    again = run_warmup(ws, "run-compare", TritonTextClient.for_server(server, "http"), plan(ws))
+    assert again["success"]["golden"] is True and again["golden"]["deviations"] == 0
+    assert set(again["golden"]["similarities"].values()) == {1.0}
+
+
+def test_golden_deviation_is_flagged_and_saved(served):
+    ws, server = served
+    path = ws.state_dir / "golden" / "tiny.json"
+    golden = json.loads(path.read_text())
+    golden["samples"][0]["output"] = "a completely different reference answer"
+    path.write_text(json.dumps(golden))
+    with pytest.raises(GoldenDeviationError) as info:
+        run_warmup(ws, "run-deviate", TritonTextClient.for_server(server, "grpc"), plan(ws))
+    assert info.value.exit_code == ExitCode.GOLDEN_DEVIATION
+    assert "--record-golden" in info.value.remediation
+    divergence = json.loads((ws.run_dir("run-deviate") / "golden-divergence.json").read_text())
+    assert [d["prompt"] for d in divergence["divergent"]] == [PROMPTS[0]]
+    assert divergence["divergent"][0]["expected"] == "a completely different reference answer"
+    assert divergence["divergent"][0]["actual"] and divergence["guidance"]
+    summary = json.loads((ws.run_dir("run-deviate") / "summary.json").read_text())
+    assert summary["success"]["golden"] is False and summary["success"]["inference"] is True
+
+
+def test_percentile_and_similarity_units():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
+    assert percentile([], 50) is None
+    assert similarity("abc", "abc") == 1.0 and similarity("abc", "xyz") == 0.0
