@@ -1,0 +1,293 @@
+"""The steady-state window of a measurement and its validity (RES-03/04), after ML.ENERGY.
+
+A workload ramps up (the first batch fills), runs at full batch, then drains (the last requests
+finish with the batch part empty). Energy per token over the whole window mixes these phases;
+ML.ENERGY reports the *steady state* instead: the time over which the running batch is full.
+
+Method (pure functions, no I/O; `measure.assemble` calls `steady_state` once per experiment):
+1. `request_spans` places each request on the measured window's time axis (s since it began):
+   when it joined the running batch, its first token, its last token. Only a static-batching
+   backend (PyTorch: fixed batches run one after another) lets these be rebuilt from what the
+   backend reports; other backends return no spans and the result keeps `total`.
+2. `steady_state_window`: from the first moment `batch_size` requests run together to the last
+   moment the count falls below it (the drain). Short dips inside (a batch boundary) stay in.
+3. `tokens_in_window`: a request's first token at its first-token time, the rest spread evenly up
+   to its last token; tokens are counted (fractionally) where they fall in the window.
+4. `window_energy_j`: the NVML counter's energy of the whole measured window, times the share of
+   the sampled power integral that falls in the steady-state window. The counter stays the
+   primary source (NOTES-energy); the 10 Hz power samples only apportion it in time.
+5. `validity_warnings` (ML.ENERGY's rules): window ≥ 30 s, every power reading ≤ 1.7 × the GPU's
+   power limit (its TDP unless lowered), temperature within 20–95 °C.
+
+`measurement_methodology` is `steady_state` when a window was found and its energy computed,
+else `total` with a note saying why. `windowed` (a user-chosen window) is not produced yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Literal
+
+from llem_ray.backends.protocol import GenerationOutput
+from llem_ray.energy.protocol import PowerSample
+
+MIN_STEADY_STATE_S = 30.0
+"""Shortest steady-state window ML.ENERGY accepts, s."""
+MAX_POWER_TDP_RATIO = 1.7
+"""A power reading above this multiple of the GPU's power limit is implausible (ML.ENERGY)."""
+TEMPERATURE_RANGE_C = (20.0, 95.0)
+"""GPU temperatures outside this range (°C) make a measurement suspect (ML.ENERGY)."""
+MIN_WINDOW_SAMPLES = 2
+"""Power samples (of one device) the window must hold to apportion the counter's energy."""
+STATIC_BATCHING_BACKENDS = frozenset({"pytorch"})
+"""Backends whose requests run in fixed batches, one batch after another."""
+
+Methodology = Literal["total", "steady_state", "windowed"]
+
+
+@dataclass(frozen=True)
+class RequestSpan:
+    """One request on the measured window's time axis, s since the window began.
+
+    `start_s`: it joined the running batch; `end_s`: its last token; `first_token_s`: its first
+    token (None when the backend cannot see it).
+    """
+
+    start_s: float
+    end_s: float
+    output_tokens: int
+    first_token_s: float | None = None
+
+
+@dataclass(frozen=True)
+class WindowEnergy:
+    """Energy per output token by methodology.
+
+    `window_s`: (start_s, end_s) since the measured window began (None for `total`);
+    `energy_j`: J in the window, all bound devices; `output_tokens`: tokens in the window
+    (fractional at the edges); `energy_per_output_token_j`: J/token (None without energy);
+    `warnings`: validity flags and the reason a steady state was not used.
+    """
+
+    methodology: Methodology
+    window_s: tuple[float, float] | None
+    energy_j: float | None
+    output_tokens: float
+    energy_per_output_token_j: float | None
+    warnings: tuple[str, ...] = ()
+
+
+def request_spans(backend: str, output: GenerationOutput, batch_size: int, duration_s: float) -> list[RequestSpan]:
+    """Spans of every request of `output`, or [] when they cannot be rebuilt.
+
+    Static batching only (`STATIC_BATCHING_BACKENDS`): batch k holds requests k·B … (k+1)·B − 1
+    and batches run back to back. The backend reports each batch's wall time but not when it
+    began, so batches are laid end to end and stretched by `duration_s` / Σ batch times: the
+    host work between batches is spread evenly instead of piling up at the end. Returns [] for
+    other backends, or when the request count does not match the batches.
+    """
+    latencies, requests = output.batch_latencies_s, output.requests
+    total_s = sum(latencies)
+    if (
+        backend not in STATIC_BATCHING_BACKENDS
+        or batch_size < 1
+        or not requests
+        or len(latencies) != math.ceil(len(requests) / batch_size)
+        or total_s <= 0
+    ):
+        return []
+    scale = duration_s / total_s
+    spans: list[RequestSpan] = []
+    start_s = 0.0
+    for k, latency_s in enumerate(latencies):
+        end_s = start_s + latency_s * scale
+        for request in requests[k * batch_size : (k + 1) * batch_size]:
+            first = None if request.ttft_s is None else min(end_s, start_s + request.ttft_s * scale)
+            spans.append(RequestSpan(start_s, end_s, request.output_tokens, first))
+        start_s = end_s
+    return spans
+
+
+def steady_state_window(spans: Sequence[RequestSpan], batch_size: int) -> tuple[float, float] | None:
+    """(start_s, end_s) over which at least `batch_size` requests run together, or None.
+
+    Starts the first time the running count reaches `batch_size`, ends the last time it falls
+    below (events at one instant are applied together, so back-to-back batches do not dip).
+    None when the batch never fills (fewer requests than `batch_size`) or the window is empty.
+    """
+    running_spans = [s for s in spans if s.end_s > s.start_s]
+    events = sorted([(s.start_s, 1) for s in running_spans] + [(s.end_s, -1) for s in running_spans])
+    running, begin, end = 0, None, None
+    for t_s, group in groupby(events, key=lambda e: e[0]):
+        before = running
+        running += sum(delta for _, delta in group)
+        if begin is None and running >= batch_size:
+            begin = t_s
+        if before >= batch_size > running:
+            end = t_s
+    if begin is None or end is None or end <= begin:
+        return None
+    return begin, end
+
+
+def _overlap_s(a_s: float, b_s: float, window: tuple[float, float]) -> float:
+    return max(0.0, min(b_s, window[1]) - max(a_s, window[0]))
+
+
+def tokens_in_window(spans: Sequence[RequestSpan], window: tuple[float, float]) -> float:
+    """Output tokens emitted inside `window` (fractional at its edges).
+
+    A request's first token counts at `first_token_s` (when known); its other tokens are spread
+    evenly over the rest of the request (over all of it when the first-token time is unknown).
+    """
+    total = 0.0
+    for span in spans:
+        tokens, begin_s = float(span.output_tokens), span.start_s
+        if span.first_token_s is not None and tokens >= 1:
+            total += 1.0 if window[0] <= span.first_token_s <= window[1] else 0.0
+            tokens, begin_s = tokens - 1, span.first_token_s
+        if span.end_s > begin_s:
+            total += tokens * _overlap_s(begin_s, span.end_s, window) / (span.end_s - begin_s)
+        elif window[0] <= span.end_s <= window[1]:
+            total += tokens
+    return total
+
+
+def _integral_j(trace: Sequence[tuple[float, float]], a_s: float, b_s: float) -> float:
+    """∫ power dt over [a_s, b_s] of a sorted (t_s, power_w) trace, linear between samples, J.
+
+    Beyond the first and last sample the trace holds their value.
+    """
+
+    def power_at(t_s: float) -> float:
+        if t_s <= trace[0][0]:
+            return trace[0][1]
+        for (t0, p0), (t1, p1) in zip(trace, trace[1:]):
+            if t_s <= t1:
+                return p0 + (p1 - p0) * (t_s - t0) / (t1 - t0) if t1 > t0 else p1
+        return trace[-1][1]
+
+    knots = [a_s, *(t for t, _ in trace if a_s < t < b_s), b_s]
+    values = [power_at(t) for t in knots]
+    return sum((t1 - t0) * (v0 + v1) / 2 for t0, t1, v0, v1 in zip(knots, knots[1:], values, values[1:]))
+
+
+def _traces(samples: Sequence[PowerSample], window_start_s: float) -> dict[str, list[tuple[float, float]]]:
+    traces: dict[str, list[tuple[float, float]]] = {}
+    for s in samples:
+        if s.power_w is not None:
+            traces.setdefault(s.device_uuid, []).append((s.t_s - window_start_s, s.power_w))
+    return {uuid: sorted(points) for uuid, points in traces.items()}
+
+
+def window_energy_j(
+    samples: Sequence[PowerSample],
+    window_start_s: float,
+    duration_s: float,
+    window: tuple[float, float],
+    energy_total_j: float | None,
+) -> float | None:
+    """Energy in `window` (s since `window_start_s`, Unix s), all devices, J; None if unknown.
+
+    With the counter's `energy_total_j` over [0, `duration_s`]: that energy times the share of
+    the sampled power integral inside `window`. Without it: the power integral itself. None when
+    no device has MIN_WINDOW_SAMPLES power samples inside `window`, or the integral is not positive.
+    """
+    traces = _traces(samples, window_start_s)
+    if not any(sum(window[0] <= t <= window[1] for t, _ in trace) >= MIN_WINDOW_SAMPLES for trace in traces.values()):
+        return None
+    part_j = sum(_integral_j(trace, *window) for trace in traces.values())
+    if energy_total_j is None:
+        return part_j
+    whole_j = sum(_integral_j(trace, 0.0, duration_s) for trace in traces.values())
+    return energy_total_j * part_j / whole_j if whole_j > 0 else None
+
+
+def validity_warnings(
+    window: tuple[float, float],
+    samples: Sequence[PowerSample],
+    window_start_s: float,
+    power_limits_w: Mapping[str, float | None],
+    *,
+    steady: bool,
+) -> list[str]:
+    """ML.ENERGY's validity rules over the samples inside `window` (s since `window_start_s`).
+
+    Flags a steady-state window (`steady`) under MIN_STEADY_STATE_S, any power reading above
+    MAX_POWER_TDP_RATIO × its device's power limit (devices without a known limit are skipped),
+    and temperatures outside TEMPERATURE_RANGE_C. Empty when nothing is flagged.
+    """
+    out = []
+    inside = [s for s in samples if window[0] <= s.t_s - window_start_s <= window[1]]
+    if steady and window[1] - window[0] < MIN_STEADY_STATE_S:
+        out.append(
+            f"steady-state window {window[1] - window[0]:.1f} s < {MIN_STEADY_STATE_S:.0f} s "
+            "(ML.ENERGY validity rule): J/token is noisy"
+        )
+    for uuid in sorted({s.device_uuid for s in inside}):
+        limit_w = power_limits_w.get(uuid)
+        peak_w = max((s.power_w for s in inside if s.device_uuid == uuid and s.power_w is not None), default=None)
+        if limit_w and peak_w is not None and peak_w > MAX_POWER_TDP_RATIO * limit_w:
+            out.append(
+                f"power reading {peak_w:.0f} W on {uuid} > {MAX_POWER_TDP_RATIO} x its {limit_w:.0f} W limit: "
+                "implausible reading (ML.ENERGY validity rule)"
+            )
+    temps = [s.temperature_c for s in inside if s.temperature_c is not None]
+    low_c, high_c = TEMPERATURE_RANGE_C
+    if temps and (min(temps) < low_c or max(temps) > high_c):
+        out.append(
+            f"GPU temperature {min(temps):.0f}-{max(temps):.0f} °C outside {low_c:.0f}-{high_c:.0f} °C "
+            "(ML.ENERGY validity rule)"
+        )
+    return out
+
+
+def _fallback_reason(spans: Sequence[RequestSpan], window: tuple[float, float] | None, batch_size: int) -> str:
+    if not spans:
+        return "no per-request timing from this backend: J/token over the whole measured window"
+    if window is None:
+        return f"the batch never ran full ({batch_size} requests at once): J/token over the whole measured window"
+    return (
+        f"steady-state window {window[0]:.2f}-{window[1]:.2f} s holds fewer than {MIN_WINDOW_SAMPLES} power "
+        "samples per device: J/token over the whole measured window"
+    )
+
+
+def steady_state(
+    spans: Sequence[RequestSpan],
+    *,
+    batch_size: int,
+    duration_s: float,
+    output_tokens: int,
+    energy_total_j: float | None,
+    samples: Sequence[PowerSample],
+    window_start_s: float,
+    power_limits_w: Mapping[str, float | None],
+) -> WindowEnergy:
+    """J/token over the steady-state window when there is one, else over the whole window.
+
+    `spans` from `request_spans`; `duration_s`, `output_tokens` and `energy_total_j` (counter, J;
+    None without a meter) describe the whole measured window, which began at `window_start_s`
+    (Unix s, the time base of `samples`, which may include samples outside the window).
+    `power_limits_w` maps GPU UUID to its power limit, W. Never raises on missing data: without
+    energy it returns `total` with no warnings (the experiment says why there is no energy);
+    otherwise the warnings say why the whole window was used, plus the validity flags.
+    """
+    if energy_total_j is None:
+        return WindowEnergy("total", None, None, float(output_tokens), None)
+    window = steady_state_window(spans, batch_size)
+    if window is not None:
+        energy_j = window_energy_j(samples, window_start_s, duration_s, window, energy_total_j)
+        tokens = tokens_in_window(spans, window)
+        if energy_j is not None and tokens > 0:
+            flags = validity_warnings(window, samples, window_start_s, power_limits_w, steady=True)
+            return WindowEnergy("steady_state", window, energy_j, tokens, energy_j / tokens, tuple(flags))
+    flags = validity_warnings((0.0, duration_s), samples, window_start_s, power_limits_w, steady=False)
+    per_token = energy_total_j / output_tokens if output_tokens > 0 else None
+    return WindowEnergy(
+        "total", None, energy_total_j, float(output_tokens), per_token,
+        (_fallback_reason(spans, window, batch_size), *flags),
+    )
