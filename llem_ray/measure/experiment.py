@@ -197,13 +197,17 @@ def run(
                 meter.close()
 
 
-def run_and_save(config: ExperimentConfig, *, export_csv: bool = False) -> Measured:
+def _print_stage(stage: str) -> None:
+    print(f"[llem] {stage}", file=sys.stderr, flush=True)
+
+
+def run_and_save(config: ExperimentConfig, *, export_csv: bool = False, quiet: bool = True) -> Measured:
     """`run(config)`, then save it under `config.output_dir` when that is set (LA-04: else no writes).
 
-    `export_csv` also writes CSV copies of the result and timeseries (RES-18). The saved directory
-    is `Measured.result_dir`.
+    `export_csv` also writes CSV copies of the result and timeseries (RES-18); `quiet=False` prints
+    each stage to stderr as it starts. The saved directory is `Measured.result_dir`.
     """
-    measured = run(config)
+    measured = run(config, on_progress=None if quiet else _print_stage)
     if config.output_dir is not None:
         from llem_ray.results.persistence import save_experiment
 

@@ -16,18 +16,14 @@ from llem_ray import datasets
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends import shapes
 from llem_ray.backends.protocol import InferenceBackend
-from llem_ray.config.ssot import BYTES_PER_PARAM
 from llem_ray.energy.devices import VisibleGPUs, nvml
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
 from llem_ray.errors import BackendError, PreFlightError
+from llem_ray.measure.vram import estimate_vram_gb
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
-
-VRAM_OVERHEAD = 1.2
-"""Activations, CUDA context and allocator slack on top of weights + KV cache."""
-
 
 @dataclass
 class Cleared:
@@ -43,23 +39,6 @@ def resolve_device(requested: str, gpus: VisibleGPUs) -> str:
     if requested == "auto":
         return "cuda" if gpus.uuids else "cpu"
     return requested
-
-
-def estimate_vram_mb(config: ExperimentConfig) -> float | None:
-    """Weights + KV cache of the whole workload's largest batch, x VRAM_OVERHEAD, in MiB (None if unknown)."""
-    cfg = shapes.config_dict(config.model)
-    n_params = shapes.estimate_parameters(cfg) if cfg else None
-    if cfg is None or n_params is None:
-        return None
-    section = config.pytorch
-    bytes_per_param: float = BYTES_PER_PARAM[config.precision]
-    if section and section.load_in_8bit:
-        bytes_per_param = 1
-    if section and section.load_in_4bit:
-        bytes_per_param = 0.5
-    kv_per_token = shapes.kv_cache_bytes_per_token(cfg, BYTES_PER_PARAM[config.precision]) or 0
-    tokens = (config.max_input_tokens + config.max_output_tokens) * config.batch_size * config.decoder.num_beams
-    return (n_params * bytes_per_param + kv_per_token * tokens) * VRAM_OVERHEAD / 2**20
 
 
 def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str], warnings: list[str]) -> None:
@@ -82,9 +61,11 @@ def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str]
                 f"{len(others)} other process(es) compute on {uuid} (pids {', '.join(map(str, others))}): "
                 "they draw power inside the measured window"
             )
-    need_mb = estimate_vram_mb(config)
-    if need_mb is not None and free_mb and need_mb > free_mb:
-        failures.append(f"estimated VRAM {need_mb:,.0f} MiB exceeds free memory {free_mb:,.0f} MiB of the experiment's GPUs")
+    need_gb = estimate_vram_gb(config)
+    if need_gb is not None and free_mb and need_gb * 1e9 / 2**20 > free_mb:
+        failures.append(
+            f"estimated VRAM {need_gb * 1e9 / 2**20:,.0f} MiB exceeds the free {free_mb:,.0f} MiB of the experiment's GPUs"
+        )
 
 
 def preflight(config: ExperimentConfig, device: str, gpus: VisibleGPUs) -> Cleared:
@@ -93,7 +74,7 @@ def preflight(config: ExperimentConfig, device: str, gpus: VisibleGPUs) -> Clear
     warnings: list[str] = list(gpus.warnings)
     if device == "cuda" and not gpus.uuids:
         failures.append(f"device 'cuda' requested but no GPU is visible ({gpus.unavailable_reason})")
-    if config.model.startswith(shapes.PREFIX) and shapes.config_dict(config.model) is None:
+    if config.model.startswith(shapes.PREFIX) and config.model not in shapes.builtin_names():
         failures.append(f"unknown built-in model '{config.model}' (built-in: {', '.join(shapes.builtin_names())})")
     backend: InferenceBackend | None = None
     try:
