@@ -3,10 +3,14 @@
 Public API (LA-07); everything else is internal and may change without notice (LA-08).
 """
 
-from llem_ray.api import run_experiment, run_study
-from llem_ray.config.experiment import ExperimentConfig
-from llem_ray.config.study import StudyConfig
-from llem_ray.results.schema import ExperimentResult, StudyResult
+from llem_ray.energy import amd_guard
+
+amd_guard.install()  # before anything can start Ray: a broken `amdsmi` (zeus extra) must not crash it
+
+from llem_ray.api import run_experiment, run_study  # noqa: E402
+from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
+from llem_ray.config.study import StudyConfig  # noqa: E402
+from llem_ray.results.schema import ExperimentResult, StudyResult  # noqa: E402
 
 __version__: str = "2.0.0"
 
