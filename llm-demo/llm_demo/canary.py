@@ -169,6 +169,26 @@ def smoke_test(client: TritonTextClient, model: str, version: int, tests: list[S
     return results
 
 
+def rollback(workspace: Workspace, run_id: str, client: TritonTextClient, model: str,
+             redactor: Redactor | None = None) -> int:
+    """Withdraw the newest approval of `model` and serve the previous approved version; return it.
+
+    Raises SmokeTestError (exit 10) when fewer than two versions are approved.
+    """
+    redactor = redactor or Redactor()
+    approved = approved_versions(workspace, model)
+    if len(approved) < 2:
+        raise SmokeTestError(f"{model}: nothing to roll back to (approved versions: {approved})",
+                             doc="docs/usage.md#canary")
+    withdrawn, restored = approved[-1], approved[-2]
+    set_live_versions(client, model, [restored])
+    (workspace.production_dir / model / str(withdrawn)).unlink()
+    record = {"run": run_id, "model": model, "withdrawn": withdrawn, "restored": restored}
+    EventLog(workspace, run_id, "canary", redactor).emit("manual_rollback", **record)
+    governance_event(workspace, redactor, "manual_rollback", **record)
+    return restored
+
+
 def run_canary(
     workspace: Workspace, run_id: str, client: TritonTextClient, model: str, candidate: int,
     tests: list[SmokeTest], sla: Sla | None = None, redactor: Redactor | None = None,

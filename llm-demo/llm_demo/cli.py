@@ -183,3 +183,7 @@ def check(
 def main() -> None:
     """Console-script entry point (exits the process with the command's code)."""
     app()
+
+
+# Part-2 commands (serve, warmup, chat, canary, watch, teardown) register themselves on `app`.
+from . import cli_serving  # noqa: E402,F401

@@ -5,7 +5,8 @@
 1. preflight: every configured TLS file must exist (else `TlsFilesMissingError`,
    exit 8) and every listener's address:port must be free and distinct (else
    `PortConflictError`, exit 7). Nothing is started when preflight fails.
-2. start `tritonserver` in its own process group (so the Python backend stubs
+2. prepare the backend directory under `.cache/triton-backends/`, start
+   `tritonserver` in its own process group (so the Python backend stubs
    it forks can be stopped together), stdout and stderr streamed to
    `logs/<run>/triton.log`, credentials injected as environment variables;
 3. poll HTTP `/v2/health/ready`, gRPC `ServerReady` (TLS when configured) and
@@ -225,7 +226,7 @@ def launch(
         raise
     install = install or locate_triton()
     run_dir = workspace.run_dir(run_id)
-    backend_dir = prepare_backend_dir(install, run_dir / "backends")
+    backend_dir = prepare_backend_dir(install, workspace.cache_dir / "triton-backends")
     cmd = server_command(install, backend_dir, opts)
     env = server_env(install)
     env.update(credentials or {})
