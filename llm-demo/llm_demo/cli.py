@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import typer
 
 from . import __version__
-from . import prereqs
+from . import prereqs, repo_validate, repository
 from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
+from .events import EventLog
 from .paths import Workspace, new_run_id, write_json_atomic
 from .redact import Redactor
 from .versions import write_tooling_manifest
@@ -178,6 +179,38 @@ def check(
         raise
     print_checks(state, manifest["checks"])
     state.echo(f"prerequisites ok ({cfg.runtime} runtime); manifest: {state.workspace.state_dir / 'prereq-manifest.json'}")
+
+
+repo_app = typer.Typer(help="Generate and validate the Triton model repository (models/).", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+
+
+@repo_app.command("generate")
+@guarded
+def repo_generate(
+    ctx: typer.Context,
+    version: int = typer.Option(1, "--version", min=1, help="Model version directory to write."),
+) -> None:
+    """Write models/<name>/<version>/ for the configured runtime from the last successful build."""
+    state: AppState = ctx.obj
+    cfg = state.config()
+    repo = repository.generate(state.workspace, cfg, version=version)
+    repo_validate.validate_or_raise(repo, cfg.model.name, EventLog(state.workspace, state.run_id, "repository", state.redactor))
+    state.echo(f"generated {repo / cfg.model.name / str(version)} ({cfg.runtime} runtime); valid")
+
+
+@repo_app.command("validate")
+@guarded
+def repo_validate_cmd(
+    ctx: typer.Context,
+    model: str | None = typer.Option(None, "--model", help="Only this model (and its ensemble steps)."),
+    repository_dir: Path | None = typer.Option(None, "--repository", help="Repository to check (default: <root>/models)."),
+) -> None:
+    """Check structure and required config fields; exit 6 with every problem listed if invalid."""
+    state: AppState = ctx.obj
+    repo = repository_dir or state.workspace.models_dir
+    repo_validate.validate_or_raise(repo, model, EventLog(state.workspace, state.run_id, "repository", state.redactor))
+    state.echo(f"{repo}: valid")
 
 
 def main() -> None:

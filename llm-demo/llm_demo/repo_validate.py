@@ -13,7 +13,8 @@
   ``text_input``/``max_tokens`` inputs and ``text_output`` output; TensorRT-LLM: ``gpt_model_path``
   pointing at an engine directory with ``config.json`` and ``rank0.engine``, ``gpt_model_type``,
   ``max_beam_width``; ensemble: every step's model exists; llmapi: ``model.yaml`` with ``model``,
-  ``tensor_parallel_size`` and ``triton_config``; no unfilled ``${...}`` template placeholder.
+  ``tensor_parallel_size`` and ``triton_config``; no unfilled ``${...}`` template placeholder outside
+  optional ``parameters`` (tensorrtllm_backend reads an unfilled parameter as unset).
 
 ``validate_or_raise(...)`` logs each problem to ``logs/<run>/repository.jsonl`` and raises
 :class:`~llm_demo.errors.RepositoryError` (exit 6) listing them; deployment must stop there.
@@ -54,6 +55,15 @@ def _parse(text: str) -> Any:
             f"cannot validate without tritonclient[grpc]: {exc}", remediation="pip install 'llm-demo[serve]'", doc=_DOC
         ) from None
     return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def _without_parameters(config: Any) -> str:
+    from google.protobuf import text_format
+
+    copy = type(config)()
+    copy.CopyFrom(config)
+    copy.ClearField("parameters")
+    return text_format.MessageToString(copy)
 
 
 def _params(config: Any) -> dict[str, str]:
@@ -135,13 +145,15 @@ def _check_model(repo: Path, mdir: Path, add, seen: set[str]) -> None:
         add(model, cfg_path, "config.pbtxt missing")
         return
     text = cfg_path.read_text(encoding="utf-8")
-    for placeholder in sorted(set(re.findall(r"\$\{\w+\}", text))):
-        add(model, cfg_path, f"unfilled template placeholder {placeholder}")
     try:
         config = _parse(text)
     except Exception as exc:  # noqa: BLE001 - protobuf raises ParseError and friends
-        add(model, cfg_path, f"config.pbtxt does not parse: {exc}")
+        placeholders = sorted(set(re.findall(r"\$\{\w+\}", text)))
+        add(model, cfg_path, f"config.pbtxt does not parse: {exc}" + (f" (unfilled placeholders {placeholders})" if placeholders else ""))
         return
+    # tensorrtllm_backend leaves optional parameters as "${...}" (= unset); anywhere else it is an error
+    for placeholder in sorted(set(re.findall(r"\$\{\w+\}", _without_parameters(config)))):
+        add(model, cfg_path, f"unfilled template placeholder {placeholder}")
     if config.name != model:
         add(model, cfg_path, f"name {config.name!r} differs from the directory name {model!r}")
     if not (config.backend or config.platform):
