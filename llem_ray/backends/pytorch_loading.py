@@ -18,6 +18,7 @@ locally with the `tokenizers` library: 256 byte tokens + <pad> <s> </s>, no merg
 
 from __future__ import annotations
 
+import json
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -42,16 +43,14 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 def hf_config(model: str) -> Any:
     """transformers config of `model` (built-in shape, local config.json, or hub). Raises BackendError."""
-    if model.startswith(shapes.PREFIX):
-        try:
-            data = dict(shapes.builtin_shape(model))
-        except KeyError as exc:
-            raise BackendError(str(exc.args[0])) from None
-        return AutoConfig.for_model(data.pop("model_type"), **data)
     local = shapes.local_config_path(model)
-    source = str(local.parent) if local is not None else model
     try:
-        return AutoConfig.from_pretrained(source)
+        if model.startswith(shapes.PREFIX) or (local is not None and local.name != "config.json"):
+            data = dict(shapes.builtin_shape(model) if local is None else json.loads(local.read_text()))
+            return AutoConfig.for_model(data.pop("model_type"), **data)
+        return AutoConfig.from_pretrained(str(local.parent) if local is not None else model)
+    except KeyError as exc:
+        raise BackendError(f"cannot build a config for '{model}': {exc.args[0]}") from None
     except (OSError, ValueError) as exc:
         raise BackendError(
             f"cannot read the config of '{model}' ({exc}). Offline? Use a local config.json path "

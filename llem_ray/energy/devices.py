@@ -77,10 +77,12 @@ def _all_devices(lib: ModuleType) -> list[tuple[int, str, str]]:
     return out
 
 
-def _mig_parent_uuid(lib: ModuleType, mig_id: str) -> str | None:
-    """Parent GPU UUID of a MIG device given as 'MIG-<uuid>' or legacy 'MIG-GPU-<uuid>/gi/ci'."""
+def _mig_parent_uuid(lib: ModuleType | None, mig_id: str) -> str | None:
+    """Parent GPU UUID of a MIG device given as 'MIG-<uuid>' (needs NVML) or legacy 'MIG-GPU-<uuid>/gi/ci'."""
     if mig_id.startswith("MIG-GPU-"):
         return mig_id[len("MIG-") :].split("/", 1)[0]
+    if lib is None:
+        return None
     try:
         handle = lib.nvmlDeviceGetHandleByUUID(mig_id)
         return _text(lib.nvmlDeviceGetUUID(lib.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)))
@@ -111,7 +113,7 @@ def parse_visible(entries: str, devices: list[tuple[int, str, str]], lib: Module
                     "the metered GPU may differ from the one CUDA uses"
                 )
         elif entry.startswith("MIG-"):
-            parent = _mig_parent_uuid(lib, entry) if lib is not None else None
+            parent = _mig_parent_uuid(lib, entry)
             match = by_uuid.get(parent) if parent else None
             if match:
                 warnings.append(f"{entry} is a MIG slice: energy is that of its whole parent GPU {parent}")

@@ -31,7 +31,8 @@ def _tool_version() -> str:
     return __version__
 
 
-def _cuda_version(import_torch: bool) -> tuple[str | None, str | None]:
+def cuda_version(import_torch: bool) -> tuple[str | None, str | None]:
+    """(CUDA version, source): torch, then $CUDA_HOME or /usr/local/cuda version files, then nvcc."""
     if import_torch or "torch" in sys.modules:
         try:
             import torch
@@ -157,14 +158,14 @@ def snapshot(gpu_uuids: list[str], import_torch: bool = False) -> EnvironmentSna
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch_version = None
-    cuda_version, cuda_source = _cuda_version(import_torch)
+    cuda, cuda_source = cuda_version(import_torch)
     return EnvironmentSnapshot(
         tool_version=_tool_version(),
         python_version=platform.python_version(),
         platform=platform.platform(),
         hostname=socket.gethostname(),
         torch_version=torch_version,
-        cuda_version=cuda_version,
+        cuda_version=cuda,
         cuda_version_source=cuda_source,
         driver_version=_driver_version(),
         gpus=gpu_infos(gpu_uuids),

@@ -35,7 +35,7 @@ class UnsupportedSchemaVersion(ValueError):
 
 def sanitise_name(name: str) -> str:
     """`name` reduced to a safe single path component: [A-Za-z0-9._-], no leading dot, ≤ 100 chars."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:MAX_NAME_CHARS].strip("_")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._")[:MAX_NAME_CHARS].rstrip("_")
     return safe or "experiment"
 
 

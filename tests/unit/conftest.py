@@ -1,0 +1,35 @@
+"""Fixtures of the unit tests: the registries start every test with the real backends and meters.
+
+`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they are removed
+before and after each test, and the `fakes` fixture installs them for the tests that want them.
+"""
+
+import pytest
+
+from tests import fakes as fake_doubles
+
+
+@pytest.fixture(autouse=True)
+def _real_registries():
+    fake_doubles.unregister_all()
+    yield
+    fake_doubles.unregister_all()
+
+
+@pytest.fixture
+def fakes():
+    """FakeBackend as 'pytorch' and FakeMeter as 'fake' (picked by energy.backend: auto)."""
+    fake_doubles.register_all()
+    return fake_doubles
+
+
+@pytest.fixture
+def jsonl_data():
+    """The shared AIEnergyScore copy, read in place."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for root in (repo.parent / "shared", repo / "shared"):
+        if (root / "data" / "aienergyscore.jsonl").is_file():
+            return root / "data" / "aienergyscore.jsonl"
+    pytest.skip("shared dataset copy ../shared/data/aienergyscore.jsonl not found")

@@ -1,0 +1,125 @@
+"""The whole protocol of one experiment: with the deterministic fakes, and with the real PyTorch backend."""
+
+import os
+
+import pytest
+
+from llem_ray.backends import registry as backend_registry
+from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.energy import registry as meter_registry
+from llem_ray.errors import BackendError, PreFlightError
+from llem_ray.measure.defaults import embedded_default_config
+from llem_ray.measure.experiment import run, run_and_save
+from llem_ray.results.persistence import from_json
+from llem_ray.results.schema import Placement
+from tests.fakes import FAKE_POWER_W, FakeBackend, FakeMeter
+
+QUICK = dict(
+    dataset="synthetic",
+    n=4,
+    max_output_tokens=8,
+    warmup={"n_warmup": 2, "thermal_floor_s": 0.05},
+    baseline={"duration_s": 0.05, "cache_ttl_s": 0},
+    pytorch={"batch_size": 2},
+    passthrough_kwargs={"fake_duration_s": 0.1},
+)
+
+
+def test_fake_run_energy_baseline_split_and_placement(fakes):
+    stages = []
+    placement = Placement(node_id="n1", gpu_uuids=["GPU-fake-0"], cycle=2, attempt=1)
+    measured = run(ExperimentConfig(**QUICK), placement=placement, on_progress=stages.append)
+    r = measured.result
+    assert stages == ["environment", "preflight", "baseline", "load", "warmup", "thermal_floor", "measure", "prefill", "metrics"]
+    assert r.energy_meter == "fake" and r.placement == placement
+    assert r.energy_total_j == pytest.approx(FAKE_POWER_W * r.duration_s, rel=0.05)
+    assert r.energy_per_device_j == {"GPU-fake-0": r.energy_total_j}
+    assert r.baseline_power_w == pytest.approx(FAKE_POWER_W) and r.energy_breakdown.baseline_source == "measured"
+    assert r.energy_adjusted_j == pytest.approx(r.energy_total_j - FAKE_POWER_W * r.duration_s)
+    assert r.energy_per_output_token_j == pytest.approx(r.energy_total_j / 32)
+    assert r.output_tokens == 32 and r.input_tokens == 4 * 128 and r.tokens_per_second == pytest.approx(32 / r.duration_s)
+    assert r.prefill.duration_s + r.decode.duration_s == pytest.approx(r.duration_s)
+    assert r.prefill.energy_j + r.decode.energy_j == pytest.approx(r.energy_total_j)
+    assert r.warmup.iterations_completed == 2 and r.flops.total_flops == 2 * 1_000_000 * (512 + 32)
+    assert any("< 10 s" in w for w in r.measurement_warnings)
+
+
+def test_timeseries_tags_phases_and_counts_excluded_samples(fakes):
+    config = ExperimentConfig(**{**QUICK, "energy": {"sample_hz": 100}})
+    measured = run(config)
+    phases = measured.timeseries.column("phase").to_pylist()
+    assert {"warmup", "thermal_floor", "measured", "prefill"} <= set(phases)
+    assert measured.result.warmup_excluded_samples == phases.count("warmup") + phases.count("thermal_floor")
+    elapsed = [e for e, p in zip(measured.timeseries.column("elapsed_s").to_pylist(), phases) if p == "measured"]
+    assert min(elapsed) >= -0.02 and max(elapsed) <= measured.result.duration_s + 0.02
+
+
+def test_backend_is_unloaded_and_meter_closed_when_generate_fails():
+    created = {}
+
+    class Broken(FakeBackend):
+        def generate(self, prompts, max_new_tokens):
+            raise BackendError("boom")
+
+    def meter_factory(uuids, config):
+        created["meter"] = FakeMeter(uuids)
+        return created["meter"]
+
+    backend_registry.register("pytorch", lambda: created.setdefault("backend", Broken()))
+    meter_registry.register("fake", meter_factory)
+    with pytest.raises(BackendError, match="boom"):
+        run(ExperimentConfig(**QUICK))
+    assert created["backend"].loaded is False and created["meter"].closed
+
+
+def test_preflight_reports_every_failure_at_once(tmp_path):
+    config = ExperimentConfig(device="cuda", dataset=str(tmp_path / "missing.jsonl"), energy={"backend": "nvml"})
+    with pytest.raises(PreFlightError) as info:
+        run(config)
+    text = "\n".join(info.value.failures)
+    assert len(info.value.failures) == 3
+    assert "no GPU is visible" in text and "missing.jsonl" in text and "energy meter 'nvml'" in text
+
+
+def test_no_output_dir_means_no_writes(fakes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    measured = run_and_save(ExperimentConfig(**QUICK))
+    assert measured.result_dir is None and list(tmp_path.iterdir()) == []
+
+
+def test_saved_result_reads_back_and_facility_figures_apply(fakes, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLEM_DATACENTER_PUE", "1.5")
+    monkeypatch.setenv("LLEM_CARBON_INTENSITY", "400")
+    measured = run_and_save(ExperimentConfig(**QUICK, name="../escape", output_dir=str(tmp_path)))
+    r = measured.result
+    assert measured.result_dir.parent == tmp_path.resolve() and measured.result_dir.name.startswith("escape_")
+    assert from_json(measured.result_dir / "result.json") == r
+    assert r.energy_facility_j == pytest.approx(1.5 * r.energy_total_j)
+    assert r.co2e_g == pytest.approx(r.energy_facility_j / 3.6e6 * 400)
+
+
+def test_embedded_default_runs_for_real_without_energy_here():
+    r = run(embedded_default_config()).result
+    assert r.device == "cpu" and r.energy_meter is None and r.energy_total_j is None
+    assert r.energy_per_output_token_j is None and r.prefill.energy_j is None
+    assert any(w.startswith("energy not measured") for w in r.measurement_warnings)
+    assert r.output_tokens == 16 * 32 and r.input_tokens == 16 * 64 and r.tokens_per_second > 0
+    assert r.latency.ttft.count == 16 and r.latency.itl.count == 16 * 31
+    assert r.flops.total_flops == 2 * 336_192 * (16 * 64 + 16 * 32)
+    assert r.environment_snapshot.pip_freeze and r.warmup_excluded_samples is None
+
+
+def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, monkeypatch):
+    monkeypatch.setenv("LLEM_AIENERGYSCORE_PATH", str(jsonl_data))
+    backend_registry.unregister("pytorch")  # keep the fake meter, use the real backend
+    config = ExperimentConfig(
+        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=4, precision="fp32",
+        warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, pytorch={"batch_size": 3},
+    )
+    r = run(config).result
+    assert r.energy_meter == "fake" and r.energy_breakdown.baseline_source == "disabled"
+    assert r.energy_adjusted_j is None and r.energy_total_j > 0
+    assert 6 <= r.input_tokens <= 6 * 32 and r.output_tokens == 24
+    assert r.decode.tokens == 24 and r.prefill.tokens == r.input_tokens
+    assert any("byte-level" in w for w in r.measurement_warnings)
+    assert os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"

@@ -1,0 +1,86 @@
+"""Warm-up, FLOPs and metric helpers: pure functions with known answers."""
+
+import pytest
+
+from llem_ray.config.experiment import WarmupConfig
+from llem_ray.energy.protocol import PowerSample
+from llem_ray.measure.flops import estimate_flops
+from llem_ray.measure.metrics import device_stats, facility_figures, measurement_warnings, percentiles
+from llem_ray.measure.warmup import coefficient_of_variation, run_warmup
+
+
+def _batches(latencies_s):
+    it = iter(latencies_s)
+    return lambda: next(it)
+
+
+def test_fixed_warmup_runs_exactly_n_batches():
+    result = run_warmup(_batches([0.5, 0.1, 0.1, 0.1, 0.1, 9.0]), WarmupConfig(n_warmup=5, window_size=3))
+    assert result.iterations_completed == 5 and result.latencies_ms == pytest.approx([500, 100, 100, 100, 100])
+    assert result.converged and result.final_cv == pytest.approx(0.0)
+
+
+def test_convergence_stops_once_the_window_is_stable():
+    config = WarmupConfig(convergence_detection=True, window_size=3, target_cv=0.05, max_prompts=20)
+    result = run_warmup(_batches([1.0, 0.5, 0.2, 0.2, 0.2, 0.2, 5.0]), config)
+    assert result.converged and result.iterations_completed == 5
+
+
+def test_convergence_gives_up_at_max_prompts():
+    config = WarmupConfig(convergence_detection=True, window_size=2, target_cv=0.01, max_prompts=4)
+    result = run_warmup(_batches([1.0, 2.0, 1.0, 2.0, 1.0]), config)
+    assert not result.converged and result.iterations_completed == 4 and result.final_cv > 0.01
+
+
+def test_cv_needs_two_values():
+    assert coefficient_of_variation([1.0]) is None
+    assert coefficient_of_variation([1.0, 3.0]) == pytest.approx(2**0.5 / 2)
+
+
+def test_flops_follow_palm_and_exclude_nothing_else():
+    flops = estimate_flops(1_000, input_tokens=30, output_tokens=10)
+    assert flops.total_flops == 2 * 1_000 * 40 and flops.flops_per_output_token == 8_000
+    assert flops.confidence == "medium"
+    assert estimate_flops(1_000, 30, 10, num_beams=4).confidence == "low"
+    assert estimate_flops(1_000, 30, 0) is None
+
+
+def test_percentiles_in_ms_with_linear_interpolation():
+    p = percentiles([0.001 * v for v in range(1, 101)])
+    assert p.count == 100 and p.mean_ms == pytest.approx(50.5)
+    assert p.p50_ms == pytest.approx(50.5) and p.p95_ms == pytest.approx(95.05) and p.p99_ms == pytest.approx(99.01)
+    assert percentiles([]) is None
+
+
+def _sample(t, uuid, power, temp, reasons=()):
+    return PowerSample(t, uuid, power, temp, 50.0, 1.0, 1000.0, reasons)
+
+
+def test_device_stats_sum_device_means_and_flag_only_slowdowns():
+    samples = [
+        _sample(0, "A", 100, 40), _sample(1, "A", 200, 55, ("sw_power_cap",)),
+        _sample(0, "B", 50, 30, ("applications_clocks_setting",)), _sample(1, "B", None, 31),
+    ]
+    stats = device_stats(samples)
+    assert stats.mean_power_w == pytest.approx(150 + 50)
+    assert stats.max_temperature_c == 55 and stats.temperature_drift_c == 15
+    assert stats.throttle_reasons == ["sw_power_cap"] and stats.n_samples == 2
+
+
+def test_warnings_cover_short_window_few_samples_throttle_drift_and_floor():
+    stats = device_stats([_sample(0, "A", 100, 40, ("hw_slowdown",)), _sample(1, "A", 100, 52)])
+    text = " | ".join(measurement_warnings(energy_measured=True, window_s=5, stats=stats, thermal_floor_s=10))
+    for needle in ("< 10 s", "only 2 power samples", "hw_slowdown", "drifted 12.0", "thermal floor 10 s"):
+        assert needle in text
+    assert measurement_warnings(energy_measured=False, window_s=5, stats=stats, thermal_floor_s=0) == []
+
+
+def test_no_warnings_for_a_clean_long_window():
+    stats = device_stats([_sample(i, "A", 100, 40 + i * 0.1) for i in range(20)])
+    assert measurement_warnings(energy_measured=True, window_s=30, stats=stats, thermal_floor_s=60) == []
+
+
+def test_facility_figures():
+    assert facility_figures(3.6e6, 1.5, 400) == (pytest.approx(5.4e6), pytest.approx(600.0))
+    assert facility_figures(3.6e6, None, 400) == (None, pytest.approx(400.0))
+    assert facility_figures(None, 1.5, 400) == (None, None)
