@@ -201,13 +201,15 @@ def teardown(
     purge_cache: bool = typer.Option(False, "--purge-cache", help="Also delete .cache/ (downloads, engines)."),
     compose_file: Path = typer.Option(None, "--compose-file", help="docker-compose.yml to bring down."),
     grace_s: float = typer.Option(15.0, "--grace-s", help="Seconds between SIGTERM and SIGKILL."),
+    port_wait_s: float = typer.Option(10.0, "--port-wait-s", help="Seconds to wait for ports to be released."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
     """Stop services, verify processes/ports/GPU memory released, rotate logs; cleanup.log (exit 12 if not clean)."""
     state: AppState = ctx.obj
     r = _settings(state, serving_config)["retention"]
     report = run_teardown(state.workspace, state.run_id, policy=RetentionPolicy(**r), purge_cache=purge_cache,
-                          compose_file=compose_file, grace_s=grace_s, redactor=state.redactor)
+                          compose_file=compose_file, grace_s=grace_s, port_wait_s=port_wait_s,
+                          redactor=state.redactor)
     state.echo(summary_line(report["gpu"]))
     state.echo(f"teardown clean; report: {report['cleanup_log']}")
 

@@ -50,7 +50,8 @@ def test_context_is_kept_across_turns_and_secrets_are_redacted(module_workspace,
 
 def test_memory_budget_drops_oldest_turns(module_workspace, server):
     client = TritonTextClient.for_server(server, "http")
-    settings = ChatSettings(model="echo", max_tokens=4, memory_budget_tokens=20, system_prompt="")
+    settings = ChatSettings(model="echo", max_tokens=4, memory_budget_tokens=20, system_prompt="",
+                            rate_limit_per_min=6000)
     session = ChatSession(module_workspace, client, settings)
     for word in ("alpha", "bravo", "charlie", "delta", "echo"):
         session.ask(f"remember the word {word} please")

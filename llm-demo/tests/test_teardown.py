@@ -62,7 +62,7 @@ def test_teardown_reports_a_port_still_bound(workspace):
             "http_url": f"127.0.0.1:{port}", "grpc_url": f"127.0.0.1:{free_port()}",
             "metrics_url": f"http://127.0.0.1:{free_port()}/metrics", "tls_root_cert": None, "started_at": "",
         })
-        result = runner.invoke(app, ["--root", str(workspace.root), "--run-id", "run-c", "teardown"])
+        result = runner.invoke(app, ["--root", str(workspace.root), "--run-id", "run-c", "teardown", "--port-wait-s", "0.5"])
     assert result.exit_code == ExitCode.TEARDOWN == 12
     assert f"('127.0.0.1', {port})" in result.output
     assert "INCOMPLETE" in (workspace.root / "logs" / "run-c" / "cleanup.log").read_text()
