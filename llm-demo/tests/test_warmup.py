@@ -75,3 +75,39 @@ def test_percentile_and_similarity_units():
     assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
     assert percentile([], 50) is None
     assert similarity("abc", "abc") == 1.0 and similarity("abc", "xyz") == 0.0
+
+
+def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
+    """prerequisites -> repository -> serve -> warm-up -> teardown -> run manifest, twice."""
+    from conftest_triton import free_port
+    from typer.testing import CliRunner
+
+    from llm_demo.cli import app
+    from llm_demo.serve import SERVE_STATE
+
+    (workspace.config_dir).mkdir()
+    (workspace.config_dir / "serving.yaml").write_text(
+        f"serve: {{http_port: {free_port()}, grpc_port: {free_port()}, metrics_port: {free_port()}}}\n"
+        "warmup: {prompts: ['hello world'], max_tokens: 6, repeats: 2}\n")
+    base = ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir), "--set", "model.name=tiny",
+            "--precision", "fp32"]
+    first = CliRunner().invoke(app, [*base, "--run-id", "run-1", "warmup", "--record-golden"])
+    assert first.exit_code == 0, first.output
+    assert "TTFT p50" in first.output and "no NVML" in first.output
+    manifest = json.loads((workspace.state_dir / "run-1-manifest.json").read_text())
+    assert manifest["success"] == {"gpu": True, "inference": True, "golden": True}
+    assert set(manifest["durations_s"]) == {"prereq", "repository", "launch", "inference", "teardown"}
+    assert "prereq-manifest.json" in manifest["manifests"] and manifest["gpu_snapshots"]["after"]["nvml"] is False
+    assert any(p.endswith("triton.log") for p in manifest["logs"])
+    assert "result: clean" in (workspace.logs_dir / "run-1" / "cleanup.log").read_text()
+
+    golden = workspace.state_dir / "golden" / "tiny.json"
+    data = json.loads(golden.read_text())
+    data["samples"][0]["output"] = "zzzz"
+    golden.write_text(json.dumps(data))
+    second = CliRunner().invoke(app, [*base, "--run-id", "run-2", "warmup"])
+    assert second.exit_code == ExitCode.GOLDEN_DEVIATION, second.output
+    assert "golden-divergence.json" in second.output
+    assert "result: clean" in (workspace.logs_dir / "run-2" / "cleanup.log").read_text()  # torn down anyway
+    assert not (workspace.state_dir / SERVE_STATE).exists()
+    assert json.loads((workspace.state_dir / "run-2-manifest.json").read_text())["success"]["golden"] is False
