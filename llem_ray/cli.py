@@ -100,3 +100,15 @@ def config_cmd(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also
     from llem_ray.environment_report import render
 
     _guarded(lambda: print(render(verbose)), verbose)
+
+
+@app.command()
+def report(
+    study_dir: Path = typer.Argument(..., help="Study directory (with manifest.json), finished or partial."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default STUDY_DIR/report)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
+) -> None:
+    """Write an HTML report (plots, summary with confidence intervals, warnings, what is missing)."""
+    from llem_ray.results.report import write_report
+
+    _guarded(lambda: print(f"report: {write_report(study_dir, output)}"), verbose)
