@@ -22,7 +22,7 @@ from .client import InferenceFailed, TritonTextClient
 from .events import EventLog
 from .gpu import summary_line
 from .retention import RetentionPolicy
-from .serve import current_server, launch, stop_process_group
+from .serve import attach, current_server, launch, stop_process_group
 from .serving_config import load_serving, serve_options
 from .teardown import teardown as run_teardown
 from .triton import locate_triton
@@ -78,6 +78,8 @@ def serve(
     grpc_tls_root_cert: Path = typer.Option(None, "--grpc-tls-root-cert", help="PEM CA for clients / mutual TLS."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds to wait for readiness."),
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the server."),
+    attach_only: bool = typer.Option(False, "--attach", help="Start nothing: record a Triton already serving on "
+                                     "these ports (docker compose) once it is ready."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
     """Start Triton and block until HTTP, gRPC and /metrics are ready (exit 7 port/launch, 8 TLS files)."""
@@ -88,7 +90,12 @@ def serve(
                                          "root_cert": grpc_tls_root_cert, "mutual": False}
     overrides = {"http_address": http_address, "http_port": http_port, "grpc_address": grpc_address,
                  "grpc_port": grpc_port, "metrics_address": metrics_address, "metrics_port": metrics_port}
-    handle = start_server(state, settings, model_repository or state.workspace.models_dir, overrides, timeout)
+    repo = model_repository or state.workspace.models_dir
+    if attach_only:
+        handle = attach(state.workspace, state.run_id, serve_options(settings, repo, overrides),
+                        timeout or float(settings["serve"]["ready_timeout_s"]))
+    else:
+        handle = start_server(state, settings, repo, overrides, timeout)
     state.echo(f"triton ready: http {handle.http_url}  grpc {handle.grpc_url}  metrics {handle.metrics_url}")
     state.echo(f"log: {handle.log_path}; stop with `llm-demo teardown`")
     if foreground:

@@ -283,6 +283,33 @@ def _wait_ready(handle: ServerHandle, proc: subprocess.Popen, deadline: float) -
     return status
 
 
+def attach(workspace: Workspace, run_id: str, opts: ServeOptions, timeout_s: float = 600.0) -> ServerHandle:
+    """Record a server started elsewhere (docker compose) once all three probes pass.
+
+    The record has pid = pgid = 0: teardown then stops nothing itself and relies on
+    `--compose-file`. Raises LaunchError (exit 7) when not ready within `timeout_s` seconds.
+    """
+    handle = ServerHandle(
+        pid=0, pgid=0, run_id=run_id, log_path=workspace.run_dir(run_id) / "triton.log",
+        http_url=f"{_client_host(opts.http_address)}:{opts.http_port}",
+        grpc_url=f"{_client_host(opts.grpc_address)}:{opts.grpc_port}",
+        metrics_url=f"http://{_client_host(opts.metrics_address)}:{opts.metrics_port}/metrics",
+        tls_root_cert=str(opts.tls.root_cert or opts.tls.cert) if opts.tls else None, started_at=iso(utc_now()),
+    )
+    deadline = time.monotonic() + timeout_s
+    status = probe(handle)
+    while not all(status.values()):
+        if time.monotonic() > deadline:
+            raise LaunchError(f"no ready Triton to attach to within {timeout_s:.0f} s (probes: {status})",
+                              remediation="check `docker compose ps` and `docker compose logs triton`",
+                              doc="docs/usage.md#docker-compose")
+        time.sleep(POLL_INTERVAL_S)
+        status = probe(handle)
+    EventLog(workspace, run_id, "launch").emit("attached", server=handle.record())
+    write_json_atomic(workspace.state_file(SERVE_STATE), handle.record())
+    return handle
+
+
 def current_server(workspace: Workspace) -> ServerHandle:
     """The server recorded in `state/serve.json`; LaunchError (exit 7) when there is none."""
     rec = read_json(workspace.state_file(SERVE_STATE))

@@ -4,11 +4,10 @@
 (plain text, one line per check) and `logs/<run>/teardown.jsonl`:
 
 1. stop the recorded server (`state/serve.json`): SIGTERM to its process
-   group, SIGKILL after `grace_s` seconds;
-2. verify no process of that group is left and every recorded port is free
-   (re-checked for up to `port_wait_s` seconds);
-3. containers: with a compose file, `docker compose down`, then verify that
+   group, SIGKILL after `grace_s` seconds, and verify none of it is left;
+2. containers: with a compose file, `docker compose down`, then verify that
    `docker compose ps -q` lists nothing (skipped, and said so, without docker);
+3. verify every recorded port is free (re-checked for up to `port_wait_s` s);
 4. GPU: an NVML snapshot; the stopped processes must hold no GPU memory
    (on a host without NVML the log says it was not checked, and why);
 5. purge: log run directories per the retention policy, and with
@@ -48,6 +47,16 @@ def _ports(rec: dict) -> list[tuple[str, int]]:
     return out
 
 
+def _wait_ports_free(ports: list[tuple[str, int]], wait_s: float) -> list[tuple[str, int]]:
+    """Ports of `ports` still bound after waiting up to `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    bound = [(h, p) for h, p in ports if port_in_use(h, p)]
+    while bound and time.monotonic() < deadline:
+        time.sleep(0.2)
+        bound = [(h, p) for h, p in bound if port_in_use(h, p)]
+    return bound
+
+
 def _containers(compose_file: Path | None, lines: list[str]) -> list[str]:
     """Bring a compose project down; return problems."""
     if compose_file is None:
@@ -84,28 +93,27 @@ def teardown(
     state_path = workspace.state_dir / SERVE_STATE
     rec = read_json(state_path)
     pids: set[int] = set()
-    if rec:
+    left: list[int] = []
+    if rec and rec["pgid"]:
         pids = set(group_pids(rec["pgid"])) | {rec["pid"]}
         left = stop_process_group(rec["pgid"], grace_s=grace_s)
         lines.append(f"server: process group {rec['pgid']} (pids {sorted(pids)}) stopped; still alive: {left or 'none'}")
         events.emit("processes", pgid=rec["pgid"], pids=sorted(pids), remaining=left)
         if left:
             problems.append(f"processes still alive: {left}")
-        deadline = time.monotonic() + port_wait_s
-        bound = _ports(rec)
-        while bound and time.monotonic() < deadline:
-            bound = [(h, p) for h, p in bound if port_in_use(h, p)]
-            if bound:
-                time.sleep(0.2)
+    elif rec:
+        lines.append("server: attached (not started by llm-demo); stopped through the compose file, if given")
+    else:
+        lines.append("server: none recorded in state/serve.json (already stopped?)")
+    problems += _containers(compose_file, lines)
+    if rec:
+        bound = _wait_ports_free(_ports(rec), port_wait_s)
         lines.append(f"ports {[p for _, p in _ports(rec)]}: still bound: {bound or 'none'}")
         events.emit("ports", checked=_ports(rec), still_bound=bound)
         if bound:
             problems.append(f"ports still bound: {bound}")
-        if not left:
+        if not left and not bound:
             state_path.unlink(missing_ok=True)
-    else:
-        lines.append("server: none recorded in state/serve.json (already stopped?)")
-    problems += _containers(compose_file, lines)
     snap = snapshot("after-teardown")
     events.emit("gpu_snapshot", snapshot=snap)
     if snap["nvml"]:

@@ -105,3 +105,20 @@ def test_grpc_tls_serves_and_verifies(tmp_path, start_triton):
     handle = start_triton(ws, triton_options(ws.models_dir, tls=TlsOptions(cert=cert, key=key)))
     assert handle.tls_root_cert == str(cert)
     assert TritonTextClient.for_server(handle, "grpc").generate("echo", "over tls", 4).text == "over tls "
+
+
+def test_attach_records_an_external_server(tmp_path, start_triton):
+    """`serve --attach` (docker compose path) starts nothing; teardown without the compose file
+    cannot free the ports and says so with exit 12."""
+    external = Workspace(tmp_path / "external")
+    write_test_repository(external.models_dir)
+    opts = triton_options(external.models_dir)
+    start_triton(external, opts)
+    root = tmp_path / "attached"
+    result = runner.invoke(app, ["--root", str(root), "serve", "--attach", "--http-port", str(opts.http_port),
+                                 "--grpc-port", str(opts.grpc_port), "--metrics-port", str(opts.metrics_port)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((root / "state" / SERVE_STATE).read_text())
+    assert record["pgid"] == 0 and record["http_url"] == f"127.0.0.1:{opts.http_port}"
+    down = runner.invoke(app, ["--root", str(root), "teardown", "--port-wait-s", "0.2"])
+    assert down.exit_code == ExitCode.TEARDOWN and "ports still bound" in down.output
