@@ -139,6 +139,11 @@ class PyTorchBackend:
         extra = generation.update(**lengths, **self._passthrough)
         return generation, extra
 
+    @property
+    def model(self) -> Any:
+        """The loaded transformers model (None before `load` / after `unload`): for benchmarks comparing bare calls."""
+        return self._model
+
     def _require_model(self) -> Any:
         if self._model is None:
             raise BackendError("the PyTorch backend has no model loaded")

@@ -1,6 +1,6 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
-environment snapshot → pre-flight → idle baseline → load → warm-up → thermal floor → measured
+environment snapshot → pre-flight → load → idle baseline → warm-up → thermal floor → measured
 window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
 (PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
 loop; every sample is tagged with its phase in the timeseries, and only the measured window's
@@ -43,7 +43,7 @@ DEFAULT_RESOLUTION_S = 0.1
 PREFILL_MAX_PASSES = 1000
 
 ProgressCallback = Callable[[str], None]
-"""Called with each stage name as it starts: environment, preflight, baseline, load, warmup,
+"""Called with each stage name as it starts: environment, preflight, load, baseline, warmup,
 thermal_floor, measure, prefill, metrics."""
 
 
@@ -128,10 +128,11 @@ def run(
     backend, meter = cleared.backend, cleared.meter
     phases: list[Phase] = []
     try:
-        progress("baseline")
-        baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
         progress("load")
         info = backend.load(config, device)
+        synchronize(device)
+        progress("baseline")
+        baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
         prompt_set = load_prompts(config, config.n, info.vocab_size)
         prompts = prompt_set.prompts
         if meter is not None:
