@@ -4,6 +4,8 @@ Energy: `energy_total_j` is the meter's raw energy over the measured window (all
 `energy_adjusted_j = energy_total_j - baseline_power_w x duration_s` (CM-19).
 `energy_per_output_token_j` and the prefill/decode split use raw energy, like ML.ENERGY and
 optimum-benchmark, so they compare with peers; the adjusted total is reported beside them.
+`energy_per_output_token_j` is taken over the steady-state window where one exists
+(`measurement_methodology` steady_state, measure/steady_state.py), else over the whole window.
 Prefill/decode (PREC-01): prefill = one pass of the dedicated prefill loop; decode = window - prefill.
 """
 
@@ -19,6 +21,7 @@ from llem_ray.energy.baseline import BaselineReading
 from llem_ray.energy.protocol import EnergyMeter, EnergyWindow, PowerSample
 from llem_ray.measure.flops import estimate_flops
 from llem_ray.measure.metrics import device_stats, facility_figures, measurement_warnings, percentiles
+from llem_ray.measure.steady_state import request_spans, steady_state
 from llem_ray.results.schema import (
     EnergyBreakdown,
     EnvironmentSnapshot,
@@ -113,6 +116,13 @@ def build_result(obs: Observations) -> ExperimentResult:
     measured = [s for s in obs.samples if phase_of(s.t_s, obs.phases) == "measured"]
     excluded = [s for s in obs.samples if phase_of(s.t_s, obs.phases) in ("warmup", "thermal_floor")]
     stats = device_stats(measured)
+    steady = steady_state(
+        request_spans(config.backend, out, config.batch_size, obs.duration_s),
+        batch_size=config.batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
+        energy_total_j=total_j, samples=obs.samples,
+        window_start_s=next((start for name, start, _ in obs.phases if name == "measured"), 0.0),
+        power_limits_w={gpu.uuid: gpu.power_limit_w for gpu in obs.env.gpus},
+    )
     warnings = [
         *obs.notes,
         *measurement_warnings(
@@ -146,7 +156,9 @@ def build_result(obs: Observations) -> ExperimentResult:
         energy_adjusted_j=adjusted_j,
         energy_per_device_j=dict(obs.window.energy_j) if obs.window is not None else None,
         baseline_power_w=breakdown.baseline_power_w,
-        energy_per_output_token_j=_per(total_j, out.output_tokens),
+        measurement_methodology=steady.methodology,
+        steady_state_window=steady.window_s,
+        energy_per_output_token_j=steady.energy_per_output_token_j,
         energy_breakdown=breakdown,
         prefill=prefill,
         decode=decode,
@@ -168,5 +180,5 @@ def build_result(obs: Observations) -> ExperimentResult:
         co2e_g=co2e_g,
         environment_snapshot=obs.env,
         placement=obs.placement or Placement(),
-        measurement_warnings=list(dict.fromkeys(warnings)),
+        measurement_warnings=list(dict.fromkeys([*warnings, *steady.warnings])),
     )
