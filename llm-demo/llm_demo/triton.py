@@ -184,6 +184,19 @@ def server_command(install: TritonInstall, backend_dir: Path, opts: ServeOptions
     return cmd + list(opts.extra_args)
 
 
+def libpython_dir() -> Path | None:
+    """Directory holding this interpreter's shared libpython, or None (static build).
+
+    Looks in sysconfig's LIBDIR, then `<base prefix>/lib` (relocated builds such
+    as uv's standalone Pythons report their build-time LIBDIR).
+    """
+    names = [n for n in (sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")) if n and ".so" in n]
+    for folder in (sysconfig.get_config_var("LIBDIR"), str(Path(sys.base_prefix) / "lib")):
+        if folder and any((Path(folder) / name).exists() for name in names):
+            return Path(folder)
+    return None
+
+
 def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the server: this venv's `bin` first on PATH (the Python
     backend stub finds its interpreter, and so torch/transformers, through PATH),
@@ -192,10 +205,7 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     and the wheel's shared libraries."""
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    libdirs = []
-    libdir, libname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
-    if libdir and libname and (Path(libdir) / libname).exists():
-        libdirs.append(libdir)
+    libdirs = [str(d) for d in [libpython_dir()] if d is not None]
     if install.libs is not None:
         libdirs.append(str(install.libs))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [*libdirs, env.get("LD_LIBRARY_PATH", "")] if p)
