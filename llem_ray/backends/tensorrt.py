@@ -54,8 +54,8 @@ SET_BY_BACKEND: tuple[str, ...] = (
 )
 """TRT-LLM arguments this backend derives from the experiment (coverage counts them as covered)."""
 
-ENGINE_ARG_OF_FIELD: dict[str, str] = {
-    "runtime": "backend",
+ENGINE_ARG_OF_FIELD: dict[str, str | None] = {
+    "runtime": None,
     "kv_cache_free_gpu_memory_fraction": "kv_cache_config",
     "kv_cache_max_tokens": "kv_cache_config",
     "kv_cache_dtype": "kv_cache_config",
@@ -69,12 +69,18 @@ ENGINE_ARG_OF_FIELD: dict[str, str] = {
     "scheduler_policy": "scheduler_config",
     "max_input_len": "build_config",
 }
-"""Section fields whose TRT-LLM argument has another name (all others are passed under their own name)."""
+"""Section fields whose TRT-LLM argument has another name (None: chooses the LLM class, not an argument)."""
+
+_BUILD_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_input_len")
+ENGINE_RUNTIME_ARG_OF_FIELD: dict[str, str | None] = {
+    **ENGINE_ARG_OF_FIELD, **dict.fromkeys(_BUILD_FIELDS, "build_config"),
+    "cuda_graphs": "extended_runtime_perf_knob_config",
+}
+"""As ENGINE_ARG_OF_FIELD, for the engine runtime: limits go into the BuildConfig."""
 
 _KV_FIELDS = {"kv_cache_free_gpu_memory_fraction": "free_gpu_memory_fraction", "kv_cache_max_tokens": "max_tokens",
               "kv_cache_dtype": "dtype", "kv_cache_enable_block_reuse": "enable_block_reuse",
               "tokens_per_block": "tokens_per_block"}
-_BUILD_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_input_len")
 _PLAIN_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunked_prefill", "attn_backend",
                  "disable_overlap_scheduler", "speculative_config")
 WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)

@@ -97,9 +97,12 @@ class VLLMConfig(_Section):
     )
 
 
-_TRT_PYTORCH_ONLY = ("attn_backend", "disable_overlap_scheduler", "torch_compile", "cuda_graph_batch_sizes",
-                     "cuda_graph_padding")
-_TRT_ENGINE_ONLY = ("max_input_len",)
+TRT_PYTORCH_ONLY_FIELDS: tuple[str, ...] = (
+    "attn_backend", "disable_overlap_scheduler", "torch_compile", "cuda_graph_batch_sizes", "cuda_graph_padding",
+)
+"""`tensorrt:` fields that apply only to the PyTorch runtime."""
+TRT_ENGINE_ONLY_FIELDS: tuple[str, ...] = ("max_input_len",)
+"""`tensorrt:` fields that apply only to the TensorRT engine runtime."""
 
 
 class TensorRTConfig(_Section):
@@ -150,7 +153,8 @@ class TensorRTConfig(_Section):
     @model_validator(mode="after")
     def _fields_fit_runtime(self) -> TensorRTConfig:
         engine = self.runtime == "engine"
-        wrong = [f for f in (_TRT_PYTORCH_ONLY if engine else _TRT_ENGINE_ONLY) if getattr(self, f) is not None]
+        misplaced = TRT_PYTORCH_ONLY_FIELDS if engine else TRT_ENGINE_ONLY_FIELDS
+        wrong = [f for f in misplaced if getattr(self, f) is not None]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} apply only to runtime "
                              f"'{'pytorch' if engine else 'engine'}' (runtime is '{self.runtime or 'pytorch'}')")
