@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import typer
 
 from . import __version__
-from . import prereqs, repo_validate, repository
+from . import acquire, build, pipeline, prereqs, repo_validate, repository
 from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
 from .events import EventLog
@@ -179,6 +179,62 @@ def check(
         raise
     print_checks(state, manifest["checks"])
     state.echo(f"prerequisites ok ({cfg.runtime} runtime); manifest: {state.workspace.state_dir / 'prereq-manifest.json'}")
+
+
+OFFLINE = typer.Option(None, "--offline/--online", help="Never contact the hub (default: HF_HUB_OFFLINE).")
+REFRESH = typer.Option(False, "--refresh", help="Re-download even when the cache is valid.")
+
+
+@app.command("acquire")
+@guarded
+def acquire_cmd(ctx: typer.Context, offline: bool | None = OFFLINE, refresh: bool = REFRESH) -> None:
+    """Download (or take from model.local_dir) and verify the model; update state/cache-manifest.json (exit 4 on failure)."""
+    state: AppState = ctx.obj
+    got = acquire.acquire(state.workspace, state.config(), state.run_id, state.redactor, offline=offline, refresh=refresh)
+    for entry in {id(e): e for e in (got.model, got.tokenizer)}.values():
+        state.echo(f"{entry['kind']}: {entry['path']} ({len(entry['files'])} files, {entry['total_size_bytes']} bytes, expires {entry['expires_at']})")
+
+
+@app.command("build")
+@guarded
+def build_cmd(ctx: typer.Context, offline: bool | None = OFFLINE) -> None:
+    """Build the engine (or prepare the llmapi/python runtime) from the verified cache; write state/engine-manifest.json (exit 5)."""
+    state: AppState = ctx.obj
+    cfg = state.config()
+    got = acquire.acquire(state.workspace, cfg, state.run_id, state.redactor, offline=offline)
+    manifest = build.build(state.workspace, cfg, state.run_id, state.redactor, got)
+    state.echo(f"{cfg.runtime} build succeeded: engine sha256 {manifest['engine_sha256']}; manifest {state.workspace.state_dir / build.MANIFEST}")
+
+
+@app.command("prepare")
+@guarded
+def prepare_cmd(
+    ctx: typer.Context,
+    host_facts: Path | None = typer.Option(None, "--host-facts", help="Describe the host with this file instead of probing it."),
+    offline: bool | None = OFFLINE,
+    refresh: bool = REFRESH,
+    version: int = typer.Option(1, "--version", min=1, help="Model version to generate in models/<name>/."),
+) -> None:
+    """check -> acquire -> build -> repo generate + validate; stops at the first failure (exit 3/4/5/6)."""
+    state: AppState = ctx.obj
+    cfg = state.config()
+    write_tooling_manifest(state.workspace)
+    facts = prereqs.load_host_facts(host_facts) if host_facts else None
+    done = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, offline=offline, refresh=refresh, version=version)
+    state.echo(f"prepared {done.model_name} version {done.version} ({cfg.runtime} runtime) in {done.repository}")
+
+
+cache_app = typer.Typer(help="Inspect and purge the download cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("purge")
+@guarded
+def cache_purge(ctx: typer.Context) -> None:
+    """Delete downloads of expired or invalidated cache entries (retention policy)."""
+    state: AppState = ctx.obj
+    removed = acquire.purge(state.workspace)
+    state.echo("\n".join(f"purged {p}" for p in removed) or "nothing to purge")
 
 
 repo_app = typer.Typer(help="Generate and validate the Triton model repository (models/).", no_args_is_help=True)
