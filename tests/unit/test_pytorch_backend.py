@@ -51,7 +51,7 @@ def test_same_seed_same_weights_same_tokens():
     for _ in range(2):
         b = PyTorchBackend()
         b.load(_config(), "cpu")
-        runs.append(next(b._model.parameters()).sum().item())
+        runs.append(next(b.model.parameters()).sum().item())
         b.unload()
     assert runs[0] == runs[1]
 
