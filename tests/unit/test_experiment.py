@@ -123,3 +123,25 @@ def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, m
     assert r.decode.tokens == 24 and r.prefill.tokens == r.input_tokens
     assert any("byte-level" in w for w in r.measurement_warnings)
     assert os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
+
+
+def test_plugins_env_var_installs_fakes_in_a_fresh_process_and_crash_exits(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from llem_ray.config.experiment import ExperimentConfig\n"
+        "from llem_ray.measure.experiment import run\n"
+        "r = run(ExperimentConfig(dataset='synthetic', n=2, warmup={'n_warmup': 0, 'thermal_floor_s': 0},"
+        " baseline={'enabled': False}, passthrough_kwargs={'fake_crash': CRASH})).result\n"
+        "print(r.energy_meter, r.output_tokens)\n"
+    )
+    env = {**os.environ, "LLEM_PLUGINS": "tests.fakes"}
+    root = Path(__file__).resolve().parents[2]
+    ok = subprocess.run([sys.executable, "-c", code.replace("CRASH", "False")], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.split() == ["fake", str(2 * 128)]
+    crash = subprocess.run([sys.executable, "-c", code.replace("CRASH", "True")], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert crash.returncode == 1 and crash.stdout == ""

@@ -46,7 +46,7 @@ def test_fixed_length_batches_and_token_timing(backend):
         assert 0 < req.ttft_s <= req.latency_s and all(i >= 0 for i in req.itl_s)
 
 
-def test_same_seed_same_weights_same_tokens():
+def test_same_seed_builds_the_same_random_weights():
     runs = []
     for _ in range(2):
         b = PyTorchBackend()
