@@ -245,11 +245,12 @@ def warmup(
     host_facts: Path = typer.Option(None, "--host-facts", help="Describe the host instead of probing it."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
-    """Prerequisites -> model repository -> serve -> golden warm-up -> manifest -> teardown.
+    """Prepare (prerequisites, acquisition, build, repository) -> serve -> golden warm-up -> teardown -> manifest.
 
-    Exit codes: 3 prerequisites, 6 repository, 7/8 launch, 9 golden deviation, 10 failed requests, 12 teardown.
+    Exit codes: 3 prerequisites, 4 cache, 5 build, 6 repository, 7/8 launch, 9 golden deviation,
+    10 failed requests, 12 teardown.
     """
-    from . import prereqs, repository
+    from . import pipeline, prereqs
     from .retention import write_run_manifest
     from .versions import write_tooling_manifest
     from .warmup import WarmupPlan, run_warmup
@@ -264,11 +265,9 @@ def warmup(
     try:
         write_tooling_manifest(state.workspace)
         facts = prereqs.load_host_facts(host_facts) if host_facts else None
-        prereqs.check_prerequisites(state.workspace, cfg, state.run_id, state.redactor, facts=facts)
-        durations["prereq"] = time.monotonic() - t0
-        repo = repository.generate(state.workspace, cfg, version=version)
-        durations["repository"] = time.monotonic() - t0 - sum(durations.values())
-        handle = start_server(state, settings, repo, {})
+        prepared = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, version=version)
+        durations["prepare"] = time.monotonic() - t0
+        handle = start_server(state, settings, prepared.repository, {})
         durations["launch"] = time.monotonic() - t0 - sum(durations.values())
         state.echo(f"triton ready: http {handle.http_url} grpc {handle.grpc_url}")
         golden_file = w["golden_file"]

@@ -10,7 +10,8 @@
 3. verify every recorded port is free (re-checked for up to `port_wait_s` s);
 4. GPU: an NVML snapshot; the stopped processes must hold no GPU memory
    (on a host without NVML the log says it was not checked, and why);
-5. purge: log run directories per the retention policy, and with
+5. purge: log run directories per the retention policy, downloads whose
+   cache entry expired (`cache.retention_days`, acquire.purge), and with
    `purge_cache` the model cache `.cache/` entirely;
 6. list the log, model and engine directories that remain, with sizes (bytes).
 
@@ -25,6 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .acquire import purge as purge_expired_downloads
 from .errors import TeardownIncompleteError
 from .events import EventLog
 from .gpu import memory_held_by, snapshot, summary_line
@@ -125,11 +127,13 @@ def teardown(
         lines.append(f"gpu: not checked, {snap['reason']}")
     rotation = rotate_logs(workspace, policy or RetentionPolicy(), protect={run_id})
     lines.append(f"logs: retention {rotation['policy']}; removed runs: {rotation['removed'] or 'none'}")
+    expired = purge_expired_downloads(workspace)
+    lines.append(f"cache: expired or invalidated downloads purged per cache.retention_days: {expired or 'none'}")
     if purge_cache and workspace.cache_dir.exists():
         shutil.rmtree(workspace.cache_dir)
-        lines.append(f"cache: purged {workspace.cache_dir}")
+        lines.append(f"cache: purged all of {workspace.cache_dir}")
     else:
-        lines.append("cache: kept (pass --purge-cache to delete downloads and engines)")
+        lines.append("cache: valid entries kept (pass --purge-cache to delete downloads and engines)")
     remaining = {}
     for folder in (workspace.logs_dir, workspace.models_dir, workspace.production_dir, workspace.cache_dir):
         if folder.exists():

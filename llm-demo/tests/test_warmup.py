@@ -78,7 +78,7 @@ def test_percentile_and_similarity_units():
 
 
 def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
-    """prerequisites -> repository -> serve -> warm-up -> teardown -> run manifest, twice."""
+    """prepare (prerequisites, acquisition, build, repository) -> serve -> warm-up -> teardown -> manifest, twice."""
     from conftest_triton import free_port
     from typer.testing import CliRunner
 
@@ -96,8 +96,9 @@ def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
     assert "TTFT p50" in first.output and "no NVML" in first.output
     manifest = json.loads((workspace.state_dir / "run-1-manifest.json").read_text())
     assert manifest["success"] == {"gpu": True, "inference": True, "golden": True}
-    assert set(manifest["durations_s"]) == {"prereq", "repository", "launch", "inference", "teardown"}
-    assert "prereq-manifest.json" in manifest["manifests"] and manifest["gpu_snapshots"]["after"]["nvml"] is False
+    assert set(manifest["durations_s"]) == {"prepare", "launch", "inference", "teardown"}
+    assert {"prereq-manifest.json", "cache-manifest.json", "engine-manifest.json"} <= set(manifest["manifests"])
+    assert manifest["gpu_snapshots"]["after"]["nvml"] is False
     assert any(p.endswith("triton.log") for p in manifest["logs"])
     assert "result: clean" in (workspace.logs_dir / "run-1" / "cleanup.log").read_text()
 
