@@ -1,0 +1,170 @@
+"""The study table: one flat row per (experiment, cycle), written as a Parquet dataset of part files.
+
+`STUDY_TABLE_SCHEMA` is explicit so every part file, and the consolidated `results.parquet`, has the
+same columns and types whatever the values (a column of None would otherwise be typed `null`).
+Each part file is written to a dot-prefixed temp name and then `os.replace`d: a reader never sees a
+half-written part (pyarrow's dataset reader skips `.`/`_` files), and writing the same part twice
+replaces it, so a retried write never duplicates a row. Column names carry units.
+
+No Ray here: the results actor calls these functions; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llem_ray.results.schema import ExperimentResult, Percentiles
+
+_UTC_US = pa.timestamp("us", tz="UTC")
+_STRINGS = pa.list_(pa.string())
+
+STUDY_TABLE_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("order_index", pa.int64(), nullable=False),
+        pa.field("cycle", pa.int64(), nullable=False),
+        pa.field("attempt", pa.int64(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("measurement_config_hash", pa.string(), nullable=False),
+        pa.field("backend", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("precision", pa.string()),
+        pa.field("batch_size", pa.int64()),
+        pa.field("device", pa.string()),
+        pa.field("started_at", _UTC_US),
+        pa.field("ended_at", _UTC_US),
+        pa.field("duration_s", pa.float64()),
+        pa.field("n_requests", pa.int64()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("tokens_per_second", pa.float64()),
+        pa.field("energy_meter", pa.string()),
+        pa.field("energy_total_j", pa.float64()),
+        pa.field("energy_adjusted_j", pa.float64()),
+        pa.field("baseline_power_w", pa.float64()),
+        pa.field("baseline_source", pa.string()),
+        pa.field("energy_per_output_token_j", pa.float64()),
+        pa.field("prefill_duration_s", pa.float64()),
+        pa.field("prefill_energy_j", pa.float64()),
+        pa.field("decode_duration_s", pa.float64()),
+        pa.field("decode_energy_j", pa.float64()),
+        pa.field("decode_energy_per_token_j", pa.float64()),
+        pa.field("request_latency_p50_ms", pa.float64()),
+        pa.field("request_latency_p99_ms", pa.float64()),
+        pa.field("ttft_p50_ms", pa.float64()),
+        pa.field("itl_p50_ms", pa.float64()),
+        pa.field("peak_memory_mb", pa.float64()),
+        pa.field("mean_gpu_utilization_pct", pa.float64()),
+        pa.field("mean_power_w", pa.float64()),
+        pa.field("max_temperature_c", pa.float64()),
+        pa.field("throttle_reasons", _STRINGS),
+        pa.field("total_flops", pa.float64()),
+        pa.field("node_id", pa.string()),
+        pa.field("hostname", pa.string()),
+        pa.field("gpu_uuids", _STRINGS),
+        pa.field("pci_bus_ids", _STRINGS),
+        pa.field("n_warnings", pa.int64()),
+        pa.field("measurement_warnings", _STRINGS),
+        pa.field("result_path", pa.string()),
+        pa.field("schema_version", pa.string()),
+    ]
+)
+
+
+def _p(stats: Percentiles | None, attr: str) -> float | None:
+    return getattr(stats, attr) if stats is not None else None
+
+
+def result_row(result: ExperimentResult, *, key: str, order_index: int, result_path: str) -> dict[str, Any]:
+    """The flat row of `result` (columns of STUDY_TABLE_SCHEMA). `result_path` is relative to the study dir."""
+    placement, lat = result.placement, result.latency
+    return {
+        "key": key,
+        "order_index": order_index,
+        "cycle": placement.cycle or 1,
+        "attempt": placement.attempt or 1,
+        "name": result.name,
+        "measurement_config_hash": result.measurement_config_hash,
+        "backend": result.backend,
+        "model": result.model,
+        "precision": result.precision,
+        "batch_size": result.batch_size,
+        "device": result.device,
+        "started_at": result.started_at,
+        "ended_at": result.ended_at,
+        "duration_s": result.duration_s,
+        "n_requests": result.n_requests,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "tokens_per_second": result.tokens_per_second,
+        "energy_meter": result.energy_meter,
+        "energy_total_j": result.energy_total_j,
+        "energy_adjusted_j": result.energy_adjusted_j,
+        "baseline_power_w": result.baseline_power_w,
+        "baseline_source": result.energy_breakdown.baseline_source,
+        "energy_per_output_token_j": result.energy_per_output_token_j,
+        "prefill_duration_s": result.prefill.duration_s if result.prefill else None,
+        "prefill_energy_j": result.prefill.energy_j if result.prefill else None,
+        "decode_duration_s": result.decode.duration_s if result.decode else None,
+        "decode_energy_j": result.decode.energy_j if result.decode else None,
+        "decode_energy_per_token_j": result.decode.energy_per_token_j if result.decode else None,
+        "request_latency_p50_ms": _p(lat.request, "p50_ms"),
+        "request_latency_p99_ms": _p(lat.request, "p99_ms"),
+        "ttft_p50_ms": _p(lat.ttft, "p50_ms"),
+        "itl_p50_ms": _p(lat.itl, "p50_ms"),
+        "peak_memory_mb": result.peak_memory_mb,
+        "mean_gpu_utilization_pct": result.mean_gpu_utilization_pct,
+        "mean_power_w": result.mean_power_w,
+        "max_temperature_c": result.max_temperature_c,
+        "throttle_reasons": list(result.throttle_reasons),
+        "total_flops": result.flops.total_flops if result.flops else None,
+        "node_id": placement.node_id,
+        "hostname": placement.hostname,
+        "gpu_uuids": list(placement.gpu_uuids),
+        "pci_bus_ids": list(placement.pci_bus_ids),
+        "n_warnings": len(result.measurement_warnings),
+        "measurement_warnings": list(result.measurement_warnings),
+        "result_path": result_path,
+        "schema_version": result.schema_version,
+    }
+
+
+def _write_table_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def part_path(dataset_dir: Path, key: str) -> Path:
+    """Where the part file of entry `key` lives (one file per key, so a rewrite replaces it)."""
+    return Path(dataset_dir) / f"part-{key}.parquet"
+
+
+def write_part(dataset_dir: Path, row: dict[str, Any]) -> Path:
+    """Write one row as the part file of `row['key']` (temp name, then atomic rename); returns its path."""
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    path = part_path(dataset_dir, row["key"])
+    _write_table_atomic(pa.Table.from_pylist([row], schema=STUDY_TABLE_SCHEMA), path)
+    return path
+
+
+def consolidate(dataset_dir: Path, out_path: Path, keys: Iterable[str]) -> pa.Table:
+    """Merge the part files of `keys` into `out_path` (atomic), sorted by run order; returns the table.
+
+    Parts of keys not listed (stale from an earlier, larger study) are ignored. A listed key with no
+    part file raises FileNotFoundError: a completed entry must have its row.
+    """
+    tables = [pq.read_table(part_path(dataset_dir, k), schema=STUDY_TABLE_SCHEMA) for k in keys]
+    table = pa.concat_tables(tables) if tables else STUDY_TABLE_SCHEMA.empty_table()
+    table = table.sort_by([("order_index", "ascending")])
+    _write_table_atomic(table, Path(out_path))
+    return table
