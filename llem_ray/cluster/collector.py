@@ -1,0 +1,157 @@
+"""`ResultsActor`: the one writer of a study directory, pinned to the driver's node.
+
+Study directory layout (all paths absolute, resolved by the driver before anything is dispatched):
+
+    <study_dir>/manifest.json            StudyManifest, rewritten atomically after every change
+    <study_dir>/study.json               the resolved StudyConfig (provenance)
+    <study_dir>/experiments/<key>/<name>_<timestamp>/result.json + timeseries.parquet
+    <study_dir>/table/part-<key>.parquet one row per (experiment, cycle), temp name + os.replace
+    <study_dir>/results.parquet          consolidated table of completed entries (at the end)
+    <study_dir>/study_result.json        StudyResult (at the end)
+
+Fault tolerance: the actor restarts forever (`max_restarts=-1`) and Ray replays its pending calls
+(`max_task_retries=-1`), so every method is idempotent: a result already recorded is not written
+again, a half-written experiment directory of the same key is replaced, a part file is rewritten
+under the same name. On restart the constructor reloads `manifest.json` from disk.
+
+It runs without GPUs and with `CUDA_VISIBLE_DEVICES=""`, so it can never create a CUDA context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from llem_ray.cluster.runtime_env import no_gpu_runtime_env
+from llem_ray.results.manifest import (
+    MANIFEST_FILE,
+    AttemptRecord,
+    ManifestWriter,
+    StudyManifest,
+    write_json_atomic,
+)
+from llem_ray.results.persistence import RESULT_FILE, save_experiment
+from llem_ray.results.schema import ExperimentResult
+from llem_ray.results.table import consolidate, result_row, write_part
+
+NAMESPACE = "llem"
+EXPERIMENTS_DIR = "experiments"
+TABLE_DIR = "table"
+RESULTS_TABLE = "results.parquet"
+STUDY_CONFIG_FILE = "study.json"
+STUDY_RESULT_FILE = "study_result.json"
+COLLECTOR_FILES_TIMEOUT_S = 300.0
+"""Longest wait for the results actor to consolidate the table or write a file, s."""
+
+
+@ray.remote
+class ResultsActor:
+    """Writes results, the study table and the manifest of one study directory (see module docstring)."""
+
+    def __init__(self, study_dir: str, manifest: StudyManifest, study_config: dict[str, Any]):
+        self.dir = Path(study_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / MANIFEST_FILE
+        if path.exists():
+            self.writer = ManifestWriter.load(path)
+            self.writer.add_missing(manifest.entries)
+        else:
+            self.writer = ManifestWriter.create(path, manifest)
+        write_json_atomic(self.dir / STUDY_CONFIG_FILE, json.dumps(study_config, indent=1, default=str))
+
+    def mark_running(self, key: str, record: AttemptRecord) -> None:
+        """An attempt was dispatched (called again with the actor's node and GPUs once known)."""
+        self.writer.mark_running(key, record)
+
+    def mark_failed(self, key: str, error: str, record: AttemptRecord) -> None:
+        self.writer.mark_failed(key, error, record)
+
+    def mark_pending(self, keys: list[str], error: str) -> None:
+        """Running entries stopped by the driver (interrupt, circuit breaker) go back to pending."""
+        for key in keys:
+            self.writer.mark_pending(key, error)
+
+    def record(self, key: str, result: ExperimentResult, timeseries: pa.Table, record: AttemptRecord) -> str:
+        """Store a completed attempt: experiment directory, part file, then manifest. Returns the
+        result directory relative to the study directory. Idempotent (see module docstring)."""
+        entry = self.writer.entry(key)
+        if entry.status == "completed" and entry.result_path and (self.dir / entry.result_path / RESULT_FILE).exists():
+            return entry.result_path
+        parent = self.dir / EXPERIMENTS_DIR / key
+        if parent.exists():
+            shutil.rmtree(parent)
+        result_dir = save_experiment(result, timeseries, parent)
+        relative = str(result_dir.relative_to(self.dir))
+        write_part(self.dir / TABLE_DIR, result_row(result, key=key, order_index=entry.order_index, result_path=relative))
+        self.writer.mark_completed(key, relative, record)
+        return relative
+
+    def manifest(self) -> StudyManifest:
+        return self.writer.manifest
+
+    def finish(self, keys: list[str]) -> dict[str, Any]:
+        """Consolidate `results.parquet` from the completed entries among `keys` (idempotent).
+
+        Returns results_table (path), result_files (absolute paths of result.json), counts (per
+        status), total_energy_j (None without energy), table (the consolidated Arrow table) and
+        configs (measurement_config_hash -> (name, items, items failed), in run order).
+        """
+        entries = self.writer.manifest.by_key()
+        planned = sorted((entries[k] for k in keys), key=lambda e: e.order_index)
+        completed = [e.key for e in planned if e.status == "completed"]
+        table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
+        energies = [e for e in table.column("energy_total_j").to_pylist() if e is not None]
+        counts = {"pending": 0, "running": 0, "completed": 0, "failed": 0}
+        configs: dict[str, tuple[str, int, int]] = {}
+        for e in planned:
+            counts[e.status] += 1
+            name, total, failed = configs.get(e.measurement_config_hash, (e.name, 0, 0))
+            configs[e.measurement_config_hash] = (name, total + 1, failed + (e.status == "failed"))
+        return {
+            "results_table": str(self.dir / RESULTS_TABLE),
+            "result_files": [str(self.dir / entries[k].result_path / RESULT_FILE) for k in completed],
+            "counts": counts,
+            "total_energy_j": sum(energies) if energies else None,
+            "table": table,
+            "configs": configs,
+        }
+
+    def write_study_result(self, study_result: dict[str, Any]) -> None:
+        """Write `study_result.json` (the StudyResult as JSON), atomically."""
+        write_json_atomic(self.dir / STUDY_RESULT_FILE, json.dumps(study_result, indent=1, default=str))
+
+    def info(self) -> dict[str, Any]:
+        """pid, node, GPU visibility of this actor (tests and the GPU check assert it sees no GPU)."""
+        return {
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "torch_imported": "torch" in sys.modules,
+        }
+
+
+def start_collector(study_dir: Path, manifest: StudyManifest, study_config: dict[str, Any], name: str):
+    """The study's ResultsActor, created (or found: `get_if_exists`) on this driver's node.
+
+    `name` must be unique per study directory and driver job. Restarts forever, replays calls.
+    """
+    node_id = ray.get_runtime_context().get_node_id()
+    return ResultsActor.options(
+        name=name,
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        num_cpus=0,
+        num_gpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        runtime_env=no_gpu_runtime_env(),
+    ).remote(str(study_dir), manifest, study_config)

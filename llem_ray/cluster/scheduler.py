@@ -1,0 +1,439 @@
+"""The scheduling loop of a study: work items onto GPU slots, with deadlines, retries and gaps.
+
+One loop on `ray.wait` (always with a finite timeout: `timeout=None` silently returns after 10^6 s,
+Ray #44909) over four kinds of refs: placement groups becoming ready, actors reporting where they
+run, experiment results, and killed actors being gone. Each turn it:
+1. dispatches queue items strictly in run order onto idle slots of their shape whose per-GPU gap
+   has passed (`config_gap_s` after an experiment of the same cycle, `cycle_gap_s` across cycles);
+2. creates placement groups for items no slot can serve while the cluster has free GPUs, so the
+   other GPUs keep working while one rests;
+3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
+4. on failure (exception, crash, deadline, lost node) re-queues the item at the head of the queue
+   until it has had `1 + max_retries` attempts in this run, then marks it failed; after
+   `circuit_breaker` consecutive failed attempts it stops the study (StudyError).
+A slot is reused only once its previous actor is gone (Ray #44821). On any exit, running actors
+are killed, their entries go back to pending in the manifest, and every placement group is removed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from llem_ray.cluster.placement import ClusterInventory, Slot, SlotShape, actor_options, create_slot, release, shape_for
+from llem_ray.cluster.plan import WorkItem
+from llem_ray.cluster.progress import Progress
+from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor
+from llem_ray.errors import StudyError
+from llem_ray.results.manifest import AttemptRecord, utc_now
+
+KILL_GRACE_S = 30.0
+"""How long a killed or terminating actor may take to be reported gone before its slot is dropped, s."""
+COLLECTOR_TIMEOUT_S = 120.0
+"""Longest wait for the results actor to store one result, s."""
+INVENTORY_REFRESH_S = 2.0
+"""How often the list of alive nodes is re-read, s."""
+MAX_WAIT_S = 1.0
+"""Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
+
+    config_gap_s: float
+    cycle_gap_s: float
+    timeout_s: float
+    max_retries: int
+    circuit_breaker: int
+    isolation: str
+    cycle_starts: dict[int, datetime] = field(default_factory=dict)
+
+
+@dataclass
+class Attempt:
+    item: WorkItem
+    slot: Slot
+    actor: Any
+    where_ref: Any
+    run_ref: Any
+    dispatched_s: float
+    deadline_s: float
+    record: AttemptRecord
+    killed: str | None = None
+    killed_s: float = 0.0
+
+
+@dataclass
+class Report:
+    """What a scheduler run did: keys completed / failed for good, attempts started, actor start overheads (s)."""
+
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    attempts: int = 0
+    start_overheads_s: list[float] = field(default_factory=list)
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying why an attempt failed."""
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    if isinstance(exc, RayActorError):
+        return "the experiment's actor process died (crash, out of memory or lost node)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+class Scheduler:
+    """Runs `items` on the connected Ray cluster, reporting to `collector` (see module docstring)."""
+
+    def __init__(
+        self,
+        items: list[WorkItem],
+        policy: Policy,
+        collector: Any,
+        runtime_envs: dict[str, dict | None],
+        progress: Progress,
+        first_attempt: dict[str, int],
+    ):
+        self.queue: deque[WorkItem] = deque(items)
+        self.policy = policy
+        self.collector = collector
+        self.runtime_envs = runtime_envs
+        self.progress = progress
+        self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
+        self.tries = {i.key: 0 for i in items}
+        self.inventory = ClusterInventory.from_ray()
+        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.inventory) for i in items}  # type: ignore[arg-type]
+        self.slots: list[Slot] = []
+        self.running: dict[Any, Attempt] = {}
+        self.where_refs: dict[Any, Attempt] = {}
+        self.pg_refs: dict[Any, Slot] = {}
+        self.drain_refs: dict[Any, tuple[Slot, float]] = {}
+        self.baselines: dict[BaselineKey, CachedBaseline] = {}
+        self.calls: list[Any] = []
+        self.report = Report()
+        self.consecutive_failures = 0
+        self._inventory_s = time.monotonic()
+        self._stalled_since: float | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self) -> Report:
+        """Run until every item completed or failed for good. Raises StudyError (circuit breaker,
+        unplaceable work, results actor unresponsive); KeyboardInterrupt passes through. Either way
+        running actors are killed and their entries set back to pending first."""
+        try:
+            while self.queue or self.running:
+                now = time.monotonic()
+                self._refresh_inventory(now)
+                self._dispatch(now)
+                self._provision()
+                self._release_unneeded(now)
+                self._enforce_deadlines(now)
+                self._check_stall(now)
+                self._wait_and_handle(now)
+                self.progress.status(len(self.running), len(self.report.failed), self._waiting_for(time.monotonic()))
+            ray.get(self.calls, timeout=COLLECTOR_TIMEOUT_S)
+        except BaseException as exc:
+            self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
+            raise
+        finally:
+            for slot in self.slots:
+                release(slot)
+            self.slots.clear()
+        return self.report
+
+    def _wait_and_handle(self, now: float) -> None:
+        refs = [*self.pg_refs, *self.where_refs, *self.running, *self.drain_refs]
+        timeout_s = min(max(self._next_wakeup(now) - now, 0.01), MAX_WAIT_S)
+        if not refs:
+            time.sleep(timeout_s)
+            return
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready_set = set(ready)
+        for ref in [r for r in self.pg_refs if r in ready_set]:
+            self.pg_refs.pop(ref).state = "idle"
+        for ref in [r for r in self.where_refs if r in ready_set]:
+            self._on_where(self.where_refs.pop(ref), ref)
+        for ref in [r for r in self.running if r in ready_set]:
+            self._on_run(self.running.pop(ref), ref)
+        for ref in [r for r in self.drain_refs if r in ready_set]:
+            slot, _ = self.drain_refs.pop(ref)
+            slot.state = "idle"
+
+    def _next_wakeup(self, now: float) -> float:
+        times = [now + MAX_WAIT_S]
+        times += [a.deadline_s if not a.killed else a.killed_s + KILL_GRACE_S for a in self.running.values()]
+        times += [deadline for _, deadline in self.drain_refs.values()]
+        if self.queue:
+            head = self.queue[0]
+            times += [
+                s.ready_at_s(head.cycle, self.policy.config_gap_s, self.policy.cycle_gap_s)
+                for s in self.slots
+                if s.state == "idle" and s.shape == self.shapes[head.key]
+            ]
+        return min(times)
+
+    # ---- dispatch and provisioning ------------------------------------------------------------
+    def _cycle_wait_s(self, item: WorkItem) -> float:
+        start = self.policy.cycle_starts.get(item.cycle)
+        return max(0.0, (start - utc_now()).total_seconds()) if start else 0.0
+
+    def _dispatch(self, now: float) -> None:
+        while self.queue:
+            item = self.queue[0]
+            if self._cycle_wait_s(item) > 0:
+                return
+            shape = self.shapes[item.key]
+            eligible = [
+                s
+                for s in self.slots
+                if s.state == "idle"
+                and s.shape == shape
+                and s.ready_at_s(item.cycle, self.policy.config_gap_s, self.policy.cycle_gap_s) <= now
+            ]
+            if not eligible:
+                return
+            slot = min(eligible, key=lambda s: -1.0 if s.last_end_s is None else s.last_end_s)
+            self.queue.popleft()
+            self._start(item, slot, now)
+
+    def _start(self, item: WorkItem, slot: Slot, now: float) -> None:
+        number = self.next_attempt[item.key]
+        self.next_attempt[item.key] += 1
+        self.tries[item.key] += 1
+        self.report.attempts += 1
+        record = AttemptRecord(attempt=number, dispatched_at=utc_now())
+        options = actor_options(slot)
+        env = self.runtime_envs.get(item.config.backend)
+        if env:
+            options["runtime_env"] = env
+        actor = ExperimentActor.options(**options).remote()
+        where_ref = actor.where.remote()
+        run_ref = actor.run.remote(item.config, item.cycle, number, dict(self.baselines))
+        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + self.policy.timeout_s, record)
+        slot.state = "busy"
+        self.running[run_ref] = attempt
+        self.where_refs[where_ref] = attempt
+        self.calls.append(self.collector.mark_running.remote(item.key, record))
+
+    def _free(self) -> tuple[int, int]:
+        """(GPUs, CPUs) of the alive cluster not reserved by this study's slots."""
+        gpus = self.inventory.total_gpus - sum(s.reserved_gpus for s in self.slots)
+        cpus = self.inventory.total_cpus - sum(s.reserved_cpus for s in self.slots)
+        return gpus, cpus
+
+    def _new_slot(self, shape: SlotShape) -> bool:
+        """Create a placement group of `shape` if the cluster has room for it; True if created."""
+        gpus, cpus = self._free()
+        node = None
+        if shape.whole_node:
+            taken = {s.node_id for s in self.slots}
+            nodes = [
+                n
+                for n in self.inventory.nodes
+                if n.node_id not in taken and n.gpus >= shape.gpus and n.cpus >= shape.cpus and (shape.gpus or not n.gpus)
+            ]
+            if not nodes:
+                return False
+            node = nodes[0]
+        elif gpus < shape.gpus or cpus < shape.cpus:
+            return False
+        slot = create_slot(shape, node)
+        self.slots.append(slot)
+        self.pg_refs[slot.pg.ready()] = slot
+        return True
+
+    def _usable(self, slot: Slot, item: WorkItem, now: float) -> bool:
+        """True if `slot` can take `item` without waiting for a gap (pending slots are fresh GPUs)."""
+        if slot.shape != self.shapes[item.key]:
+            return False
+        if slot.state == "pending":
+            return True
+        gaps = (self.policy.config_gap_s, self.policy.cycle_gap_s)
+        return slot.state == "idle" and slot.ready_at_s(item.cycle, *gaps) <= now
+
+    def _provision(self) -> None:
+        """Create placement groups, in queue order, for items that no pending or rested slot will take."""
+        now = time.monotonic()
+        available = [s for s in self.slots if s.state in ("pending", "idle")]
+        for item in self.queue:
+            match = next((s for s in available if self._usable(s, item, now)), None)
+            if match is not None:
+                available.remove(match)
+            elif not self._new_slot(self.shapes[item.key]):
+                return
+
+    def _release_unneeded(self, now: float) -> None:
+        """Drop slots on dead nodes; idle or pending slots once no queued item has their shape; and,
+        when the head item can get no slot, idle slots of other shapes that rested the longest gap."""
+        wanted = {self.shapes[i.key] for i in self.queue}
+        longest_gap_s = max(self.policy.config_gap_s, self.policy.cycle_gap_s)
+        head = self.queue[0] if self.queue else None
+        # _provision ran first: a head with no slot of its shape at all is out of room
+        head_blocked = head is not None and not any(s.shape == self.shapes[head.key] for s in self.slots)
+        for slot in list(self.slots):
+            dead = slot.state != "busy" and not self.inventory.alive(slot.node_id)
+            spare = slot.state in ("idle", "pending") and (slot.shape not in wanted or head_blocked)
+            rested = slot.last_end_s is None or now >= slot.last_end_s + longest_gap_s
+            if dead or (spare and (not self.queue or rested)):
+                self._drop(slot)
+
+    def _drop(self, slot: Slot) -> None:
+        release(slot)
+        if slot in self.slots:
+            self.slots.remove(slot)
+        for refs in (self.pg_refs, self.drain_refs):
+            for ref in [r for r, v in refs.items() if (v[0] if isinstance(v, tuple) else v) is slot]:
+                refs.pop(ref)
+
+    def _check_stall(self, now: float) -> None:
+        """StudyError when nothing runs and the head item has had no way to start for `timeout_s`."""
+        waiting = self.queue and not self.running and not self.drain_refs
+        head = self.queue[0] if self.queue else None
+        legit = head is not None and (
+            self._cycle_wait_s(head) > 0
+            or any(s.state == "idle" and s.shape == self.shapes[head.key] for s in self.slots)
+        )
+        if not waiting or legit:
+            self._stalled_since = None
+            return
+        self._stalled_since = self._stalled_since or now
+        if now - self._stalled_since > self.policy.timeout_s:
+            assert head is not None
+            raise StudyError(
+                f"cannot place {head.name} (needs {self.shapes[head.key].label()}): no placement group became "
+                f"ready in {self.policy.timeout_s:.0f} s; the cluster has {self.inventory.total_gpus} GPU(s) "
+                f"and {self.inventory.total_cpus} CPU(s) on {len(self.inventory.nodes)} alive node(s)"
+            )
+
+    def _refresh_inventory(self, now: float, force: bool = False) -> None:
+        if force or now - self._inventory_s >= INVENTORY_REFRESH_S:
+            self.inventory = ClusterInventory.from_ray()
+            self._inventory_s = now
+
+    # ---- outcomes ---------------------------------------------------------------------------------
+    def _on_where(self, attempt: Attempt, ref: Any) -> None:
+        try:
+            info = ray.get(ref)
+        except Exception:  # the actor died before answering: its run ref reports the failure
+            return
+        self.report.start_overheads_s.append(time.monotonic() - attempt.dispatched_s)
+        attempt.slot.node_id = info.node_id
+        attempt.record = attempt.record.model_copy(
+            update={
+                "started_at": info.started_at,
+                "node_id": info.node_id,
+                "hostname": info.hostname,
+                "gpu_ids": info.gpu_ids,
+                "gpu_uuids": info.gpu_uuids,
+                "actor_pid": info.pid,
+            }
+        )
+        self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
+
+    def _on_run(self, attempt: Attempt, ref: Any) -> None:
+        self.where_refs.pop(attempt.where_ref, None)
+        try:
+            outcome = ray.get(ref)
+        except Exception as exc:
+            self._on_failure(attempt, attempt.killed or describe(exc), actor_gone=isinstance(exc, RayActorError))
+            return
+        record = attempt.record.model_copy(update={"ended_at": utc_now(), "gpu_pids_seen": outcome.gpu_pids_seen})
+        self.baselines.update(outcome.new_baselines)
+        key = attempt.item.key
+        try:
+            ray.get(self.collector.record.remote(key, outcome.result, outcome.timeseries, record), timeout=COLLECTOR_TIMEOUT_S)
+        except GetTimeoutError as exc:
+            raise StudyError(f"the results actor did not store {key} within {COLLECTOR_TIMEOUT_S:.0f} s") from exc
+        self.report.completed.append(key)
+        self.consecutive_failures = 0
+        self.progress.advance()
+        self._drain(attempt)
+
+    def _drain(self, attempt: Attempt) -> None:
+        """Let the attempt's actor exit; its slot becomes idle once it is gone (Ray #44821)."""
+        slot = attempt.slot
+        slot.state, slot.last_end_s, slot.last_cycle = "draining", time.monotonic(), attempt.item.cycle
+        self.drain_refs[attempt.actor.__ray_terminate__.remote()] = (slot, time.monotonic() + KILL_GRACE_S)
+
+    def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool) -> None:
+        item, slot = attempt.item, attempt.slot
+        record = attempt.record.model_copy(update={"ended_at": utc_now(), "status": "failed", "error": error})
+        self.calls.append(self.collector.mark_failed.remote(item.key, error, record))
+        if actor_gone:
+            self._refresh_inventory(time.monotonic(), force=True)
+            slot.state, slot.last_end_s, slot.last_cycle = "idle", time.monotonic(), item.cycle
+            if not self.inventory.alive(slot.node_id):
+                self._drop(slot)
+        else:
+            self._drain(attempt)
+        self.consecutive_failures += 1
+        if self.tries[item.key] <= self.policy.max_retries:
+            self.queue.appendleft(item)
+        else:
+            self.report.failed.append(item.key)
+            self.progress.advance()
+        if self.consecutive_failures >= self.policy.circuit_breaker:
+            raise StudyError(
+                f"circuit breaker: {self.consecutive_failures} consecutive failed attempts "
+                f"(last: {item.name} cycle {item.cycle}: {error})"
+            )
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for ref, attempt in list(self.running.items()):
+            if attempt.killed is None and now > attempt.deadline_s:
+                ray.kill(attempt.actor, no_restart=True)
+                attempt.killed, attempt.killed_s = f"timed out after {self.policy.timeout_s:g} s (actor killed)", now
+            elif attempt.killed and now > attempt.killed_s + KILL_GRACE_S:
+                self.running.pop(ref)
+                self.where_refs.pop(attempt.where_ref, None)
+                self._drop(attempt.slot)
+                self._on_failure(attempt, attempt.killed, actor_gone=True)
+        for ref, (slot, deadline_s) in list(self.drain_refs.items()):
+            if now > deadline_s:
+                self._drop(slot)
+
+    # ---- stopping and display ---------------------------------------------------------------------
+    def _stop(self, reason: str) -> None:
+        keys = [a.item.key for a in self.running.values()]
+        for attempt in self.running.values():
+            ray.kill(attempt.actor, no_restart=True)
+        self.running.clear()
+        try:
+            ray.get(self.collector.mark_pending.remote(keys, reason), timeout=COLLECTOR_TIMEOUT_S)
+        except Exception:  # the manifest still says running: a resume re-runs those entries anyway
+            pass
+
+    def _waiting_for(self, now: float) -> str:
+        """What the head of the queue waits for, as a countdown ('' when nothing)."""
+        if not self.queue or self.running and len(self.running) >= len(self.slots):
+            return ""
+        head = self.queue[0]
+        cycle_wait_s = self._cycle_wait_s(head)
+        if cycle_wait_s > 0:
+            return f"cycle {head.cycle} starts in {_clock(cycle_wait_s)}"
+        gaps = (self.policy.config_gap_s, self.policy.cycle_gap_s)
+        resting = [s for s in self.slots if s.state == "idle" and s.shape == self.shapes[head.key]]
+        if not resting:
+            return ""
+        soonest = min(resting, key=lambda s: s.ready_at_s(head.cycle, *gaps))
+        wait_s = soonest.ready_at_s(head.cycle, *gaps) - now
+        if wait_s <= 0:
+            return ""
+        kind = "cycle gap" if soonest.last_cycle != head.cycle else "gap"
+        return f"{kind}: next in {_clock(wait_s)}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds + 0.999)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:d}:{rest % 60:02d}"

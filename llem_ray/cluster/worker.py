@@ -1,0 +1,242 @@
+"""`ExperimentActor`: one fresh Ray actor process per experiment attempt, owning its GPUs.
+
+The driver creates one actor per attempt inside the attempt's placement group (see placement.py),
+calls `where()` then `run()`, and kills the actor afterwards. The actor:
+- never retries on its own (`max_restarts=0, max_task_retries=0`): a silent retry would measure a
+  second time and double-count energy; the driver decides retries and numbers attempts;
+- runs `measure.experiment.run` (the same protocol as an in-process run), whose meter binds to the
+  UUIDs of exactly the GPUs Ray gave this process (`energy.devices.visible_gpus`);
+- records where it ran (`Placement`: node id, hostname, GPU UUIDs, PCI bus ids, cycle, attempt);
+- watches the GPUs' compute processes during the measured window and warns if any is not its own;
+- reuses the study's idle baseline of the same GPU while it is younger than `baseline.cache_ttl_s`
+  (the cache lives in the driver; each actor gets the readings and returns the new ones).
+
+`CUDA_DEVICE_ORDER=PCI_BUS_ID` is set in `__init__`, before anything can initialise CUDA, so Ray's
+GPU indices, CUDA's and NVML's name the same devices.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import ray
+
+from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.energy.baseline import BaselineCache, BaselineReading
+from llem_ray.energy.protocol import EnergyMeter
+from llem_ray.results.schema import ExperimentResult, Placement
+
+GPU_PROCESS_POLL_S = 0.25
+"""How often the measured-window watcher lists the GPUs' compute processes, s."""
+
+
+@dataclass(frozen=True)
+class CachedBaseline:
+    """One GPU's idle power as measured by a meter in this study: W, when (UTC), over how long (s)."""
+
+    power_w: float
+    measured_at: datetime
+    duration_s: float
+
+
+BaselineKey = tuple[str, str]
+"""(meter name, GPU UUID)."""
+
+
+class StudyBaselineCache(BaselineCache):
+    """A `BaselineCache` seeded with the study's earlier readings (wall-clock TTL across processes).
+
+    `get` returns the cached readings when every bound GPU has one younger than `ttl_s` seconds;
+    otherwise it measures (blocking `duration_s`) and keeps the new readings in `new_readings`.
+    """
+
+    def __init__(self, known: dict[BaselineKey, CachedBaseline]):
+        super().__init__()
+        self.known = dict(known)
+        self.new_readings: dict[BaselineKey, CachedBaseline] = {}
+
+    def get(self, meter: EnergyMeter, duration_s: float, ttl_s: float) -> BaselineReading:
+        now = datetime.now(timezone.utc)
+        cached = [self.known.get((meter.name, uuid)) for uuid in meter.device_uuids]
+        if ttl_s > 0 and all(c is not None and (now - c.measured_at).total_seconds() <= ttl_s for c in cached):
+            hits = [c for c in cached if c is not None]
+            return BaselineReading(
+                power_w={u: c.power_w for u, c in zip(meter.device_uuids, hits)},
+                measured_at=min(c.measured_at for c in hits),
+                duration_s=min(c.duration_s for c in hits),
+                source="cached",
+            )
+        reading = super().get(meter, duration_s, ttl_s=0)
+        for uuid, power_w in reading.power_w.items():
+            self.new_readings[(meter.name, uuid)] = CachedBaseline(power_w, reading.measured_at, reading.duration_s)
+        return reading
+
+
+@dataclass(frozen=True)
+class WhereInfo:
+    """Where an actor runs: Ray node id, host, Ray GPU ids, NVML UUIDs / PCI ids, pid, start time (UTC)."""
+
+    node_id: str
+    hostname: str
+    gpu_ids: list[str]
+    gpu_uuids: list[str]
+    pci_bus_ids: list[str]
+    pid: int
+    started_at: datetime
+    cuda_visible_devices: str | None
+
+
+@dataclass
+class Outcome:
+    """What one successful attempt returns to the driver."""
+
+    result: ExperimentResult
+    timeseries: pa.Table
+    gpu_pids_seen: list[int] = field(default_factory=list)
+    new_baselines: dict[BaselineKey, CachedBaseline] = field(default_factory=dict)
+
+
+class GPUProcessWatcher:
+    """Lists the compute processes on `uuids` every GPU_PROCESS_POLL_S while `active` is set.
+
+    Uses NVML (`nvmlDeviceGetComputeRunningProcesses`), which never creates a CUDA context. Does
+    nothing when NVML or the GPUs are unavailable.
+    """
+
+    def __init__(self, uuids: list[str]):
+        self.pids: set[int] = set()
+        self.active = threading.Event()
+        self._stop = threading.Event()
+        self._handles = []
+        if uuids:
+            try:
+                from llem_ray.energy.devices import nvml
+
+                lib = nvml()
+                self._lib = lib
+                self._handles = [lib.nvmlDeviceGetHandleByUUID(u) for u in uuids]
+            except Exception:  # no NVML (CPU host, logical GPUs): nothing to watch
+                self._handles = []
+        self._thread = threading.Thread(target=self._loop, name="llem-gpu-processes", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(GPU_PROCESS_POLL_S):
+            if self.active.is_set():
+                self.poll()
+
+    def poll(self) -> None:
+        for handle in self._handles:
+            try:
+                self.pids.update(p.pid for p in self._lib.nvmlDeviceGetComputeRunningProcesses(handle))
+            except Exception:  # a transient NVML error loses one poll, not the experiment
+                continue
+
+    def __enter__(self) -> GPUProcessWatcher:
+        if self._handles:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+def _own_pids() -> set[int]:
+    """This process and its descendants (engine workers it started)."""
+    own = {os.getpid()}
+    try:
+        import psutil
+
+        own.update(p.pid for p in psutil.Process().children(recursive=True))
+    except Exception:  # psutil missing or a child exited while listing: own pid still counts
+        pass
+    return own
+
+
+def foreign_process_warning(seen: set[int], own: set[int]) -> str | None:
+    """A warning when processes other than `own` computed on the GPUs in the measured window."""
+    if not seen:
+        return None
+    foreign = seen - own
+    if not foreign:
+        return None
+    if not seen & own and len(seen) == 1:
+        return (
+            f"NVML listed pid {next(iter(seen))} on the GPU during the measured window, not this actor's pid "
+            "(a container PID namespace?): could not confirm the GPU was used by this actor alone"
+        )
+    return (
+        f"{len(foreign)} foreign process(es) computed on the experiment's GPUs during the measured window "
+        f"(pids {', '.join(map(str, sorted(foreign)))}): energy includes their work"
+    )
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class ExperimentActor:
+    """Runs one experiment attempt in a fresh process (see module docstring). Created by the driver."""
+
+    def __init__(self) -> None:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        if not ray.get_runtime_context().get_accelerator_ids().get("GPU"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU experiment must not touch any GPU
+        self._where: WhereInfo | None = None
+
+    def where(self) -> WhereInfo:
+        """Node, GPUs and pid of this actor (NVML query only: creates no CUDA context)."""
+        if self._where is None:
+            from llem_ray.energy.devices import visible_gpus
+
+            ctx = ray.get_runtime_context()
+            gpus = visible_gpus() if os.environ.get("CUDA_VISIBLE_DEVICES") else None
+            self._where = WhereInfo(
+                node_id=ctx.get_node_id(),
+                hostname=socket.gethostname(),
+                gpu_ids=[str(i) for i in ctx.get_accelerator_ids().get("GPU", [])],
+                gpu_uuids=list(gpus.uuids) if gpus else [],
+                pci_bus_ids=list(gpus.pci_bus_ids) if gpus else [],
+                pid=os.getpid(),
+                started_at=datetime.now(timezone.utc),
+                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
+        return self._where
+
+    def run(
+        self, config: ExperimentConfig, cycle: int, attempt: int, baselines: dict[BaselineKey, CachedBaseline]
+    ) -> Outcome:
+        """Measure `config` (cycle and attempt numbered from 1). Raises whatever the protocol raises
+        (PreFlightError, BackendError, ...); a crash of the process surfaces as ActorDiedError.
+        """
+        from llem_ray.measure.experiment import run as run_experiment
+
+        where = self.where()
+        placement = Placement(
+            node_id=where.node_id,
+            hostname=where.hostname,
+            gpu_uuids=where.gpu_uuids,
+            pci_bus_ids=where.pci_bus_ids,
+            cycle=cycle,
+            attempt=attempt,
+        )
+        cache = StudyBaselineCache(baselines)
+        with GPUProcessWatcher(where.gpu_uuids) as watcher:
+
+            def on_progress(stage: str) -> None:
+                if stage == "measure":
+                    watcher.poll()
+                    watcher.active.set()
+                elif watcher.active.is_set():
+                    watcher.poll()
+                    watcher.active.clear()
+
+            measured = run_experiment(config, baseline_cache=cache, placement=placement, on_progress=on_progress)
+        result = measured.result
+        warning = foreign_process_warning(watcher.pids, _own_pids())
+        if warning:
+            result = result.model_copy(update={"measurement_warnings": [*result.measurement_warnings, warning]})
+        return Outcome(result, measured.timeseries, sorted(watcher.pids), cache.new_readings)
