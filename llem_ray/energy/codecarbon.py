@@ -1,0 +1,190 @@
+"""`CodeCarbonMeter` (CM-13): energy from CodeCarbon's `OfflineEmissionsTracker`, with no network access.
+
+GPU mode (GPUs bound): one tracker per GPU (CodeCarbon sums the GPUs it tracks, so one per GPU
+keeps energy per UUID), each given that GPU's NVML index. CodeCarbon reads GPU energy from NVML
+(the energy counter on Volta and newer). CPU and RAM energy are left out, so results stay
+comparable with the Zeus and NVML meters, which measure GPUs only.
+
+CPU mode (no GPU bound): one tracker; a window's energy is CodeCarbon's CPU + RAM estimate, under
+the pseudo device "cpu". Only when `energy.backend: codecarbon` is chosen explicitly: under `auto`
+a CPU run keeps null energy rather than an estimate (the factory raises MeterUnavailable).
+
+Windows over CodeCarbon's task API: CodeCarbon measures one task at a time, so the meter runs a
+chain of back-to-back tasks while any window is open and adds each task's energy to a running
+total (J); a window's energy is the total at its end minus the total at its start. Windows may
+therefore nest and overlap; with none open, no task and no CodeCarbon thread runs. Each window
+boundary costs one CodeCarbon measurement (NVML / RAPL reads, milliseconds). Hardware detection
+(seconds) happens once, in the factory, outside any window.
+
+Settings: `save_to_file=False` (nothing written), CodeCarbon logging at ERROR, `allow_multiple_runs`.
+Country (only for CO2, which this meter does not report): `$CODECARBON_COUNTRY_ISO_CODE` (CodeCarbon's
+own setting), else the `country_iso_code` argument, else DEFAULT_COUNTRY_ISO_CODE.
+
+Sampler: the NVML device-state sampler in GPU mode (none on GPUs without an energy counter); in CPU
+mode a thread recording host CPU utilisation (%) and used memory (MiB), with power None.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from llem_ray.energy.devices import nvml
+from llem_ray.energy.nvml import NVMLMeter
+from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+
+if TYPE_CHECKING:
+    from llem_ray.config.experiment import EnergyConfig
+
+DEFAULT_COUNTRY_ISO_CODE = "USA"
+CPU_DEVICE = "cpu"
+"""Pseudo device UUID of the CPU + RAM estimate in CPU mode."""
+J_PER_KWH = 3.6e6
+_TASK = "llem-segment"
+
+
+class _HostSampler:
+    """Thread sampling host CPU utilisation and used memory as PowerSamples of device "cpu"."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._samples: list[PowerSample] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self, interval_s: float) -> None:
+        self._psutil.cpu_percent(None)  # the first call only starts the measurement interval
+        while not self._stop.wait(interval_s):
+            self._samples.append(PowerSample(
+                t_s=time.time(), device_uuid=CPU_DEVICE, power_w=None,
+                utilization_pct=self._psutil.cpu_percent(None),
+                memory_used_mb=self._psutil.virtual_memory().used / 2**20,
+            ))
+
+    def start_sampling(self, hz: float) -> None:
+        self._samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(1.0 / hz,), name="llem-host-sampler", daemon=True)
+        self._thread.start()
+
+    def stop_sampling(self) -> list[PowerSample]:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        samples, self._samples = self._samples, []
+        return samples
+
+    def close(self) -> None:
+        self.stop_sampling()
+
+
+class CodeCarbonMeter:
+    """Energy meter over CodeCarbon for `device_uuids`, or for the host CPU + RAM (see module docstring)."""
+
+    name = "codecarbon"
+    resolution_s = 0.1
+    """Finest window CodeCarbon resolves in GPU mode (NVML counter period), s."""
+
+    def __init__(self, device_uuids: list[str], config: EnergyConfig | None = None, *,
+                 country_iso_code: str | None = None):
+        if importlib.util.find_spec("codecarbon") is None:
+            raise MeterUnavailable("codecarbon is not installed (pip install 'llem-ray[codecarbon]')")
+        if not device_uuids and (config is None or config.backend != "codecarbon"):
+            raise MeterUnavailable("no GPU is bound (running on CPU); CodeCarbon estimates CPU and RAM energy "
+                                   "only when energy.backend is 'codecarbon'")
+        self._sampler: NVMLMeter | _HostSampler | None
+        if device_uuids:
+            lib = nvml()
+            try:
+                gpu_ids = {u: lib.nvmlDeviceGetIndex(lib.nvmlDeviceGetHandleByUUID(u)) for u in device_uuids}
+            except lib.NVMLError as exc:
+                raise MeterUnavailable(f"a bound GPU is unknown to NVML ({exc})") from None
+            try:
+                self._sampler = NVMLMeter(list(device_uuids), config)
+            except MeterUnavailable:  # no energy counter (pre-Volta): CodeCarbon integrates power instead
+                self._sampler = None
+            self.device_uuids = list(device_uuids)
+            trackers = {u: self._tracker([index], country_iso_code) for u, index in gpu_ids.items()}
+        else:
+            self._sampler = _HostSampler()
+            self.device_uuids = [CPU_DEVICE]
+            trackers = {CPU_DEVICE: self._tracker(None, country_iso_code)}
+        self._trackers: dict[str, Any] = trackers
+        for tracker in trackers.values():  # hardware detection now, not inside the first window
+            tracker.start_task(_TASK)
+            tracker.stop_task(_TASK)
+        from codecarbon import __version__ as version
+
+        self.accuracy = (
+            f"CodeCarbon {version}: GPU energy from NVML (energy counter on Volta and newer, else power x time); "
+            "about +/-5% on H100/A100 for short windows; CPU and RAM not included"
+            if device_uuids else
+            f"CodeCarbon {version} estimate of CPU + RAM energy: RAPL counters when readable, else CPU TDP x load; "
+            "RAM from installed memory size; order of magnitude only"
+        )
+        self._total_j = dict.fromkeys(self.device_uuids, 0.0)
+        self._windows: dict[str, tuple[float, dict[str, float]]] = {}
+        self._task_open = False
+
+    @staticmethod
+    def _tracker(gpu_ids: list[int] | None, country_iso_code: str | None) -> Any:
+        from codecarbon import OfflineEmissionsTracker
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        kwargs: dict[str, Any] = {"project_name": "llem", "save_to_file": False, "log_level": "error",
+                                  "allow_multiple_runs": True, "gpu_ids": gpu_ids}
+        if not os.environ.get("CODECARBON_COUNTRY_ISO_CODE"):
+            kwargs["country_iso_code"] = country_iso_code or DEFAULT_COUNTRY_ISO_CODE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # save_to_file: deprecated in 3.3, only spelling in 3.0
+            return OfflineEmissionsTracker(**kwargs)
+
+    def _energy_j(self, data: Any, device: str) -> float:
+        if data is None:
+            return 0.0
+        kwh = data.gpu_energy if device != CPU_DEVICE else data.cpu_energy + data.ram_energy
+        return float(kwh) * J_PER_KWH
+
+    def _advance(self, keep_open: bool) -> None:
+        """Close the running task (adding its energy to the totals) and, if `keep_open`, start the next."""
+        for device, tracker in self._trackers.items():
+            if self._task_open:
+                self._total_j[device] += self._energy_j(tracker.stop_task(_TASK), device)
+            if keep_open:
+                tracker.start_task(_TASK)
+        self._task_open = keep_open
+
+    def begin_window(self, key: str) -> None:
+        """Start window `key`: one CodeCarbon measurement now (milliseconds)."""
+        self._advance(keep_open=True)
+        self._windows[key] = (time.perf_counter(), dict(self._total_j))
+
+    def end_window(self, key: str) -> EnergyWindow:
+        """Energy (J) per device and wall time (s) of window `key`. KeyError if it was never begun."""
+        start_s, start_j = self._windows.pop(key)
+        self._advance(keep_open=bool(self._windows))
+        duration_s = time.perf_counter() - start_s
+        return EnergyWindow(key, duration_s, {d: self._total_j[d] - start_j[d] for d in self.device_uuids})
+
+    def start_sampling(self, hz: float) -> None:
+        """Start the sampler (see module docstring) at `hz` readings per second per device."""
+        if self._sampler is not None:
+            self._sampler.start_sampling(hz)
+
+    def stop_sampling(self) -> list[PowerSample]:
+        """Stop the sampler; its samples, oldest first ([] without a sampler)."""
+        return self._sampler.stop_sampling() if self._sampler is not None else []
+
+    def close(self) -> None:
+        """Stop sampling and end any running CodeCarbon task; safe to call twice."""
+        if self._sampler is not None:
+            self._sampler.close()
+        self._windows.clear()
+        self._advance(keep_open=False)
