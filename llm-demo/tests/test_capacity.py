@@ -9,10 +9,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from conftest_triton import free_port, triton_options
 from triton_models import write_test_repository
+from typer.testing import CliRunner
 
 from llm_demo.capacity import ModelSample, QueueDelayWindow, parse_metrics, per_model, watch
 from llm_demo.client import TritonTextClient
-from llm_demo.errors import CapacityAlertError, ExitCode
+from llm_demo.cli import app
+from llm_demo.errors import ExitCode
 from llm_demo.events import EventLog, read_events
 
 METRICS = """# HELP nv_inference_queue_duration_us Cumulative inference queuing duration in microseconds
@@ -75,22 +77,23 @@ def test_alert_fires_on_forced_queue_delay(module_workspace, server):
     workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for w in workers:
         w.start()
-    events = EventLog(module_workspace, "run-capacity", "capacity")
-    try:
-        with pytest.raises(CapacityAlertError) as info:
-            watch(server.metrics_url, events, threshold_ms=100, window_s=1.5, interval_s=0.25,
-                  max_duration_s=15, models=["slow"], webhook=f"http://127.0.0.1:{hook.server_port}/alert")
+    try:  # through the CLI: the server comes from state/serve.json of the module's workspace
+        result = CliRunner().invoke(app, [
+            "--root", str(module_workspace.root), "--run-id", "run-capacity", "watch", "--threshold-ms", "100",
+            "--window-s", "1.5", "--interval-s", "0.25", "--duration-s", "15", "--model", "slow",
+            "--webhook", f"http://127.0.0.1:{hook.server_port}/alert"])
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=10)
         hook.shutdown()
-    assert info.value.exit_code == ExitCode.CAPACITY_ALERT
-    assert info.value.details["queue_delay_ms"] > 100
-    assert "scale out" in info.value.remediation
-    assert _Hook.received and _Hook.received[0]["model"] == "slow"
-    logged = {e["event"]: e for e in read_events(events.path)}
-    assert "alert" in logged and logged["webhook"]["delivered"] is True
+    assert result.exit_code == ExitCode.CAPACITY_ALERT == 11, result.output
+    assert "queue delay of model slow averaged" in result.output and "scale out" in result.output
+    error = json.loads((module_workspace.run_dir("run-capacity") / "error.json").read_text())
+    assert error["details"]["queue_delay_ms"] > 100
+    assert _Hook.received and _Hook.received[0]["model"] == "slow" and "suggestion" in _Hook.received[0]
+    logged = {e["event"]: e for e in read_events(module_workspace.run_dir("run-capacity") / "capacity.jsonl")}
+    assert logged["alert"]["window_s"] == 1.5 and logged["webhook"]["delivered"] is True
 
 
 def test_no_alert_below_threshold(module_workspace, server):
