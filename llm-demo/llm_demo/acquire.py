@@ -69,7 +69,11 @@ class Hub(Protocol):
 
 
 class HuggingFaceHub:
-    """:class:`Hub` backed by ``huggingface_hub`` (honours ``HF_ENDPOINT``)."""
+    """:class:`Hub` backed by ``huggingface_hub``, at ``HF_ENDPOINT`` (a mirror) or the public hub.
+
+    Only called on a cache miss. Note that huggingface_hub 2.x also fetches ``<endpoint>/api/agent-harnesses``
+    when it first builds request headers; a cache hit never imports it, so offline runs stay silent.
+    """
 
     def list_files(self, repo_id: str, revision: str, token: str | None) -> tuple[str, list[HubFile]]:
         from huggingface_hub import HfApi

@@ -176,3 +176,104 @@ def test_cli_offline_without_cache_exits_4(workspace: Workspace, no_network: lis
     result = CliRunner().invoke(app, ["--root", str(workspace.root), "--model-id", "org/none", "acquire"])
     assert result.exit_code == 4, result.output
     assert "offline" in result.output and no_network == []
+
+
+class _FakeHubHandler:
+    """Request handler factory for a loopback HTTP server speaking the hub's model-info/resolve API."""
+
+    @staticmethod
+    def make(root: Path, token: str, seen_auth: list[str]):
+        import http.server
+        import json as _json
+
+        files = sorted(p for p in root.iterdir() if p.is_file())
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _auth_ok(self) -> bool:
+                seen_auth.append(self.headers.get("Authorization", ""))
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return False
+                return True
+
+            def _file(self):
+                prefix = f"/org/tiny/resolve/{COMMIT}/"
+                name = self.path.split("?")[0][len(prefix):] if self.path.startswith(prefix) else None
+                return next((p for p in files if p.name == name), None)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if not self._auth_ok():
+                    return
+                if self.path.startswith("/api/models/org/tiny/revision/main"):
+                    siblings = []
+                    for p in files:
+                        lfs = {"sha256": sha256_file(p), "size": p.stat().st_size, "pointerSize": 134} if p.suffix == ".safetensors" else None
+                        siblings.append({"rfilename": p.name, "size": p.stat().st_size, "blobId": git_blob_sha1(p), "lfs": lfs})
+                    body = _json.dumps({"id": "org/tiny", "sha": COMMIT, "siblings": siblings}).encode()
+                    self._send(200, body, {"Content-Type": "application/json"})
+                    return
+                f = self._file()
+                if f is None:
+                    self._send(404, b"", {})
+                    return
+                self._send(200, f.read_bytes(), self._meta(f))
+
+            def do_HEAD(self) -> None:  # noqa: N802 - http.server API
+                if not self._auth_ok():
+                    return
+                f = self._file()
+                if f is None:
+                    self._send(404, b"", {}, head=True)
+                    return
+                self._send(200, f.read_bytes(), self._meta(f), head=True)
+
+            def _meta(self, f: Path) -> dict[str, str]:
+                etag = sha256_file(f) if f.suffix == ".safetensors" else git_blob_sha1(f)
+                return {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
+
+            def _send(self, code: int, body: bytes, headers: dict[str, str], head: bool = False) -> None:
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+        return Handler
+
+
+def test_real_huggingface_hub_client_against_loopback_hub(workspace: Workspace, tiny_model_dir: Path, no_network: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    seen_auth: list[str] = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHubHandler.make(tiny_model_dir, TOKEN, seen_auth))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # what HF_ENDPOINT=<mirror> sets when huggingface_hub is imported
+    mirror = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", mirror)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", mirror + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(workspace.root / "agent-harnesses.json"))
+    try:
+        got = acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=acquire.HuggingFaceHub(), offline=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.model["commit"] == COMMIT and no_network == []
+    assert {f["verified_against"] for f in got.model["files"]} == {"lfs", "git-blob"}
+    for f in got.model["files"]:
+        assert sha256_file(Path(got.model["path"]) / f["path"]) == sha256_file(tiny_model_dir / f["path"])
+    assert seen_auth and set(seen_auth) <= {f"Bearer {TOKEN}", ""}  # "" = the agent-registry probe
+    assert seen_auth.count(f"Bearer {TOKEN}") >= 1 + len(got.model["files"])
+    assert TOKEN not in (workspace.state_dir / "cache-manifest.json").read_text()
