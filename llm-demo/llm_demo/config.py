@@ -263,6 +263,8 @@ def validate(cfg: DemoConfig) -> None:
             f"precision.profile {cfg.precision.profile!r} needs TensorRT-LLM; the python runtime supports {', '.join(PYTHON_RUNTIME_PROFILES)}",
             doc=_DOC,
         )
+    if b.runtime == "python" and (b.tensor_parallelism, b.pipeline_parallelism) != (1, 1):
+        raise ConfigError("the python runtime serves on one device: build.tensor_parallelism and pipeline_parallelism must be 1", doc=_DOC)
     if cfg.credentials.source not in CREDENTIAL_SOURCES:
         raise ConfigError(f"credentials.source must be one of {', '.join(CREDENTIAL_SOURCES)}", doc=_DOC)
     for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "tensor_parallelism", "pipeline_parallelism", "max_beam_width", "instance_count"):
