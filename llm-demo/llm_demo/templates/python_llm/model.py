@@ -76,7 +76,8 @@ class TritonPythonModel:
         self.max_seq_len = int(params.get("max_seq_len", "2048"))
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        # cast after loading: the dtype keyword of from_pretrained changed name across transformers versions
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(device=self.device, dtype=dtype).eval()
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
