@@ -20,7 +20,7 @@ from .chat import ChatSession, ChatSettings
 from .cli import AppState, app, guarded
 from .client import InferenceFailed, TritonTextClient
 from .events import EventLog
-from .gpu import summary_line
+from .gpu import snapshot, summary_line
 from .retention import RetentionPolicy
 from .serve import attach, current_server, launch, stop_process_group
 from .serving_config import load_serving, serve_options
@@ -143,7 +143,9 @@ def chat(
                 state.echo(f"assistant> {session.ask(text)}")
             except InferenceFailed as exc:
                 state.echo(f"request failed: {exc}", err=True)
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
+        reason = "end_of_input"
+    except KeyboardInterrupt:
         reason = "interrupted"
     finally:
         session.close(reason)
@@ -253,7 +255,7 @@ def warmup(
     from . import pipeline, prereqs
     from .retention import write_run_manifest
     from .versions import write_tooling_manifest
-    from .warmup import WarmupPlan, run_warmup
+    from .warmup import WarmupPlan, add_gpu_snapshot, memory_delta_mib, run_warmup
 
     state: AppState = ctx.obj
     cfg = state.config()
@@ -262,11 +264,14 @@ def warmup(
     durations: dict[str, float] = {}
     policy = RetentionPolicy(**settings["retention"])
     t0 = time.monotonic()
+    baseline = None
     try:
         write_tooling_manifest(state.workspace)
         facts = prereqs.load_host_facts(host_facts) if host_facts else None
         prepared = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, version=version)
         durations["prepare"] = time.monotonic() - t0
+        baseline = snapshot("before-launch")
+        add_gpu_snapshot(state.workspace, state.run_id, "before_launch", baseline)
         handle = start_server(state, settings, prepared.repository, {})
         durations["launch"] = time.monotonic() - t0 - sum(durations.values())
         state.echo(f"triton ready: http {handle.http_url} grpc {handle.grpc_url}")
@@ -293,7 +298,11 @@ def warmup(
             if not keep_serving:
                 tear = run_teardown(state.workspace, state.run_id, policy=policy, redactor=state.redactor)
                 durations["teardown"] = time.monotonic() - t0 - sum(durations.values())
+                add_gpu_snapshot(state.workspace, state.run_id, "after_teardown", tear["gpu"])
                 state.echo(summary_line(tear["gpu"]))
+                if baseline is not None:
+                    delta = memory_delta_mib(baseline, tear["gpu"])
+                    state.echo(f"GPU memory after teardown vs before launch (MiB per GPU): {delta or 'no NVML'}")
         finally:
             path = write_run_manifest(state.workspace, state.run_id, config=state.redactor.redact_obj(cfg.to_dict()),
                                       config_hash=cfg.config_hash(), durations_s=durations, policy=policy)

@@ -10,7 +10,7 @@ before and after, and merges its results into `logs/<run>/summary.json`:
                    "tokens_per_s": {"p50": .., "mean": ..}, "output_tokens": 96,
                    "token_count_method": "tokenizer" | "stream_chunks" | "whitespace"},
      "golden": {"file": ..., "threshold": 0.9, "recorded": false, "deviations": 0, ...},
-     "gpu": {"before": <snapshot>, "after": <snapshot>}}
+     "gpu": {"before": <snapshot>, "after": <snapshot>, ...}}   (the CLI adds before_launch, after_teardown)
 
 Failure modes: a request that fails makes `success.inference` false and raises
 `SmokeTestError` (exit 10) after the summary is written; outputs below the
@@ -84,6 +84,21 @@ def update_summary(workspace: Workspace, run_id: str, section: str, data: dict, 
     return write_json_atomic(path, summary)
 
 
+def add_gpu_snapshot(workspace: Workspace, run_id: str, key: str, snap: dict) -> None:
+    """Keep one more NVML snapshot (e.g. `before_launch`, `after_teardown`) under summary.json `gpu`."""
+    summary = read_json(workspace.run_dir(run_id) / "summary.json", default={}) or {}
+    update_summary(workspace, run_id, "gpu", {**summary.get("gpu", {}), key: snap},
+                   success=summary.get("success", {}).get("gpu", True))
+
+
+def memory_delta_mib(first: dict, second: dict) -> list[float] | None:
+    """Per-GPU change of used memory (MiB) from snapshot `first` to `second`; None without NVML."""
+    if not (first.get("nvml") and second.get("nvml")):
+        return None
+    return [round((b["memory_used_bytes"] - a["memory_used_bytes"]) / 2**20, 1)
+            for a, b in zip(first["devices"], second["devices"])]
+
+
 def run_warmup(
     workspace: Workspace,
     run_id: str,
@@ -142,7 +157,8 @@ def run_warmup(
         "output_tokens": total_tokens,
         "token_count_method": method,
     }
-    update_summary(workspace, run_id, "gpu", {"before": before, "after": after}, success=True)
+    gpu = (read_json(workspace.run_dir(run_id) / "summary.json", default={}) or {}).get("gpu", {})
+    update_summary(workspace, run_id, "gpu", {**gpu, "before": before, "after": after}, success=True)
     ok = failures == 0 and bool(plan.prompts)
     summary_path = update_summary(workspace, run_id, "inference", redactor.redact_obj(inference), success=ok)
     if not ok:

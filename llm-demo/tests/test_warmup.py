@@ -13,7 +13,7 @@ from llm_demo.errors import ExitCode, GoldenDeviationError
 from llm_demo.events import read_events
 from llm_demo.golden import similarity
 from llm_demo.repository import generate
-from llm_demo.warmup import WarmupPlan, percentile, run_warmup
+from llm_demo.warmup import WarmupPlan, memory_delta_mib, percentile, run_warmup
 
 PROMPTS = ["hello world", "the answer is"]
 
@@ -70,6 +70,14 @@ def test_golden_deviation_is_flagged_and_saved(served):
     assert summary["success"]["golden"] is False and summary["success"]["inference"] is True
 
 
+def test_memory_delta_between_snapshots():
+    def snap(used):
+        return {"nvml": True, "devices": [{"memory_used_bytes": used}]}
+
+    assert memory_delta_mib(snap(2**30), snap(2**30 + 3 * 2**20)) == [3.0]
+    assert memory_delta_mib({"nvml": False}, snap(0)) is None
+
+
 def test_percentile_and_similarity_units():
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
@@ -101,6 +109,9 @@ def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
     assert manifest["gpu_snapshots"]["after"]["nvml"] is False
     assert any(p.endswith("triton.log") for p in manifest["logs"])
     assert "result: clean" in (workspace.logs_dir / "run-1" / "cleanup.log").read_text()
+    gpu = json.loads((workspace.logs_dir / "run-1" / "summary.json").read_text())["gpu"]
+    assert set(gpu) == {"before_launch", "before", "after", "after_teardown"}
+    assert "GPU memory after teardown vs before launch (MiB per GPU): no NVML" in first.output
 
     golden = workspace.state_dir / "golden" / "tiny.json"
     data = json.loads(golden.read_text())
