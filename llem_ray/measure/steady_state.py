@@ -26,9 +26,10 @@ else `total` with a note saying why. `windowed` (a user-chosen window) is not pr
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, pairwise
 from typing import Literal
 
 from llem_ray.backends.protocol import GenerationOutput
@@ -156,23 +157,23 @@ def tokens_in_window(spans: Sequence[RequestSpan], window: tuple[float, float]) 
     return total
 
 
-def _integral_j(trace: Sequence[tuple[float, float]], a_s: float, b_s: float) -> float:
-    """∫ power dt over [a_s, b_s] of a sorted (t_s, power_w) trace, linear between samples, J.
-
-    Beyond the first and last sample the trace holds their value.
-    """
-
-    def power_at(t_s: float) -> float:
-        if t_s <= trace[0][0]:
-            return trace[0][1]
-        for (t0, p0), (t1, p1) in zip(trace, trace[1:]):
-            if t_s <= t1:
-                return p0 + (p1 - p0) * (t_s - t0) / (t1 - t0) if t1 > t0 else p1
+def _power_at(trace: Sequence[tuple[float, float]], times: Sequence[float], t_s: float) -> float:
+    """Power of a sorted (t_s, power_w) trace at `t_s`, W: linear between samples, held beyond its ends."""
+    i = bisect_right(times, t_s)
+    if i == 0:
+        return trace[0][1]
+    if i == len(trace):
         return trace[-1][1]
+    (t0, p0), (t1, p1) = trace[i - 1], trace[i]
+    return p0 + (p1 - p0) * (t_s - t0) / (t1 - t0) if t1 > t0 else p1
 
-    knots = [a_s, *(t for t, _ in trace if a_s < t < b_s), b_s]
-    values = [power_at(t) for t in knots]
-    return sum((t1 - t0) * (v0 + v1) / 2 for t0, t1, v0, v1 in zip(knots, knots[1:], values, values[1:]))
+
+def _integral_j(trace: Sequence[tuple[float, float]], a_s: float, b_s: float) -> float:
+    """∫ power dt over [a_s, b_s] of a sorted (t_s, power_w) trace (see `_power_at`), J; O(samples)."""
+    times = [t for t, _ in trace]
+    inside = trace[bisect_right(times, a_s) : bisect_left(times, b_s)]
+    knots = [(a_s, _power_at(trace, times, a_s)), *inside, (b_s, _power_at(trace, times, b_s))]
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(knots))
 
 
 def _traces(samples: Sequence[PowerSample], window_start_s: float) -> dict[str, list[tuple[float, float]]]:

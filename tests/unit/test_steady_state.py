@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from llem_ray.backends.protocol import GenerationOutput, RequestTiming
@@ -151,3 +153,12 @@ def test_steady_state_without_energy_is_total_without_warnings():
     got = steady_state(spans, batch_size=4, duration_s=2.0, output_tokens=80, energy_total_j=None,
                        samples=[], window_start_s=T0, power_limits_w={})
     assert (got.methodology, got.energy_per_output_token_j, got.warnings) == ("total", None, ())
+
+
+def test_energy_of_a_long_window_takes_linear_time():
+    # two hours of 10 Hz samples: a quadratic integral would take minutes
+    samples = _samples(7200.0)
+    start = time.perf_counter()
+    part = window_energy_j(samples, T0, 7200.0, (100.0, 7000.0), energy_total_j=720_000.0)
+    assert part == pytest.approx(690_000.0, rel=1e-9)
+    assert time.perf_counter() - start < 5.0
