@@ -28,7 +28,9 @@ def make_result(
     warnings: list[str] | None = None,
 ) -> ExperimentResult:
     """A result of configuration `config_hash`, cycle `cycle`, with the given headline numbers."""
-    ttft = None if ttft_ms is None else Percentiles(count=4, mean_ms=ttft_ms, p50_ms=ttft_ms, p95_ms=ttft_ms, p99_ms=ttft_ms)
+    ttft = None
+    if ttft_ms is not None:
+        ttft = Percentiles(count=4, mean_ms=ttft_ms, p50_ms=ttft_ms, p95_ms=ttft_ms, p99_ms=ttft_ms)
     started = START + timedelta(minutes=10 * cycle)
     return ExperimentResult(
         name=f"{model.rsplit('/', 1)[-1]}_{backend}_bf16_bs{batch_size}",

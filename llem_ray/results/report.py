@@ -80,7 +80,7 @@ def load_study(study_dir: Path) -> StudyData:
         for path in files:
             try:
                 data.results.append((from_json(path), path.parent))
-            except Exception as exc:  # one bad file must not hide the rest of the study
+            except (OSError, ValueError) as exc:  # one bad file must not hide the rest of the study
                 data.notes.append(f"{path.relative_to(study_dir)} unreadable: {exc}")
         return data
     manifest = StudyManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
@@ -91,7 +91,7 @@ def load_study(study_dir: Path) -> StudyData:
                 result_dir = study_dir / entry.result_path
                 data.results.append((from_json(result_dir / RESULT_FILE), result_dir))
                 continue
-            except Exception as exc:  # listed as completed but unusable: report it as missing, say why
+            except (OSError, ValueError) as exc:  # completed but unusable (gone, bad JSON, schema): say why
                 error = f"result unreadable: {exc}"
         else:
             error = entry.error
@@ -146,7 +146,7 @@ def _warnings_html(results: Sequence[ExperimentResult]) -> str:
             cycles.setdefault((r.name, w), []).append(str(r.placement.cycle or "–"))
     if not cycles:
         return "<p>No measurement warnings.</p>"
-    rows = [[html.escape(name), ", ".join(cs), html.escape(w)] for (name, w), cs in cycles.items()]
+    rows = [[html.escape(name), ", ".join(cs), html.escape(w)] for (name, w), cs in sorted(cycles.items())]
     return _table(["configuration", "cycles", "warning"], rows, "warnings")
 
 
@@ -180,8 +180,10 @@ color:#222;line-height:1.45;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .meta{color:#555}table{border-collapse:collapse;font-size:.86em;margin:.6em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}
-table.summary td{text-align:right}table.summary td:nth-child(1),table.summary td:nth-child(4),table.summary td:nth-child(n+12){text-align:left}
-.ci{color:#777;font-size:.85em;white-space:nowrap}.partial{background:#fff4e5;border:1px solid #f0b45a;padding:.6em .8em}
+table.summary td{text-align:right}
+table.summary td:nth-child(1),table.summary td:nth-child(4),table.summary td:nth-child(n+12){text-align:left}
+.ci{color:#777;font-size:.85em;white-space:nowrap}
+.partial{background:#fff4e5;border:1px solid #f0b45a;padding:.6em .8em}
 .ok{color:#1a7f37}.note{color:#777;font-style:italic}img{max-width:100%;border:1px solid #eee}
 figure{margin:.8em 0}code{background:#f3f3f3;padding:0 .25em}
 """
@@ -237,8 +239,10 @@ def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) 
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>llem report: {html.escape(data.name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Study {html.escape(data.name)}</h1><p class=meta>{meta}<br>generated {generated} · "
-        f"{len(data.results)} results, {len(rows)} configurations</p>",
+        (
+            f"<h1>Study {html.escape(data.name)}</h1><p class=meta>{meta}<br>generated {generated} · "
+            f"{len(data.results)} results, {len(rows)} configurations</p>"
+        ),
         *(f"<p class=note>{html.escape(n)}</p>" for n in data.notes),
         _missing_html(data),
         "<h2>Summary</h2>", _statistics_note(rows), _summary_html(rows),

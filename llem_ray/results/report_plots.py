@@ -21,9 +21,12 @@ from typing import Any
 import pyarrow as pa
 
 DPI = 110
-TIMELINE_MARGIN_FRACTION = 0.1
+TIMELINE_MARGIN_FRACTION = 0.15
 """Timelines show the measured window plus this fraction of it (at least TIMELINE_MARGIN_MIN_S) each side."""
-TIMELINE_MARGIN_MIN_S = 5.0
+TIMELINE_MARGIN_MIN_S = 0.5
+POWER_COLORS = ("tab:blue", "tab:purple", "tab:cyan", "navy")
+TEMPERATURE_COLORS = ("tab:red", "tab:orange", "tab:brown", "tab:pink")
+"""Per GPU of a multi-GPU experiment, in UUID order."""
 
 
 def _pyplot() -> Any:
@@ -35,6 +38,14 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _plain_log_axis(axis: Any, limits: tuple[float, float], plt: Any) -> None:
+    """Label a log axis with plain numbers (0.25, not 2.5×10⁻¹); minor ticks too when it spans < ~1 decade."""
+    low, high = limits
+    plain = plt.FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if low > 0 and high / low < 20 else plt.NullFormatter())
 
 
 def series_label(row: dict[str, Any]) -> str:
@@ -58,6 +69,7 @@ def plot_batch_scaling(rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         series.setdefault(series_label(row), []).append(row)
+    batches = sorted({r["batch_size"] for r in rows})
     for ax, metric, ylabel in (
         (axes[0], "energy_per_output_token_j", "energy per output token (J)"),
         (axes[1], "tokens_per_second", "throughput (output tokens/s)"),
@@ -72,7 +84,10 @@ def plot_batch_scaling(rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
                 yerr=[[e[0] for e in errs], [e[1] for e in errs]], marker="o", capsize=4, label=label,
             )
         ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -123,11 +138,14 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     points = [(r["tokens_per_second_mean"], r["energy_per_output_token_j_mean"]) for r in usable]
     front = pareto_front(points)
     ax.step([points[i][0] for i in front], [points[i][1] for i in front], where="post", color="black",
-            linewidth=1.2, label="Pareto front")
-    for i in front:
-        ax.annotate(f"bs{usable[i]['batch_size']}", points[i], textcoords="offset points", xytext=(5, 5), fontsize=8)
+            linewidth=1.2, marker="o", markersize=13, markerfacecolor="none", label="Pareto front")
+    for i, point in enumerate(points):
+        ax.annotate(f"bs{usable[i]['batch_size']}", point, textcoords="offset points", xytext=(5, 5), fontsize=8,
+                    fontweight="bold" if i in front else "normal")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_axis(ax.xaxis, ax.get_xlim(), plt)
+    _plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
     ax.set_xlabel("throughput (output tokens/s, higher is better)")
     ax.set_ylabel("energy per output token (J, lower is better)")
     ax.set_title("Speed vs energy: configurations on the front are not beaten on both")
@@ -156,7 +174,7 @@ def plot_timeline(title: str, traces: Sequence[CycleTrace], path: Path) -> Path 
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(len(traces), 1, figsize=(10, 2.4 * len(traces) + 0.6), squeeze=False)
-    for ax, trace in zip(axes[:, 0], traces):
+    for n, (ax, trace) in enumerate(zip(axes[:, 0], traces)):
         margin_s = max(TIMELINE_MARGIN_MIN_S, TIMELINE_MARGIN_FRACTION * trace.duration_s)
         data = trace.timeseries.to_pydict()
         keep = [i for i, t in enumerate(data["elapsed_s"]) if -margin_s <= t <= trace.duration_s + margin_s]
@@ -164,19 +182,22 @@ def plot_timeline(title: str, traces: Sequence[CycleTrace], path: Path) -> Path 
         if trace.steady_window_s is not None:
             ax.axvspan(*trace.steady_window_s, color="tab:green", alpha=0.25, label="steady state")
         temp_ax = ax.twinx()
-        for uuid in sorted({data["device_uuid"][i] for i in keep}):
+        for d, uuid in enumerate(sorted({data["device_uuid"][i] for i in keep})):
             idx = [i for i in keep if data["device_uuid"][i] == uuid]
-            short = uuid[:12]
-            ax.plot([data["elapsed_s"][i] for i in idx], [data["power_w"][i] for i in idx], color="tab:blue",
-                    linewidth=1.2, label=f"power {short}")
-            temp_ax.plot([data["elapsed_s"][i] for i in idx], [data["temperature_c"][i] for i in idx],
-                         color="tab:red", linewidth=1.0, linestyle="--", label=f"temperature {short}")
+            times = [data["elapsed_s"][i] for i in idx]
+            power_color = POWER_COLORS[d % len(POWER_COLORS)]
+            temp_color = TEMPERATURE_COLORS[d % len(TEMPERATURE_COLORS)]
+            ax.plot(times, [data["power_w"][i] for i in idx], color=power_color, linewidth=1.2,
+                    label=f"power {uuid[:12]}")
+            temp_ax.plot(times, [data["temperature_c"][i] for i in idx], color=temp_color, linewidth=1.0,
+                         linestyle="--", label=f"temperature {uuid[:12]}")
         ax.set_xlim(-margin_s, trace.duration_s + margin_s)
-        ax.set_ylabel("power (W)", color="tab:blue")
-        temp_ax.set_ylabel("temperature (°C)", color="tab:red")
+        ax.set_ylabel("power (W, solid)")
+        temp_ax.set_ylabel("temperature (°C, dashed)")
         ax.set_title(f"cycle {trace.cycle}" if trace.cycle is not None else "run", fontsize=9, loc="left")
-        handles = ax.get_legend_handles_labels()[0] + temp_ax.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=7, loc="lower right")
+        if n == 0:
+            handles = ax.get_legend_handles_labels()[0] + temp_ax.get_legend_handles_labels()[0]
+            ax.legend(handles=handles, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4, frameon=False)
         ax.grid(True, alpha=0.3)
     axes[-1, 0].set_xlabel("time since the measured window began (s)")
     fig.suptitle(title, fontsize=10)

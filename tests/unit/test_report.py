@@ -7,12 +7,20 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from llem_ray.cli import app
 from llem_ray.errors import ConfigError
-from llem_ray.results.manifest import MANIFEST_FILE, AttemptRecord, ManifestEntry, ManifestWriter, StudyManifest, utc_now
+from llem_ray.results.manifest import (
+    MANIFEST_FILE,
+    AttemptRecord,
+    ManifestEntry,
+    ManifestWriter,
+    StudyManifest,
+    utc_now,
+)
 from llem_ray.results.persistence import save_experiment
 from llem_ray.results.report import load_study, write_report
 from llem_ray.results.report_plots import pareto_front
@@ -170,3 +178,58 @@ def test_cli_report_prints_the_path_and_exits_2_on_a_bad_directory(tmp_path):
     assert "report:" in ok.output and (tmp_path / "out" / "report.html").is_file()
     bad = runner.invoke(app, ["report", str(tmp_path / "absent")])
     assert bad.exit_code == 2 and "not a directory" in bad.output
+
+
+ENGINE_STUDY = """
+study_name: report-e2e
+output_dir: {out}
+model: llem/tiny-llama
+dataset: synthetic
+n: 10
+max_input_tokens: 16
+max_output_tokens: 8
+warmup: {{n_warmup: 1, thermal_floor_s: 0}}
+baseline: {{enabled: false}}
+energy: {{sample_hz: 50}}
+sweep:
+  pytorch.batch_size: [1, 4]
+execution: {{n_cycles: 2, config_gap_s: 0, cycle_gap_s: 0, timeout_s: 300}}
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_study(tmp_path_factory):
+    """A real study: Ray engine, real PyTorch backend on CPU, tiny random Llama, 2 configs x 2 cycles.
+
+    The 'wave' meter plugin (tests/report_meter.py) stands in for NVML, so energy is measured.
+    """
+    from llem_ray.api import run_study
+
+    root = tmp_path_factory.mktemp("engine")
+    (root / "study.yaml").write_text(ENGINE_STUDY.format(out=root / "out"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLEM_PLUGINS", "tests.report_meter")
+        result = run_study(root / "study.yaml")
+    return Path(result.output_dir), result
+
+
+@pytest.mark.ray
+def test_report_of_a_study_run_by_the_engine(engine_study, tmp_path):
+    study_dir, study_result = engine_study
+    assert study_result.summary.completed == 4
+    page = write_report(study_dir, tmp_path / "report")
+    pngs = assert_self_contained(page)
+    assert {p.name for p in pngs} == {"batch_scaling.png", "pareto.png", "timeline_1.png", "timeline_2.png"}
+    text = page.read_text(encoding="utf-8")
+    assert "Complete: all 4 entries" in text and "4 results, 2 configurations" in text
+    data = load_study(study_dir)
+    by_batch = {r.batch_size: r for r, _ in data.results}
+    # batch 4 over 10 prompts: batches of 4, 4, 2 -> the steady state ends before the partial batch
+    bs4 = by_batch[4]
+    assert bs4.measurement_methodology == "steady_state"
+    assert bs4.steady_state_window[1] < bs4.duration_s
+    assert any("steady-state window" in w and "< 30 s" in w for w in bs4.measurement_warnings)
+    summary = pq.read_table(tmp_path / "report" / "summary.parquet").to_pylist()
+    rows = {r["batch_size"]: r for r in summary}
+    assert len(summary) == 2 and rows[4]["energy_per_output_token_j_n"] == 2
+    assert rows[4]["energy_per_output_token_j_ci95_low"] <= rows[4]["energy_per_output_token_j_mean"]
