@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 EngineInput = list[int]
 """One prompt as the engines take it here: token ids."""
 
+WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)
+"""Token ids of the single kernel warm-up request an engine backend runs at load (valid in any vocabulary)."""
+
 
 @dataclass
 class ModelSource:

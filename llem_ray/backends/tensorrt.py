@@ -36,7 +36,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.backends.engine_common import ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb
+from llem_ray.backends.engine_common import (
+    WARMUP_PROMPT_IDS, ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb,
+)
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.backends.trt_engine_cache import EngineCache, engine_key, model_identity
 from llem_ray.config.backends import TensorRTConfig
@@ -83,7 +85,6 @@ _KV_FIELDS = {"kv_cache_free_gpu_memory_fraction": "free_gpu_memory_fraction", "
               "tokens_per_block": "tokens_per_block"}
 _PLAIN_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunked_prefill", "attn_backend",
                  "disable_overlap_scheduler", "speculative_config")
-WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -288,9 +289,9 @@ class TensorRTBackend:
 
     def _load_engine(self, kwargs: dict[str, Any], config: ExperimentConfig, version: str) -> tuple[Any, list[str]]:
         try:
-            from tensorrt_llm._tensorrt_engine import LLM as EngineLLM
+            from tensorrt_llm._tensorrt_engine import LLM as engine_llm_cls
         except ImportError:  # before 1.0 the default LLM built TensorRT engines
-            EngineLLM = self._trtllm.LLM  # noqa: N806
+            engine_llm_cls = self._trtllm.LLM
         from llem_ray.measure.vram import architecture_config
 
         capability = compute_capability()
@@ -300,7 +301,7 @@ class TensorRTBackend:
         key = engine_key(identity, build_flags, capability, trt_version, version) if capability else None
         manifest = {"identity": identity, "build_flags": build_flags, "compute_capability": capability,
                     "tensorrt": trt_version, "tensorrt_llm": version}
-        return load_engine_llm(EngineLLM, kwargs, key, self._cache, manifest)
+        return load_engine_llm(engine_llm_cls, kwargs, key, self._cache, manifest)
 
     def _run(self, inputs: list[list[int]], params: dict[str, Any]) -> tuple[list[Any], float]:
         """(RequestOutputs in input order, wall time s) of one workload."""
@@ -314,15 +315,19 @@ class TensorRTBackend:
             raise BackendError(f"TensorRT-LLM generate failed: {type(exc).__name__}: {exc}") from exc
         return list(outputs), time.perf_counter() - start_s
 
+    def _loaded(self) -> ExperimentConfig:
+        """The loaded experiment's config. Raises BackendError when no engine is loaded."""
+        if self._llm is None or self._config is None:
+            raise BackendError("the TensorRT-LLM backend has no engine loaded")
+        return self._config
+
     def _inputs(self, prompts: list[Prompt]) -> list[list[int]]:
-        assert self._config is not None
-        return encode_prompts(prompts, self._tokenizer, self._config.max_input_tokens)
+        return encode_prompts(prompts, self._tokenizer, self._loaded().max_input_tokens)
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
         """Run every prompt to completion in one in-flight-batching workload; blocks until done."""
         inputs = self._inputs(prompts)
-        assert self._config is not None and self._source is not None
-        outputs, wall_s = self._run(inputs, sampling_kwargs(self._config, self._source, max_new_tokens))
+        outputs, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), self._source, max_new_tokens))
         requests = [request_timing(o, wall_s) for o in outputs]
         return GenerationOutput(
             input_tokens=sum(len(ids) for ids in inputs),
@@ -334,8 +339,7 @@ class TensorRTBackend:
     def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
         """Prefill every prompt (the one token a context step yields is not counted)."""
         inputs = self._inputs(prompts)
-        assert self._config is not None and self._source is not None
-        _, wall_s = self._run(inputs, sampling_kwargs(self._config, self._source, 1, prefill=True))
+        _, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), self._source, 1, prefill=True))
         return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
 
     def peak_memory_mb(self) -> float | None:

@@ -35,7 +35,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.backends.engine_common import ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb
+from llem_ray.backends.engine_common import (
+    WARMUP_PROMPT_IDS, ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb,
+)
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.config.backends import VLLMConfig
 from llem_ray.errors import BackendError
@@ -49,8 +51,6 @@ SET_BY_BACKEND: tuple[str, ...] = (
 )
 """vLLM engine arguments this backend derives from the experiment (coverage counts them as covered)."""
 
-WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)
-"""Token ids of the single kernel warm-up request (valid in any vocabulary)."""
 
 
 def engine_kwargs(config: ExperimentConfig, source: ModelSource, device: str) -> dict[str, Any]:
@@ -186,15 +186,19 @@ class VLLMBackend:
             raise BackendError(f"vLLM generate failed: {type(exc).__name__}: {exc}") from exc
         return list(outputs), time.perf_counter() - start_s
 
+    def _loaded(self) -> ExperimentConfig:
+        """The loaded experiment's config. Raises BackendError when no engine is loaded."""
+        if self._llm is None or self._config is None:
+            raise BackendError("the vLLM backend has no engine loaded")
+        return self._config
+
     def _inputs(self, prompts: list[Prompt]) -> list[list[int]]:
-        assert self._config is not None
-        return encode_prompts(prompts, self._tokenizer, self._config.max_input_tokens)
+        return encode_prompts(prompts, self._tokenizer, self._loaded().max_input_tokens)
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
         """Run every prompt to completion in one continuous-batching workload; blocks until done."""
         inputs = self._inputs(prompts)
-        assert self._config is not None
-        outputs, wall_s = self._run(inputs, sampling_kwargs(self._config, max_new_tokens))
+        outputs, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), max_new_tokens))
         requests = [request_timing(o, wall_s) for o in outputs]
         return GenerationOutput(
             input_tokens=sum(len(ids) for ids in inputs),
@@ -206,8 +210,7 @@ class VLLMBackend:
     def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
         """Prefill every prompt (vLLM samples the one token a prefill step yields; it is not counted)."""
         inputs = self._inputs(prompts)
-        assert self._config is not None
-        _, wall_s = self._run(inputs, sampling_kwargs(self._config, 1, prefill=True))
+        _, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), 1, prefill=True))
         return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
 
     def peak_memory_mb(self) -> float | None:

@@ -81,6 +81,8 @@ def test_pytorch_runtime_arguments(trtllm):
     backend.unload()
     backend.unload()
     assert _events(trtllm, "shutdown") == ["LLM"]
+    with pytest.raises(BackendError, match="no engine loaded"):
+        backend.generate([Prompt(token_ids=(1,))], 2)
 
 
 def test_cuda_graphs_off_and_pre_1_0_needs_the_pytorch_backend_flag(trtllm):

@@ -168,6 +168,8 @@ def test_unload_shuts_down_once_and_is_safe_twice(fake_vllm):
     assert len(_events(fake_vllm, "shutdown")) == 1
     with pytest.raises(BackendError, match="no engine loaded"):
         backend.generate([Prompt(token_ids=(1,))], 2)
+    with pytest.raises(BackendError, match="no engine loaded"):
+        VLLMBackend().prefill([Prompt(token_ids=(1,))])
 
 
 def test_lora_adapter_reaches_every_request(fake_vllm):

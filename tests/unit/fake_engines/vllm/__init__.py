@@ -15,7 +15,7 @@ TOKEN_INTERVAL_S. Every call is appended to `EVENTS` for assertions.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __version__ = "0.0.fake"
