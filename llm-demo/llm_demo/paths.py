@@ -91,7 +91,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def from_root(cls, root: Path | str | None = None) -> "Workspace":
+    def from_root(cls, root: Path | str | None = None) -> Workspace:
         """Resolve the root: explicit argument, else ``$LLM_DEMO_ROOT``, else the llm-demo directory."""
         chosen = root or os.environ.get(ROOT_ENV_VAR) or PACKAGE_ROOT
         return cls(Path(chosen).expanduser().resolve())

@@ -77,7 +77,7 @@ class Redactor:
             self.add_literal(value)
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> "Redactor":
+    def from_config(cls, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> Redactor:
         """Build from a ``redaction`` config section: ``{patterns: [...], secret_env_vars: [...]}``."""
         section = section or {}
         return cls(

@@ -92,7 +92,7 @@ def test_missing_credential_fails_and_present_one_is_never_printed(workspace: Wo
     # token present, another check fails: nothing written or printed may contain the token
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("LLM_DEMO_NOTE", f"see api_key={TOKEN}")
-    result = _invoke(workspace, "--runtime", "engine", "--set", "credentials.required=true", "--set", f"model.name=m", "check",
+    result = _invoke(workspace, "--runtime", "engine", "--set", "credentials.required=true", "--set", "model.name=m", "check",
                      "--host-facts", str(_facts(tmp_path, driver_version=None)))
     assert result.exit_code == 3
     assert TOKEN not in result.output
