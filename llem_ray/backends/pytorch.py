@@ -79,6 +79,7 @@ class PyTorchBackend:
         if device == "cuda":
             if not torch.cuda.is_available():
                 raise BackendError("device 'cuda' requested but torch sees no CUDA device")
+            torch.cuda.init()  # resetting peak stats before the allocator exists raises "Invalid device argument"
             for index in range(torch.cuda.device_count()):
                 torch.cuda.reset_peak_memory_stats(index)
         model = loading.build_model(config, section, device)

@@ -100,7 +100,7 @@ def test_experiment_on_gpu_measures_energy(record):
            baseline_w=r.baseline_power_w, j_per_token=r.energy_per_output_token_j, warnings=r.measurement_warnings)
 
 
-@pytest.mark.parametrize("batch_size", [8])
+@pytest.mark.parametrize("batch_size", [8, 32])
 def test_j_per_token_cv_over_five_repeats(record, batch_size):
     cache = BaselineCache()
     config = ExperimentConfig(
