@@ -65,7 +65,7 @@ class AppState:
         if self._config is None:
             path = self.config_path or self.workspace.config_file("model.yaml")
             self._config = load_config(path, self.overrides)
-            self.redactor = Redactor.from_config(self._config.to_dict()["redaction"])
+            self.redactor = Redactor.from_config(self._config.to_dict()["redaction"], literals=self.redactor.literals)
         return self._config
 
     def echo(self, message: str, err: bool = False) -> None:

@@ -77,14 +77,22 @@ class Redactor:
             self.add_literal(value)
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> Redactor:
+    def from_config(
+        cls, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None, literals: Iterable[str] = ()
+    ) -> Redactor:
         """Build from a ``redaction`` config section: ``{patterns: [...], secret_env_vars: [...]}``."""
         section = section or {}
         return cls(
             patterns=section.get("patterns") or (),
             secret_env_vars=section.get("secret_env_vars") or (),
+            literals=literals,
             environ=environ,
         )
+
+    @property
+    def literals(self) -> frozenset[str]:
+        """The literal secret values redacted so far."""
+        return frozenset(self._literals)
 
     def add_literal(self, value: str | None) -> None:
         """Redact ``value`` literally from now on (ignored when shorter than :data:`MIN_LITERAL_LEN`)."""

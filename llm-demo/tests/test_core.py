@@ -88,6 +88,9 @@ def test_env_literals_and_custom_patterns() -> None:
     assert "plainlooking" not in out and "xyz-notpattern" not in out and "sk-abcdef" not in out
     nested = r.redact_obj({"k": ["plainlooking", 3, {"plainlooking": None}]})
     assert json.dumps(nested).count(MASK) == 2
+    r.add_literal("token-from-a-file")
+    carried = Redactor.from_config({}, environ={}, literals=r.literals)
+    assert carried.redact("x token-from-a-file y") == f"x {MASK} y"
 
 
 def test_event_log_appends_redacted_lines(workspace: Workspace) -> None:
