@@ -73,7 +73,9 @@ class StudyOptions(BaseModel):
     verbose: bool = Field(False, description="Forward worker logs to this process.")
     at: list[datetime] | None = Field(None, description="Start times of cycles (daemon mode); overrides schedule.")
     output_dir: Path | None = Field(None, description="Override the study's output_dir.")
-    address: str | None = Field(None, description="Ray address; None = RAY_ADDRESS or a local Ray.")
+    address: str | None = Field(
+        None, description="Ray address ('local' = always a new local Ray); None = RAY_ADDRESS, a running local cluster, or a new one."
+    )
 
 
 def cli_default_cycles(study: StudyConfig, cycles: int | None) -> int | None:
@@ -144,7 +146,7 @@ def _connect(options: StudyOptions) -> bool:
         return False
     for key, value in RAY_START_ENV.items():
         os.environ.setdefault(key, value)
-    local = options.address is None and not os.environ.get("RAY_ADDRESS")
+    local = options.address == "local" or (options.address is None and not os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(
             address=options.address,

@@ -41,6 +41,9 @@ INVENTORY_REFRESH_S = 2.0
 """How often the list of alive nodes is re-read, s."""
 MAX_WAIT_S = 1.0
 """Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
+ACTOR_START_TIMEOUT_S = 600.0
+"""Longest wait for an experiment actor to start (process, runtime_env, placement), s. The
+experiment's own deadline (`timeout_s`) counts from the moment it has started."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Attempt:
     dispatched_s: float
     deadline_s: float
     record: AttemptRecord
+    started: bool = False
     killed: str | None = None
     killed_s: float = 0.0
 
@@ -219,7 +223,7 @@ class Scheduler:
         actor = ExperimentActor.options(**options).remote()
         where_ref = actor.where.remote()
         run_ref = actor.run.remote(item.config, item.cycle, number, dict(self.baselines))
-        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + self.policy.timeout_s, record)
+        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record)
         slot.state = "busy"
         self.running[run_ref] = attempt
         self.where_refs[where_ref] = attempt
@@ -326,7 +330,10 @@ class Scheduler:
             info = ray.get(ref)
         except Exception:  # the actor died before answering: its run ref reports the failure
             return
-        self.report.start_overheads_s.append(time.monotonic() - attempt.dispatched_s)
+        now = time.monotonic()
+        self.report.start_overheads_s.append(now - attempt.dispatched_s)
+        attempt.deadline_s = now + self.policy.timeout_s
+        attempt.started = True
         attempt.slot.node_id = info.node_id
         attempt.record = attempt.record.model_copy(
             update={
@@ -392,7 +399,12 @@ class Scheduler:
         for ref, attempt in list(self.running.items()):
             if attempt.killed is None and now > attempt.deadline_s:
                 ray.kill(attempt.actor, no_restart=True)
-                attempt.killed, attempt.killed_s = f"timed out after {self.policy.timeout_s:g} s (actor killed)", now
+                attempt.killed_s = now
+                attempt.killed = (
+                    f"timed out after {self.policy.timeout_s:g} s (actor killed)"
+                    if attempt.started
+                    else f"actor did not start within {ACTOR_START_TIMEOUT_S:g} s (killed)"
+                )
             elif attempt.killed and now > attempt.killed_s + KILL_GRACE_S:
                 self.running.pop(ref)
                 self.where_refs.pop(attempt.where_ref, None)
