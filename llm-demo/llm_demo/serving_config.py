@@ -72,5 +72,5 @@ def serve_options(settings: dict, model_repository: Path, overrides: dict[str, A
         http_address=s["http_address"], http_port=int(s["http_port"]),
         grpc_address=s["grpc_address"], grpc_port=int(s["grpc_port"]),
         metrics_address=s["metrics_address"], metrics_port=int(s["metrics_port"]),
-        exit_timeout_s=int(s["exit_timeout_s"]), tls=tls,
+        exit_timeout_s=int(s["exit_timeout_s"]), tls=tls, max_lifetime_s=s["max_lifetime_s"],
     )

@@ -57,7 +57,11 @@ class TlsOptions:
 
 @dataclass
 class ServeOptions:
-    """Everything `tritonserver` is started with. Ports are TCP ports; times in seconds."""
+    """Everything `tritonserver` is started with. Ports are TCP ports; times in seconds.
+
+    `max_lifetime_s` runs the server under coreutils `timeout` (SIGTERM, SIGKILL 10 s later), so a
+    server whose owner died without tearing it down (a killed test run) still stops by itself.
+    """
 
     model_repository: Path
     http_address: str = "127.0.0.1"
@@ -72,6 +76,7 @@ class ServeOptions:
     exit_timeout_s: int = 10
     tls: TlsOptions | None = None
     log_verbose: int = 0
+    max_lifetime_s: float | None = None
     extra_args: list[str] = field(default_factory=list)
 
     def endpoints(self) -> list[tuple[str, str, int]]:
@@ -181,7 +186,10 @@ def server_command(install: TritonInstall, backend_dir: Path, opts: ServeOptions
             cmd.append(f"--grpc-root-cert={opts.tls.root_cert}")
         if opts.tls.mutual:
             cmd.append("--grpc-use-ssl-mutual=true")
-    return cmd + list(opts.extra_args)
+    cmd += list(opts.extra_args)
+    if opts.max_lifetime_s:
+        cmd = ["timeout", "--kill-after=10", str(int(opts.max_lifetime_s))] + cmd
+    return cmd
 
 
 def libpython_dir() -> Path | None:

@@ -7,8 +7,10 @@
 # Usage (from the repository root):  bash llm-demo/scripts/gpu_validation.sh [OUT_DIR]
 #   OUT_DIR             where results are copied (default: $OUT, else /tmp/llm-demo-gpu-validation)
 #   PYTHON              interpreter with torch (CUDA), transformers, typer, pyyaml, nvidia-ml-py (default python3)
-#   LLM_DEMO_WHEELS     folder of wheels to add without network, installed with --no-deps into a private
-#                       target (default: <repo>/.whl if present); needs nvidia-pytriton==0.7.0 and tritonclient
+#   LLM_DEMO_WHEELS     folder made by scripts/gpu_bundle.sh (default: <repo>/.whl if present): its wheels are
+#                       installed with --no-deps into a private target that shadows the host's packages
+#                       (numpy 1.26 for the Triton 2.51 Python backend stub, tritonclient, python-rapidjson)
+#                       and tritonserver-py312.tar.xz is unpacked there (LLM_DEMO_TRITON_HOME)
 #   MODEL_HIDDEN/MODEL_LAYERS/MODEL_HEADS  size of the random-weight Llama made on the host (default 1024/8/16)
 #   GPU_VALIDATION_ALLOW_CPU=1  run on a host without CUDA (dry run of the script itself)
 # No network is used: the model is random-weight, made locally (llm_demo.tiny_model).
@@ -26,9 +28,16 @@ exec > >(tee "$out/validation.txt") 2>&1
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 wheels="${LLM_DEMO_WHEELS:-$repo/.whl}"
-if [ -d "$wheels" ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
-    step "installing carried wheels from $wheels"
-    "$py" -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl || exit 1
+if [ -d "$wheels" ]; then
+    step "installing the carried bundle from $wheels (scripts/gpu_bundle.sh)"
+    mkdir -p "$work/site"
+    if ls "$wheels"/*.whl >/dev/null 2>&1; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl || exit 1
+    fi
+    if [ -f "$wheels/tritonserver-py312.tar.xz" ]; then
+        tar -xJf "$wheels/tritonserver-py312.tar.xz" -C "$work/site" || exit 1
+        export LLM_DEMO_TRITON_HOME="$work/site/pytriton/tritonserver"
+    fi
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$demo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -45,7 +54,8 @@ trap cleanup EXIT
 step "host"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu --format=csv || true
 "$py" - <<'EOF' || { [ "${GPU_VALIDATION_ALLOW_CPU:-0}" = 1 ] || exit 20; }
-import sys, torch, transformers
+import sys, numpy, torch, transformers
+print(f"numpy {numpy.__version__} (the Triton 2.51 Python backend stub needs 1.x)")
 print(f"python {sys.version.split()[0]} torch {torch.__version__} transformers {transformers.__version__}")
 print(f"cuda available: {torch.cuda.is_available()}", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 sys.exit(0 if torch.cuda.is_available() else 1)

@@ -1,7 +1,8 @@
 """Fixtures that run the real `tritonserver` (nvidia-pytriton wheel) on 127.0.0.1, CPU only.
 
 * `free_port()`: an unused TCP port on 127.0.0.1 (bind port 0, read it back, release it).
-* `triton_options(repo)`: ServeOptions on three free loopback ports, short exit timeout.
+* `triton_options(repo)`: ServeOptions on three free loopback ports, short exit timeout, and a
+  maximum lifetime (`SERVER_LIFETIME_S`) after which the server stops on its own.
 * `module_workspace` (module): a Workspace in a temporary directory, shared by one test module.
 * `start_triton` (module): `start_triton(workspace, options, **launch_kwargs) -> ServerHandle`;
   every server it started is stopped (whole process group) when the module ends, and the
@@ -20,6 +21,10 @@ from llm_demo.serve import ServerHandle, group_pids, launch, stop_process_group
 from llm_demo.triton import ServeOptions
 
 
+#: Every test server stops by itself after this long, even if the test run is killed.
+SERVER_LIFETIME_S = 600
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,7 +34,7 @@ def free_port() -> int:
 def triton_options(repo: Path, **overrides) -> ServeOptions:
     opts = ServeOptions(
         model_repository=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        exit_timeout_s=2,
+        exit_timeout_s=2, max_lifetime_s=SERVER_LIFETIME_S,
     )
     for key, value in overrides.items():
         setattr(opts, key, value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
-from conftest_triton import free_port
+from conftest_triton import SERVER_LIFETIME_S, free_port
 from triton_models import write_test_repository
 from typer.testing import CliRunner
 
@@ -24,6 +24,8 @@ def cli(root, *args):
 
 def test_serve_chat_teardown_leaves_nothing(workspace, monkeypatch):
     write_test_repository(workspace.models_dir)
+    workspace.config_dir.mkdir()
+    (workspace.config_dir / "serving.yaml").write_text(f"serve: {{max_lifetime_s: {SERVER_LIFETIME_S}}}\n")
     ports = [free_port() for _ in range(3)]
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)  # injected credential: never in the logs
     served = cli(workspace.root, "--run-id", "run-a", "serve", "--http-port", str(ports[0]),

@@ -87,7 +87,7 @@ def test_percentile_and_similarity_units():
 
 def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
     """prepare (prerequisites, acquisition, build, repository) -> serve -> warm-up -> teardown -> manifest, twice."""
-    from conftest_triton import free_port
+    from conftest_triton import SERVER_LIFETIME_S, free_port
     from typer.testing import CliRunner
 
     from llm_demo.cli import app
@@ -95,7 +95,8 @@ def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
 
     (workspace.config_dir).mkdir()
     (workspace.config_dir / "serving.yaml").write_text(
-        f"serve: {{http_port: {free_port()}, grpc_port: {free_port()}, metrics_port: {free_port()}}}\n"
+        f"serve: {{http_port: {free_port()}, grpc_port: {free_port()}, metrics_port: {free_port()}, "
+        f"max_lifetime_s: {SERVER_LIFETIME_S}}}\n"
         "warmup: {prompts: ['hello world'], max_tokens: 6, repeats: 2}\n")
     base = ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir), "--set", "model.name=tiny",
             "--precision", "fp32"]
