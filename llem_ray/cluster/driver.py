@@ -201,20 +201,21 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
         return _study_result(study, protocol, "", {}, len(items), 0.0)
     for note in notes:
         print(f"llem: {note}", file=sys.stderr)
+    previous = None
     if options.resume_dir is not None:
         study_dir = options.resume_dir.expanduser().resolve()
         previous = _resume_manifest(study_dir, study)
-    else:
-        output_dir = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
-        study_dir, previous = _new_study_dir(output_dir, study.name), None
     done = set(previous.keys_with("completed")) if previous else set()
     first_attempt = {e.key: e.attempts + 1 for e in previous.entries} if previous else {}
     todo = [i for i in items if i.key not in done]
-    print(f"llem: study directory {study_dir}", file=sys.stderr)
 
     started_ray = _connect(options)
     collector = None
     try:
+        if previous is None:
+            output_dir = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
+            study_dir = _new_study_dir(output_dir, study.name)
+        print(f"llem: study directory {study_dir}", file=sys.stderr)
         inventory = _preflight(study, items, policy)
         protocol["cluster"] = {"nodes": len(inventory.nodes), "gpus": inventory.total_gpus, "cpus": inventory.total_cpus}
         entries = [i.manifest_entry() for i in items]

@@ -36,6 +36,9 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
 }
 """Modules a built-in backend needs where its actors run (checked with find_spec: nothing is imported)."""
 
+JOB_CONFIG_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray's job manager in the environment of a `ray job submit` entrypoint."""
+
 MUST_ISOLATE = frozenset({"vllm", "tensorrt"})
 """Backends that cannot share one Python environment with each other."""
 
@@ -48,9 +51,13 @@ def plugin_env_vars() -> dict[str, str]:
 
 def job_runtime_env() -> dict[str, Any] | None:
     """The job-level `runtime_env` a driver passes to `ray.init`: the plugins, if any (every worker
-    of the job then loads the same test doubles). None when there is nothing to pass."""
+    of the job then loads the same test doubles). None when there is nothing to pass, and inside a
+    `ray job submit` job, whose runtime_env the submitter sets (`--runtime-env-json`): Ray refuses
+    to merge the same variable twice."""
     env_vars = plugin_env_vars()
-    return {"env_vars": env_vars} if env_vars else None
+    if not env_vars or JOB_CONFIG_ENV_VAR in os.environ:
+        return None
+    return {"env_vars": env_vars}
 
 
 def experiment_runtime_env(study: StudyConfig, backend: str) -> dict[str, Any] | None:
