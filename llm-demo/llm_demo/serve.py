@@ -5,7 +5,9 @@
 1. preflight: every configured TLS file must exist (else `TlsFilesMissingError`,
    exit 8) and every listener's address:port must be free and distinct (else
    `PortConflictError`, exit 7). Nothing is started when preflight fails.
-2. prepare the backend directory under `.cache/triton-backends/`, start
+2. prepare the backend directory under `.cache/triton-backends/` (and, when
+   `LLM_DEMO_STUB_SITE` names a NumPy 1.x folder, the stub's venv under
+   `.cache/triton-stub-python/`: llm_demo/triton.py says why), start
    `tritonserver` in its own process group (so the Python backend stubs
    it forks can be stopped together), stdout and stderr streamed to
    `logs/<run>/triton.log`, credentials injected as environment variables;
@@ -37,7 +39,16 @@ from .errors import LaunchError, PortConflictError, TlsFilesMissingError
 from .events import EventLog
 from .paths import Workspace, iso, read_json, utc_now, write_json_atomic
 from .redact import Redactor
-from .triton import ServeOptions, TritonInstall, locate_triton, prepare_backend_dir, server_command, server_env
+from .triton import (
+    STUB_SITE_ENV,
+    ServeOptions,
+    TritonInstall,
+    locate_triton,
+    prepare_backend_dir,
+    prepare_stub_python,
+    server_command,
+    server_env,
+)
 
 SERVE_STATE = "serve.json"
 POLL_INTERVAL_S = 0.25
@@ -227,8 +238,10 @@ def launch(
     install = install or locate_triton()
     run_dir = workspace.run_dir(run_id)
     backend_dir = prepare_backend_dir(install, workspace.cache_dir / "triton-backends")
+    stub_site = os.environ.get(STUB_SITE_ENV)
+    stub_bin = prepare_stub_python(Path(stub_site), workspace.cache_dir / "triton-stub-python") if stub_site else None
     cmd = server_command(install, backend_dir, opts)
-    env = server_env(install)
+    env = server_env(install, stub_bin=stub_bin)
     env.update(credentials or {})
     log_path = run_dir / "triton.log"
     events.emit("starting", command=cmd, log=str(log_path), credentials=sorted(credentials or {}))

@@ -15,6 +15,19 @@ The wheel's backend is not usable in place: `prepare_backend_dir` copies
 a directory passed as `--backend-directory` (spec/NOTES-triton.md).
 Failure mode: no install found or no stub for this Python raises
 `LaunchError` (exit code 7) and the remediation.
+
+NumPy 2 and the Triton 2.51 stub: the wheel's Python backend stub is built with a pybind11 older
+than 2.12, which reads `itemsize` from the NumPy 1.x layout of `PyArray_Descr`; under NumPy 2 it
+reads 0, so every tensor the stub hands to the model is its first element repeated (BYTES: the
+first byte of the length prefix, e.g. "unpack_from requires a buffer of at least 252645139 bytes"
+for a 15-byte prompt) and every output tensor leaves the stub with 0 bytes. The data is lost
+inside the stub before `triton_python_backend_utils` sees it, so no Python shim can repair it:
+the stub's Python must import NumPy 1.x. The stub runs its embedded Python in isolated mode
+(PYTHONPATH and other PYTHON* variables are ignored) and takes the interpreter, so its
+site-packages, from the first `python3` on PATH. Hence `STUB_SITE_ENV`: a folder holding NumPy
+1.x (`pip install --target DIR numpy==1.26.4`); `prepare_stub_python` makes a venv for the stub
+only that imports that folder before this interpreter's site-packages, and `server_env` puts its
+`bin` first on PATH. The serving interpreter, clients and tools keep the host's NumPy 2.
 """
 
 from __future__ import annotations
@@ -22,14 +35,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import site
 import sys
 import sysconfig
+import venv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LaunchError
 
 NGC_HOME = Path("/opt/tritonserver")
+#: Environment variable: a folder with NumPy 1.x that only the Python backend stub imports
+#: (module docstring); unset, the stub uses this interpreter's packages as they are.
+STUB_SITE_ENV = "LLM_DEMO_STUB_SITE"
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,26 @@ def prepare_backend_dir(
     return dest
 
 
+def prepare_stub_python(stub_site: Path, dest: Path) -> Path:
+    """Create, anew, a venv at `dest` (without pip, on this interpreter's base Python) whose
+    site-packages holds one `.pth` file: `stub_site` first, then every site-packages folder of
+    this interpreter (through `site.addsitedir`, so their own `.pth` files apply). Return its `bin`
+    folder, to put first on the server's PATH (`server_env(stub_bin=...)`).
+    Failure mode: `stub_site` not a folder raises LaunchError (exit code 7)."""
+    if not Path(stub_site).is_dir():
+        raise LaunchError(
+            f"{STUB_SITE_ENV}={stub_site} is not a folder",
+            remediation="point it at a `pip install --target DIR numpy==1.26.4` (scripts/gpu_bundle.sh carries one), or unset it",
+        )
+    if dest.exists():
+        shutil.rmtree(dest)
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(dest)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(dest), "platbase": str(dest)}))
+    lines = [str(Path(stub_site).resolve())] + [f"import site; site.addsitedir({d!r})" for d in site.getsitepackages()]
+    (purelib / "llm_demo_stub_site.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest / "bin"
+
+
 def server_command(install: TritonInstall, backend_dir: Path, opts: ServeOptions) -> list[str]:
     """The argv that starts `tritonserver` with `opts`."""
     cmd = [
@@ -205,14 +243,16 @@ def libpython_dir() -> Path | None:
     return None
 
 
-def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the server: this venv's `bin` first on PATH (the Python
-    backend stub finds its interpreter, and so torch/transformers, through PATH),
-    then on LD_LIBRARY_PATH this interpreter's own `libpython` directory (the stub
-    must embed the same patch release as the stdlib it loads, not a system copy)
-    and the wheel's shared libraries."""
+def server_env(
+    install: TritonInstall, base: dict[str, str] | None = None, stub_bin: Path | None = None
+) -> dict[str, str]:
+    """Environment for the server: `stub_bin` (from `prepare_stub_python`), else this venv's
+    `bin`, first on PATH (the Python backend stub finds its interpreter, and so
+    torch/transformers, through PATH), then on LD_LIBRARY_PATH this interpreter's own
+    `libpython` directory (the stub must embed the same patch release as the stdlib it loads,
+    not a system copy) and the wheel's shared libraries."""
     env = dict(os.environ if base is None else base)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(stub_bin or Path(sys.executable).parent), env.get("PATH", "")])
     libdirs = [str(d) for d in [libpython_dir()] if d is not None]
     if install.libs is not None:
         libdirs.append(str(install.libs))

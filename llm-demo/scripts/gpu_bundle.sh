@@ -5,10 +5,13 @@
 #   tritonserver-py312.tar.xz   the tritonserver of nvidia-pytriton==0.7.0 (Triton 2.51), its Python
 #                               backend, the Python 3.12 backend stub and its shared libraries
 #                               (other stubs and the bundled libpython3.13 left out: ~27 MB, not 55)
-#   tritonclient, python-rapidjson   the gRPC client and its one dependency missing there
-#   numpy 1.26.4                the Python backend stub of Triton 2.51 corrupts BYTES tensors under
+#   tritonclient, python-rapidjson, ml-dtypes   the gRPC client and its dependencies missing there
+#                               (tritonclient.utils imports ml_dtypes since 2.6x)
+#   numpy 1.26.4                for the Python backend stub only (gpu_validation.sh installs it into
+#                               LLM_DEMO_STUB_SITE): the Triton 2.51 stub corrupts every tensor under
 #                               numpy 2 (seen: "unpack_from requires a buffer of at least 252645139
-#                               bytes"), so the stub's Python must see numpy 1.x
+#                               bytes"; llm_demo/triton.py says why), while the host's SciPy and
+#                               scikit-learn need its numpy 2 everywhere else
 #
 # Usage (repository root):  bash llm-demo/scripts/gpu_bundle.sh [DEST]   (default DEST: .whl)
 # Then carry DEST to the GPU host and run  LLM_DEMO_WHEELS=DEST bash llm-demo/scripts/gpu_validation.sh
@@ -27,7 +30,7 @@ trap 'rm -rf "$tmp"' EXIT
 platforms=(--platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
-    -d "$dest" tritonclient==2.73.0 python-rapidjson==1.25 numpy==1.26.4
+    -d "$dest" tritonclient==2.73.0 python-rapidjson==1.25 ml-dtypes==0.5.4 numpy==1.26.4
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d "$tmp" nvidia-pytriton==0.7.0
 (cd "$tmp" && unzip -q nvidia_pytriton-0.7.0-*.whl 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*' \

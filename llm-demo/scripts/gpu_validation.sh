@@ -7,10 +7,12 @@
 # Usage (from the repository root):  bash llm-demo/scripts/gpu_validation.sh [OUT_DIR]
 #   OUT_DIR             where results are copied (default: $OUT, else /tmp/llm-demo-gpu-validation)
 #   PYTHON              interpreter with torch (CUDA), transformers, typer, pyyaml, nvidia-ml-py (default python3)
-#   LLM_DEMO_WHEELS     folder made by scripts/gpu_bundle.sh (default: <repo>/.whl if present): its wheels are
-#                       installed with --no-deps into a private target that shadows the host's packages
-#                       (numpy 1.26 for the Triton 2.51 Python backend stub, tritonclient, python-rapidjson)
-#                       and tritonserver-py312.tar.xz is unpacked there (LLM_DEMO_TRITON_HOME)
+#   LLM_DEMO_WHEELS     folder made by scripts/gpu_bundle.sh (default: <repo>/.whl if present): tritonclient,
+#                       python-rapidjson and ml-dtypes are installed with --no-deps into a private target on PYTHONPATH,
+#                       tritonserver-py312.tar.xz is unpacked there (LLM_DEMO_TRITON_HOME), and numpy 1.26 goes
+#                       to a target of its own, LLM_DEMO_STUB_SITE, that only the Triton 2.51 Python backend stub
+#                       imports (its pybind11 corrupts every tensor under numpy 2; llm_demo/triton.py): the host's
+#                       own numpy 2 stays in use everywhere else (its SciPy/scikit-learn need it)
 #   MODEL_HIDDEN/MODEL_LAYERS/MODEL_HEADS  size of the random-weight Llama made on the host (default 1024/8/16)
 #   GPU_VALIDATION_ALLOW_CPU=1  run on a host without CUDA (dry run of the script itself)
 # No network is used: the model is random-weight, made locally (llm_demo.tiny_model).
@@ -31,9 +33,15 @@ wheels="${LLM_DEMO_WHEELS:-$repo/.whl}"
 if [ -d "$wheels" ]; then
     step "installing the carried bundle from $wheels (scripts/gpu_bundle.sh)"
     mkdir -p "$work/site"
-    if ls "$wheels"/*.whl >/dev/null 2>&1; then
-        "$py" -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl || exit 1
-    fi
+    shopt -s nullglob
+    for whl in "$wheels"/*.whl; do
+        case "$(basename "$whl")" in
+            numpy-*) target="$work/stub-site"; export LLM_DEMO_STUB_SITE="$target" ;;
+            *) target="$work/site" ;;
+        esac
+        "$py" -m pip install -q --no-index --no-deps --no-compile --target "$target" "$whl" || exit 1
+    done
+    shopt -u nullglob
     if [ -f "$wheels/tritonserver-py312.tar.xz" ]; then
         tar -xJf "$wheels/tritonserver-py312.tar.xz" -C "$work/site" || exit 1
         export LLM_DEMO_TRITON_HOME="$work/site/pytriton/tritonserver"
@@ -54,15 +62,16 @@ trap cleanup EXIT
 step "host"
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu --format=csv || true
 "$py" - <<'EOF' || { [ "${GPU_VALIDATION_ALLOW_CPU:-0}" = 1 ] || exit 20; }
-import sys, numpy, torch, transformers
-print(f"numpy {numpy.__version__} (the Triton 2.51 Python backend stub needs 1.x)")
+import os, sys, numpy, torch, transformers
+print(f"numpy {numpy.__version__}; for the Triton 2.51 Python backend stub (needs 1.x): LLM_DEMO_STUB_SITE={os.environ.get('LLM_DEMO_STUB_SITE')}")
 print(f"python {sys.version.split()[0]} torch {torch.__version__} transformers {transformers.__version__}")
 print(f"cuda available: {torch.cuda.is_available()}", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 sys.exit(0 if torch.cuda.is_available() else 1)
 EOF
-"$py" - <<'EOF' || exit 7
-import subprocess, sys, sysconfig
-from llm_demo.triton import libpython_dir, locate_triton, server_env
+"$py" - "$work/stub-python-probe" <<'EOF' || exit 7
+import os, subprocess, sys, sysconfig
+from pathlib import Path
+from llm_demo.triton import STUB_SITE_ENV, libpython_dir, locate_triton, prepare_stub_python, server_env
 inst = locate_triton()
 stub = inst.stubs / f"{sys.version_info[0]}.{sys.version_info[1]}" / "triton_python_backend_stub" if inst.stubs else None
 print("tritonserver:", inst.binary, "| stub:", stub)
@@ -70,6 +79,10 @@ print("libpython:", libpython_dir(), sysconfig.get_config_var("INSTSONAME"))
 if stub:
     missing = [l for l in subprocess.run(["ldd", str(stub)], capture_output=True, text=True, env=server_env(inst)).stdout.splitlines() if "not found" in l]
     print("stub libraries not found:", missing or "none")
+stub_bin = prepare_stub_python(Path(os.environ[STUB_SITE_ENV]), Path(sys.argv[1])) if os.environ.get(STUB_SITE_ENV) else None
+seen = subprocess.run([str(stub_bin / "python3") if stub_bin else sys.executable, "-I", "-c", "import numpy; print(numpy.__version__, numpy.__file__)"],
+                      capture_output=True, text=True)
+print("numpy seen by the stub's Python:", (seen.stdout or seen.stderr).strip())
 EOF
 
 step "random-weight model (${MODEL_HIDDEN:-1024} hidden, ${MODEL_LAYERS:-8} layers)"

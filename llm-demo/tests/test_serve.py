@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest_triton import free_port, triton_options
@@ -18,7 +19,7 @@ from llm_demo.errors import ExitCode, LaunchError
 from llm_demo.events import read_events
 from llm_demo.paths import Workspace
 from llm_demo.serve import SERVE_STATE, group_pids, launch, port_in_use
-from llm_demo.triton import TlsOptions
+from llm_demo.triton import STUB_SITE_ENV, TlsOptions, prepare_stub_python
 
 runner = CliRunner()
 
@@ -122,3 +123,25 @@ def test_attach_records_an_external_server(tmp_path, start_triton):
     assert record["pgid"] == 0 and record["http_url"] == f"127.0.0.1:{opts.http_port}"
     down = runner.invoke(app, ["--root", str(root), "teardown", "--port-wait-s", "0.2"])
     assert down.exit_code == ExitCode.TEARDOWN and "ports still bound" in down.output
+
+
+def test_stub_python_needs_an_existing_stub_site(tmp_path) -> None:
+    with pytest.raises(LaunchError) as err:
+        prepare_stub_python(tmp_path / "missing", tmp_path / "stub-python")
+    assert err.value.exit_code == ExitCode.LAUNCH and STUB_SITE_ENV in err.value.message
+
+
+def test_launch_runs_the_stub_in_its_own_venv(tmp_path, start_triton, monkeypatch) -> None:
+    """With LLM_DEMO_STUB_SITE set, launch makes the stub's venv under the workspace cache and the
+    Python backend stub takes its interpreter from there (first on its PATH); BYTES still round-trip."""
+    ws = Workspace(tmp_path)
+    write_test_repository(ws.models_dir)
+    (tmp_path / "stub-site").mkdir()
+    monkeypatch.setenv(STUB_SITE_ENV, str(tmp_path / "stub-site"))
+    handle = start_triton(ws, triton_options(ws.models_dir))
+    assert TritonTextClient.for_server(handle, "grpc").generate("echo", "through the stub venv", 4).text == "through the stub venv "
+    stubs = [pid for pid in group_pids(handle.pgid) if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{stubs[0]}/environ").read_bytes().split(b"\0") if b"=" in item)
+    assert environ[b"PATH"].decode().split(":")[0] == str(ws.cache_dir / "triton-stub-python" / "bin")
+    pth = (ws.cache_dir / "triton-stub-python").glob("lib/python3*/site-packages/llm_demo_stub_site.pth")
+    assert next(pth).read_text().splitlines()[0] == str((tmp_path / "stub-site").resolve())

@@ -18,10 +18,19 @@ the same weights (golden samples rely on this).
 Decoupled mode (``model_transaction_policy { decoupled: true }``) answers through response senders
 and supports ``stream``; otherwise one response per request is returned and ``stream`` is an error.
 Per-request failures (bad input, too long prompt) become error responses; the model stays loaded.
+
+scikit-learn: transformers imports ``sklearn.metrics`` when it finds scikit-learn installed (only
+for assisted decoding, which this model never uses). The Triton 2.51 stub needs NumPy 1.x
+(llm_demo/triton.py), and a scikit-learn/SciPy built for NumPy 2 then fails to import (seen:
+``module 'numpy' has no attribute 'long'``), which would make every model class unloadable.
+``_hide_unusable_sklearn`` tries that import first and, if it fails, marks scikit-learn absent in
+this process so that transformers skips it.
 """
 
+import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -46,6 +55,25 @@ def _strings(request, name):
     return out
 
 
+def _hide_unusable_sklearn():
+    """Mark scikit-learn as not installed (``sys.modules["sklearn"] = None``, for which
+    ``importlib.util.find_spec`` answers None) when ``sklearn.metrics`` cannot be imported here,
+    dropping the half-imported sklearn/SciPy modules; return the import error, or None when
+    scikit-learn imports or is absent (already hidden included: transformers then skips it)."""
+    if importlib.util.find_spec("sklearn") is None:
+        return None
+    try:
+        import sklearn.metrics  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any failure makes transformers' own import fail
+        error = exc
+    else:
+        return None
+    for name in [n for n in sys.modules if n.split(".")[0] in ("sklearn", "scipy")]:
+        del sys.modules[name]
+    sys.modules["sklearn"] = None
+    return error
+
+
 def _text_response(text):
     tensor = pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))
     return pb_utils.InferenceResponse(output_tensors=[tensor])
@@ -53,6 +81,9 @@ def _text_response(text):
 
 class TritonPythonModel:
     def initialize(self, args):
+        sklearn_error = _hide_unusable_sklearn()
+        if sklearn_error is not None:
+            pb_utils.Logger.log_warn(f"llm-demo python runtime: scikit-learn hidden from transformers ({sklearn_error!r})")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
