@@ -51,9 +51,13 @@ CLI_DEFAULT_CYCLES = 3
 RAY_START_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
     "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-    "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "true",
 }
-"""Set (if unset) before this driver starts a local Ray; document them for `ray start` on clusters."""
+"""Set (if unset) before this driver starts a local Ray; document them for `ray start` on clusters.
+
+Not `RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`: with it, Ray 2.60 ignores
+SIGCHLD in the driver and every worker, so `subprocess` reports exit code 0 for every child there
+(a failed `nvcc`, `pip freeze` or engine build looks like success) for the rest of the process.
+docs/cluster.md says when to opt in on GPU nodes."""
 
 PROBE_TIMEOUT_S = 900.0
 """Longest wait for the backends' environments to be built and probed at pre-flight, s."""
