@@ -1,4 +1,5 @@
-"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts, GPU memory.
+"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts, GPU memory,
+and `EngineBackend`, the load / generate / prefill / unload cycle of an offline `LLM` engine.
 
 Both engines need a Hugging Face model directory (config.json, plus weights unless they load dummy
 weights). `ModelSource.prepare` gives them one for every kind of `ExperimentConfig.model`:
@@ -19,15 +20,23 @@ tokenizer of a built-in shape.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llem_ray.backends import shapes
-from llem_ray.backends.protocol import Prompt
+from llem_ray.backends.protocol import (
+    GenerationOutput,
+    ModelInfo,
+    Prompt,
+    RequestTiming,
+)
 from llem_ray.config.ssot import TORCH_DTYPES
 from llem_ray.errors import BackendError
 from llem_ray.measure.vram import architecture_config, count_parameters
@@ -154,3 +163,139 @@ def gpu_memory_used_mb(device: str) -> float | None:
     except Exception:  # MeterUnavailable (no NVML) or NVMLError (memory info not supported)
         return None
     return sum(used) / 2**20
+
+
+class EngineBackend:
+    """An offline `LLM` engine (vLLM, TensorRT-LLM), one model per instance. Raises BackendError.
+
+    Every prompt of a workload goes to `LLM.generate` at once, as token ids, and the engine batches
+    them. A subclass names the engine (`label`, in every error message), builds it (the `build`
+    given to `_start`) and supplies its sampling arguments (`_sampling`), per-request timing
+    (`_request_timing`) and shutdown (`_shutdown`); `_before_workload` and `_generate_extras` are
+    hooks that do nothing here.
+    """
+
+    label: str
+    """The engine's name in error messages ('vLLM', 'TensorRT-LLM')."""
+
+    def __init__(self) -> None:
+        self._engine: Any = None  # the engine's module: SamplingParams (and LLM) come from it
+        self._llm: Any = None
+        self._config: ExperimentConfig | None = None
+        self._source: ModelSource | None = None
+        self._tokenizer: Any = None
+        self._device = "cpu"
+
+    def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:
+        """Keyword arguments of the engine's `SamplingParams` for one workload (prefill: one token, no minimum)."""
+        raise NotImplementedError
+
+    def _request_timing(self, output: Any, batch_wall_s: float) -> RequestTiming:
+        """Timing of one of the engine's `RequestOutput`s; seconds."""
+        raise NotImplementedError
+
+    def _shutdown(self, llm: Any) -> None:
+        """Shut the engine `llm` (and its worker processes) down."""
+        raise NotImplementedError
+
+    def _before_workload(self) -> None:
+        """Called before each workload's timer starts (errors propagate unwrapped)."""
+
+    def _generate_extras(self) -> dict[str, Any]:
+        """Extra keyword arguments of `LLM.generate`."""
+        return {}
+
+    def _import(self, module: str, install_hint: str) -> Any:
+        """The engine module `module`; BackendError naming `install_hint` when it cannot be imported."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise BackendError(f"{self.label} is not installed in this environment ({exc}): {install_hint}") from exc
+
+    def _start(self, start_s: float, engine: Any, config: ExperimentConfig, device: str,
+               build: Callable[[ModelSource], list[str]]) -> ModelInfo:
+        """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request.
+
+        `start_s` is `time.perf_counter()` when loading began (load time covers the engine import).
+        Any failure unloads again and raises BackendError.
+        """
+        self._engine, self._config, self._device = engine, config, device
+        self._source = ModelSource.prepare(config)
+        notes = list(self._source.notes)
+        try:
+            notes += build(self._source)
+            self._run([list(WARMUP_PROMPT_IDS)], self._sampling(config, 2))
+        except BackendError:
+            self.unload()
+            raise
+        except Exception as exc:  # engines raise anything from ValueError to MPI and CUDA errors
+            self.unload()
+            raise BackendError(f"{self.label} could not load '{config.model}': {type(exc).__name__}: {exc}") from exc
+        return ModelInfo(
+            n_parameters=self._source.n_parameters or 0,
+            dtype=engine_dtype(config.precision),
+            device=device,
+            load_time_s=time.perf_counter() - start_s,
+            vocab_size=self._source.vocab_size,
+            notes=tuple(notes),
+        )
+
+    def _run(self, inputs: list[EngineInput], params: dict[str, Any]) -> tuple[list[Any], float]:
+        """(RequestOutputs in input order, wall time s) of one workload."""
+        if self._llm is None:
+            raise BackendError(f"the {self.label} backend has no engine loaded")
+        self._before_workload()
+        extra = self._generate_extras()
+        start_s = time.perf_counter()
+        try:
+            outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in inputs],
+                                         self._engine.SamplingParams(**params), use_tqdm=False, **extra)
+        except Exception as exc:
+            raise BackendError(f"{self.label} generate failed: {type(exc).__name__}: {exc}") from exc
+        return list(outputs), time.perf_counter() - start_s
+
+    def _loaded(self) -> ExperimentConfig:
+        """The loaded experiment's config. Raises BackendError when no engine is loaded."""
+        if self._llm is None or self._config is None:
+            raise BackendError(f"the {self.label} backend has no engine loaded")
+        return self._config
+
+    def _inputs(self, prompts: list[Prompt]) -> list[EngineInput]:
+        return encode_prompts(prompts, self._tokenizer, self._loaded().max_input_tokens)
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
+        """Run every prompt to completion in one workload (continuous / in-flight batching); blocks until done."""
+        inputs = self._inputs(prompts)
+        outputs, wall_s = self._run(inputs, self._sampling(self._loaded(), max_new_tokens))
+        requests = [self._request_timing(o, wall_s) for o in outputs]
+        return GenerationOutput(
+            input_tokens=sum(len(ids) for ids in inputs),
+            output_tokens=sum(r.output_tokens for r in requests),
+            batch_latencies_s=[wall_s],
+            requests=requests,
+        )
+
+    def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
+        """Prefill every prompt (the engine samples the one token a prefill step yields; it is not counted)."""
+        inputs = self._inputs(prompts)
+        _, wall_s = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
+        return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
+
+    def peak_memory_mb(self) -> float | None:
+        """GPU memory in use on the visible GPUs (the engine reserves its KV-cache pool at load), MiB; None on CPU."""
+        return gpu_memory_used_mb(self._device)
+
+    def unload(self) -> None:
+        """Shut the engine down (`_shutdown`) and remove temporary files; safe to call twice."""
+        llm, self._llm = self._llm, None
+        self._tokenizer = None
+        try:
+            if llm is not None:
+                self._shutdown(llm)
+        except Exception as exc:
+            raise BackendError(f"{self.label} shutdown failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            del llm
+            if self._source is not None:
+                self._source.cleanup()
+                self._source = None

@@ -36,16 +36,19 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.backends.engine_common import (
-    WARMUP_PROMPT_IDS, ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb,
-)
-from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
+from llem_ray.backends.engine_common import EngineBackend, ModelSource, engine_dtype
+from llem_ray.backends.protocol import ModelInfo, RequestTiming
 from llem_ray.backends.trt_engine_cache import EngineCache, engine_key, model_identity
 from llem_ray.config.backends import TensorRTConfig
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
+
+INSTALL_HINT = ("pip install 'llem-ray[tensorrt]' (NVIDIA's index), use the nvcr.io/nvidia/tensorrt-llm/release "
+                "container, or give tensorrt experiments their own Ray runtime_env (runtime_envs.tensorrt, "
+                "docs/backends.md)")
+"""How to get TensorRT-LLM, in the BackendError of a missing one."""
 
 ENGINE_RUNTIME_MAX_VERSION = (1, 2)
 """Newest TRT-LLM (major, minor) whose LLM API still builds TensorRT engines."""
@@ -226,32 +229,21 @@ def load_engine_llm(llm_cls: Any, kwargs: dict[str, Any], key: str | None, cache
     return llm, [f"TensorRT engine built and cached at {path}"]
 
 
-class TensorRTBackend:
+class TensorRTBackend(EngineBackend):
     """TensorRT-LLM `LLM` API, one model per instance (see module docstring). Raises BackendError."""
 
     name = "tensorrt"
+    label = "TensorRT-LLM"
 
     def __init__(self, engine_cache: EngineCache | None = None) -> None:
+        super().__init__()
         self._cache = engine_cache or EngineCache()
-        self._trtllm: Any = None
-        self._llm: Any = None
-        self._config: ExperimentConfig | None = None
-        self._source: ModelSource | None = None
-        self._tokenizer: Any = None
-        self._device = "cpu"
 
     def load(self, config: ExperimentConfig, device: str) -> ModelInfo:
         """Start TRT-LLM for `config` on every visible GPU, then run one kernel warm-up request."""
         start_s = time.perf_counter()
-        try:
-            import tensorrt_llm
-            from tensorrt_llm import llmapi
-        except ImportError as exc:
-            raise BackendError(
-                f"TensorRT-LLM is not installed in this environment ({exc}): pip install 'llem-ray[tensorrt]' "
-                "(NVIDIA's index), use the nvcr.io/nvidia/tensorrt-llm/release container, or give tensorrt "
-                "experiments their own Ray runtime_env (runtime_envs.tensorrt, docs/backends.md)"
-            ) from exc
+        tensorrt_llm = self._import("tensorrt_llm", INSTALL_HINT)
+        llmapi = self._import("tensorrt_llm.llmapi", INSTALL_HINT)
         version = str(getattr(tensorrt_llm, "__version__", "0.0"))
         engine = (config.tensorrt or TensorRTConfig()).runtime == "engine"
         if engine and version_tuple(version) > ENGINE_RUNTIME_MAX_VERSION:
@@ -260,38 +252,25 @@ class TensorRTBackend:
         if engine and config.weights == "random":
             raise BackendError("tensorrt.runtime 'engine' builds from a checkpoint: use weights: pretrained "
                                "or runtime: pytorch (dummy weights)")
-        self._trtllm, self._config, self._device = tensorrt_llm, config, device
-        self._source = ModelSource.prepare(config)
-        notes = list(self._source.notes)
-        try:
-            kwargs = llm_kwargs(config, self._source, llmapi, version)
-            if engine:
-                self._llm, engine_notes = self._load_engine(kwargs, config, version)
-                notes += engine_notes
-            else:
-                self._llm = tensorrt_llm.LLM(**kwargs)
-            self._tokenizer = getattr(self._llm, "tokenizer", None) if self._source.needs_tokenizer else None
-            self._run([list(WARMUP_PROMPT_IDS)], sampling_kwargs(config, self._source, 2))
-        except BackendError:
-            self.unload()
-            raise
-        except Exception as exc:  # TRT-LLM raises anything from ValueError to MPI and CUDA errors
-            self.unload()
-            raise BackendError(f"TensorRT-LLM could not load '{config.model}': {type(exc).__name__}: {exc}") from exc
-        return ModelInfo(
-            n_parameters=self._source.n_parameters or 0,
-            dtype=engine_dtype(config.precision),
-            device=device,
-            load_time_s=time.perf_counter() - start_s,
-            vocab_size=self._source.vocab_size,
-            notes=tuple(notes),
-        )
+        return self._start(start_s, tensorrt_llm, config, device,
+                           lambda source: self._build(config, source, llmapi, version, engine))
+
+    def _build(self, config: ExperimentConfig, source: ModelSource, llmapi: Any, version: str,
+               engine: bool) -> list[str]:
+        kwargs = llm_kwargs(config, source, llmapi, version)
+        notes: list[str] = []
+        if engine:
+            self._llm, notes = self._load_engine(kwargs, config, version)
+        else:
+            self._llm = self._engine.LLM(**kwargs)
+        self._tokenizer = getattr(self._llm, "tokenizer", None) if source.needs_tokenizer else None
+        return notes
 
     def _load_engine(self, kwargs: dict[str, Any], config: ExperimentConfig, version: str) -> tuple[Any, list[str]]:
         try:
             from tensorrt_llm._tensorrt_engine import LLM as engine_llm_cls
         except ImportError:  # before 1.0 the default LLM built TensorRT engines
-            engine_llm_cls = self._trtllm.LLM
+            engine_llm_cls = self._engine.LLM
         from llem_ray.measure.vram import architecture_config
 
         capability = compute_capability()
@@ -303,59 +282,12 @@ class TensorRTBackend:
                     "tensorrt": trt_version, "tensorrt_llm": version}
         return load_engine_llm(engine_llm_cls, kwargs, key, self._cache, manifest)
 
-    def _run(self, inputs: list[list[int]], params: dict[str, Any]) -> tuple[list[Any], float]:
-        """(RequestOutputs in input order, wall time s) of one workload."""
-        if self._llm is None:
-            raise BackendError("the TensorRT-LLM backend has no engine loaded")
-        start_s = time.perf_counter()
-        try:
-            outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in inputs],
-                                         self._trtllm.SamplingParams(**params), use_tqdm=False)
-        except Exception as exc:
-            raise BackendError(f"TensorRT-LLM generate failed: {type(exc).__name__}: {exc}") from exc
-        return list(outputs), time.perf_counter() - start_s
+    def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:
+        return sampling_kwargs(config, self._source, max_tokens, prefill=prefill)
 
-    def _loaded(self) -> ExperimentConfig:
-        """The loaded experiment's config. Raises BackendError when no engine is loaded."""
-        if self._llm is None or self._config is None:
-            raise BackendError("the TensorRT-LLM backend has no engine loaded")
-        return self._config
+    def _request_timing(self, output: Any, batch_wall_s: float) -> RequestTiming:
+        return request_timing(output, batch_wall_s)
 
-    def _inputs(self, prompts: list[Prompt]) -> list[list[int]]:
-        return encode_prompts(prompts, self._tokenizer, self._loaded().max_input_tokens)
-
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
-        """Run every prompt to completion in one in-flight-batching workload; blocks until done."""
-        inputs = self._inputs(prompts)
-        outputs, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), self._source, max_new_tokens))
-        requests = [request_timing(o, wall_s) for o in outputs]
-        return GenerationOutput(
-            input_tokens=sum(len(ids) for ids in inputs),
-            output_tokens=sum(r.output_tokens for r in requests),
-            batch_latencies_s=[wall_s],
-            requests=requests,
-        )
-
-    def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
-        """Prefill every prompt (the one token a context step yields is not counted)."""
-        inputs = self._inputs(prompts)
-        _, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), self._source, 1, prefill=True))
-        return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
-
-    def peak_memory_mb(self) -> float | None:
-        """GPU memory in use on the visible GPUs (TRT-LLM reserves its KV pool at load), MiB; None on CPU."""
-        return gpu_memory_used_mb(self._device)
-
-    def unload(self) -> None:
-        """`llm.shutdown()` (ends the MPI workers) and remove temporary files; safe to call twice."""
-        llm, self._llm = self._llm, None
-        self._tokenizer = None
-        try:
-            if llm is not None:
-                llm.shutdown()
-        except Exception as exc:
-            raise BackendError(f"TensorRT-LLM shutdown failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if self._source is not None:
-                self._source.cleanup()
-                self._source = None
+    def _shutdown(self, llm: Any) -> None:
+        """`llm.shutdown()`: ends the MPI workers."""
+        llm.shutdown()

@@ -35,10 +35,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.backends.engine_common import (
-    WARMUP_PROMPT_IDS, ModelSource, encode_prompts, engine_dtype, gpu_memory_used_mb,
-)
-from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
+from llem_ray.backends.engine_common import EngineBackend, ModelSource, engine_dtype
+from llem_ray.backends.protocol import ModelInfo, RequestTiming
 from llem_ray.config.backends import VLLMConfig
 from llem_ray.errors import BackendError
 
@@ -115,122 +113,63 @@ def request_timing(output: Any, batch_wall_s: float) -> RequestTiming:
     return RequestTiming(latency_s=ttft_s + span_s, output_tokens=tokens, ttft_s=ttft_s, itl_s=itl_s)
 
 
-class VLLMBackend:
+class VLLMBackend(EngineBackend):
     """vLLM offline engine, one model per instance (see module docstring). Raises BackendError."""
 
     name = "vllm"
+    label = "vLLM"
 
     def __init__(self) -> None:
-        self._vllm: Any = None
-        self._llm: Any = None
-        self._config: ExperimentConfig | None = None
-        self._source: ModelSource | None = None
-        self._tokenizer: Any = None
+        super().__init__()
         self._lora_request: Any = None
-        self._device = "cpu"
 
     def load(self, config: ExperimentConfig, device: str) -> ModelInfo:
         """Start the vLLM engine for `config` on every visible GPU, then run one kernel warm-up request."""
         start_s = time.perf_counter()
-        try:
-            import vllm
-        except ImportError as exc:
-            raise BackendError(
-                f"vLLM is not installed in this environment ({exc}): pip install 'llem-ray[vllm]', or give "
-                "vllm experiments their own Ray runtime_env (runtime_envs.vllm, docs/backends.md)"
-            ) from exc
+        vllm = self._import("vllm", "pip install 'llem-ray[vllm]', or give vllm experiments their own Ray "
+                                    "runtime_env (runtime_envs.vllm, docs/backends.md)")
         if config.lora is not None and config.lora.merge:
             raise BackendError("lora.merge is not supported by vLLM (it applies adapters at run time): set merge: false")
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        self._vllm, self._config, self._device = vllm, config, device
-        self._source = ModelSource.prepare(config)
-        try:
-            self._llm = vllm.LLM(**engine_kwargs(config, self._source, device))
-            if self._source.needs_tokenizer:
-                self._tokenizer = self._llm.get_tokenizer()
-            if config.lora is not None:
-                from vllm.lora.request import LoRARequest
+        return self._start(start_s, vllm, config, device, lambda source: self._build(config, source, device))
 
-                self._lora_request = LoRARequest("llem-adapter", 1, config.lora.adapter)
-            self._run([list(WARMUP_PROMPT_IDS)], sampling_kwargs(config, 2))
-        except BackendError:
-            self.unload()
-            raise
-        except Exception as exc:  # engine start-up raises anything from ValueError to CUDA errors
-            self.unload()
-            raise BackendError(f"vLLM could not load '{config.model}': {type(exc).__name__}: {exc}") from exc
-        return ModelInfo(
-            n_parameters=self._source.n_parameters or 0,
-            dtype=engine_dtype(config.precision),
-            device=device,
-            load_time_s=time.perf_counter() - start_s,
-            vocab_size=self._source.vocab_size,
-            notes=tuple(self._source.notes),
-        )
+    def _build(self, config: ExperimentConfig, source: ModelSource, device: str) -> list[str]:
+        self._llm = self._engine.LLM(**engine_kwargs(config, source, device))
+        if source.needs_tokenizer:
+            self._tokenizer = self._llm.get_tokenizer()
+        if config.lora is not None:
+            from vllm.lora.request import LoRARequest
 
-    def _run(self, inputs: list[list[int]], params: dict[str, Any]) -> tuple[list[Any], float]:
-        """(RequestOutputs in input order, wall time s) of one workload; the prefix cache is cleared first."""
-        if self._llm is None:
-            raise BackendError("the vLLM backend has no engine loaded")
+            self._lora_request = LoRARequest("llem-adapter", 1, config.lora.adapter)
+        return []
+
+    def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:
+        return sampling_kwargs(config, max_tokens, prefill=prefill)
+
+    def _request_timing(self, output: Any, batch_wall_s: float) -> RequestTiming:
+        return request_timing(output, batch_wall_s)
+
+    def _before_workload(self) -> None:
+        """Clear the prefix cache, so warm-up prompts never make a measured prefill cheaper."""
         reset = getattr(self._llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()
-        extra = {"lora_request": self._lora_request} if self._lora_request is not None else {}
-        start_s = time.perf_counter()
-        try:
-            outputs = self._llm.generate(
-                [{"prompt_token_ids": ids} for ids in inputs], self._vllm.SamplingParams(**params), use_tqdm=False,
-                **extra,
-            )
-        except Exception as exc:
-            raise BackendError(f"vLLM generate failed: {type(exc).__name__}: {exc}") from exc
-        return list(outputs), time.perf_counter() - start_s
 
-    def _loaded(self) -> ExperimentConfig:
-        """The loaded experiment's config. Raises BackendError when no engine is loaded."""
-        if self._llm is None or self._config is None:
-            raise BackendError("the vLLM backend has no engine loaded")
-        return self._config
+    def _generate_extras(self) -> dict[str, Any]:
+        return {"lora_request": self._lora_request} if self._lora_request is not None else {}
 
-    def _inputs(self, prompts: list[Prompt]) -> list[list[int]]:
-        return encode_prompts(prompts, self._tokenizer, self._loaded().max_input_tokens)
-
-    def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
-        """Run every prompt to completion in one continuous-batching workload; blocks until done."""
-        inputs = self._inputs(prompts)
-        outputs, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), max_new_tokens))
-        requests = [request_timing(o, wall_s) for o in outputs]
-        return GenerationOutput(
-            input_tokens=sum(len(ids) for ids in inputs),
-            output_tokens=sum(r.output_tokens for r in requests),
-            batch_latencies_s=[wall_s],
-            requests=requests,
-        )
-
-    def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
-        """Prefill every prompt (vLLM samples the one token a prefill step yields; it is not counted)."""
-        inputs = self._inputs(prompts)
-        _, wall_s = self._run(inputs, sampling_kwargs(self._loaded(), 1, prefill=True))
-        return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
-
-    def peak_memory_mb(self) -> float | None:
-        """GPU memory in use on the visible GPUs (vLLM reserves its pool at load), MiB; None on CPU."""
-        return gpu_memory_used_mb(self._device)
+    def _shutdown(self, llm: Any) -> None:
+        shutdown = getattr(llm, "shutdown", None) or getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
     def unload(self) -> None:
-        """Shut the engine (and its worker processes) down and remove temporary files; safe to call twice."""
-        llm, self._llm = self._llm, None
-        self._tokenizer = self._lora_request = None
+        """Shut the engine (and its worker processes) down and remove temporary files; safe to call twice.
+
+        The LoRA request is dropped too, and a garbage collection frees the engine's last references.
+        """
+        self._lora_request = None
         try:
-            if llm is not None:
-                shutdown = getattr(llm, "shutdown", None) or getattr(getattr(llm, "llm_engine", None), "shutdown", None)
-                if shutdown is not None:
-                    shutdown()
-        except Exception as exc:
-            raise BackendError(f"vLLM shutdown failed: {type(exc).__name__}: {exc}") from exc
+            super().unload()
         finally:
-            del llm
             gc.collect()
-            if self._source is not None:
-                self._source.cleanup()
-                self._source = None

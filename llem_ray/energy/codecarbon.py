@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from llem_ray.energy.devices import nvml
 from llem_ray.energy.nvml import NVMLMeter
 from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+from llem_ray.energy.sampler import Sampler
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import EnergyConfig
@@ -48,41 +48,19 @@ J_PER_KWH = 3.6e6
 _TASK = "llem-segment"
 
 
-class _HostSampler:
-    """Thread sampling host CPU utilisation and used memory as PowerSamples of device "cpu"."""
+def _host_sampler() -> Sampler:
+    """Sampler of host CPU utilisation (%) and used memory (MiB) as PowerSamples of device "cpu"."""
+    import psutil
 
-    def __init__(self) -> None:
-        import psutil
+    def read() -> list[PowerSample]:
+        return [PowerSample(
+            t_s=time.time(), device_uuid=CPU_DEVICE, power_w=None,
+            utilization_pct=psutil.cpu_percent(None),
+            memory_used_mb=psutil.virtual_memory().used / 2**20,
+        )]
 
-        self._psutil = psutil
-        self._samples: list[PowerSample] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _loop(self, interval_s: float) -> None:
-        self._psutil.cpu_percent(None)  # the first call only starts the measurement interval
-        while not self._stop.wait(interval_s):
-            self._samples.append(PowerSample(
-                t_s=time.time(), device_uuid=CPU_DEVICE, power_w=None,
-                utilization_pct=self._psutil.cpu_percent(None),
-                memory_used_mb=self._psutil.virtual_memory().used / 2**20,
-            ))
-
-    def start_sampling(self, hz: float) -> None:
-        self._samples, self._stop = [], threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(1.0 / hz,), name="llem-host-sampler", daemon=True)
-        self._thread.start()
-
-    def stop_sampling(self) -> list[PowerSample]:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-        samples, self._samples = self._samples, []
-        return samples
-
-    def close(self) -> None:
-        self.stop_sampling()
+    # priming: the first cpu_percent call only starts the measurement interval
+    return Sampler(read, "llem-host-sampler", prime=lambda: psutil.cpu_percent(None))
 
 
 class CodeCarbonMeter:
@@ -99,7 +77,7 @@ class CodeCarbonMeter:
         if not device_uuids and (config is None or config.backend != "codecarbon"):
             raise MeterUnavailable("no GPU is bound (running on CPU); CodeCarbon estimates CPU and RAM energy "
                                    "only when energy.backend is 'codecarbon'")
-        self._sampler: NVMLMeter | _HostSampler | None
+        self._sampler: NVMLMeter | Sampler | None
         if device_uuids:
             lib = nvml()
             try:
@@ -113,7 +91,7 @@ class CodeCarbonMeter:
             self.device_uuids = list(device_uuids)
             trackers = {u: self._tracker([index], country_iso_code) for u, index in gpu_ids.items()}
         else:
-            self._sampler = _HostSampler()
+            self._sampler = _host_sampler()
             self.device_uuids = [CPU_DEVICE]
             trackers = {CPU_DEVICE: self._tracker(None, country_iso_code)}
         self._trackers: dict[str, Any] = trackers

@@ -13,12 +13,12 @@ a GPU has no energy counter (pre-Volta).
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from llem_ray.energy.devices import nvml
 from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+from llem_ray.energy.sampler import Sampler
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import EnergyConfig
@@ -67,12 +67,10 @@ class NVMLMeter:
                 raise MeterUnavailable(f"GPU {uuid}: no NVML energy counter ({exc})") from None
             self._handles[uuid] = handle
         self._windows: dict[str, tuple[float, dict[str, int]]] = {}
-        self._samples: list[PowerSample] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._reasons_fn = getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
             self._nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"
         )
+        self._sampler = Sampler(self.sample_once, "llem-nvml-sampler")
 
     def _counters_mj(self) -> dict[str, int]:
         return {u: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for u, h in self._handles.items()}
@@ -119,32 +117,17 @@ class NVMLMeter:
             )
         return out
 
-    def _loop(self, interval_s: float) -> None:
-        next_t = time.perf_counter()
-        while not self._stop.is_set():
-            self._samples.extend(self.sample_once())
-            next_t += interval_s
-            self._stop.wait(max(0.0, next_t - time.perf_counter()))
-
     def start_sampling(self, hz: float) -> None:
-        """Start the sampler thread at `hz` readings per second per GPU (daemon thread)."""
-        if self._thread is not None:
-            raise RuntimeError("sampler already running")
-        self._samples = []
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(1.0 / hz,), name="llem-nvml-sampler", daemon=True)
-        self._thread.start()
+        """Start the sampler thread at `hz` readings per second per GPU (daemon thread).
+
+        RuntimeError if it is already running.
+        """
+        self._sampler.start_sampling(hz)
 
     def stop_sampling(self) -> list[PowerSample]:
         """Stop the sampler and return its samples, oldest first ([] if it was not running)."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-        samples, self._samples = self._samples, []
-        return samples
+        return self._sampler.stop_sampling()
 
     def close(self) -> None:
         """Stop sampling; NVML stays initialised for the process (other meters may share it)."""
-        self.stop_sampling()
-
+        self._sampler.close()
