@@ -80,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--gpus-per-node", type=int, default=2)
+    parser.add_argument("--cpus-per-node", type=int, default=8, help="logical CPUs (a GPU node has many per GPU)")
     parser.add_argument("--experiments", type=int, default=64)
     parser.add_argument("--duration", type=float, default=30.0, help="measured window of each experiment, s")
     parser.add_argument("--speedup-experiments", type=int, default=16)
@@ -90,7 +91,7 @@ def main() -> None:
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     for _ in range(args.nodes):
-        cluster.add_node(num_cpus=args.gpus_per_node, num_gpus=args.gpus_per_node)
+        cluster.add_node(num_cpus=args.cpus_per_node, num_gpus=args.gpus_per_node)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
     try:
@@ -99,13 +100,14 @@ def main() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False)
+    ray.init(num_cpus=args.cpus_per_node, num_gpus=1, include_dashboard=False)
     try:
         one = measure(args.speedup_experiments, args.speedup_duration, 1, args.output)
     finally:
         ray.shutdown()
 
-    print(f"cluster: {args.nodes} nodes x {args.gpus_per_node} logical GPUs = {gpus} GPUs (simulated, 127.0.0.1)")
+    print(f"cluster: {args.nodes} nodes x {args.gpus_per_node} logical GPUs ({args.cpus_per_node} logical CPUs) "
+          f"= {gpus} GPUs (simulated on {os.cpu_count()} cores, 127.0.0.1)")
     print(f"sweep: {args.experiments} experiments x {args.duration:g} s measured window")
     print(f"  makespan                         {sweep['makespan_s']:8.1f} s")
     print(f"  makespan / (sum nominal / {gpus})    {sweep['ratio_nominal']:8.3f}   (target <= 1.05)")

@@ -165,7 +165,7 @@ def _connect(options: StudyOptions) -> bool:
 
 def _preflight(study: StudyConfig, items: list[WorkItem], policy: Policy) -> ClusterInventory:
     inventory = ClusterInventory.from_ray()
-    shapes = {i.name: shape_for(i.config, policy.isolation, inventory) for i in items}  # type: ignore[arg-type]
+    shapes = {i.name: shape_for(i.config, policy.isolation, inventory) for i in items}
     problems = feasibility_problems(shapes, inventory) + runtime_env.static_problems(study)
     if not problems:
         problems = runtime_env.probe_problems(study, inventory, PROBE_TIMEOUT_S)

@@ -40,6 +40,13 @@ class Progress:
         self._bar.close()
 
 
+def clock_text(seconds: float) -> str:
+    """A countdown as M:SS or H:MM:SS (rounded up to whole seconds)."""
+    seconds = int(seconds + 0.999)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:d}:{rest % 60:02d}"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 

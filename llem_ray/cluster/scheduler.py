@@ -21,15 +21,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from llem_ray.cluster.placement import ClusterInventory, Slot, SlotShape, actor_options, create_slot, release, shape_for
 from llem_ray.cluster.plan import WorkItem
-from llem_ray.cluster.progress import Progress
-from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor
+from llem_ray.cluster.progress import Progress, clock_text
+from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
 from llem_ray.errors import StudyError
 from llem_ray.results.manifest import AttemptRecord, utc_now
 
@@ -55,7 +56,7 @@ class Policy:
     timeout_s: float
     max_retries: int
     circuit_breaker: int
-    isolation: str
+    isolation: Literal["gpu", "node"]
     cycle_starts: dict[int, datetime] = field(default_factory=dict)
 
 
@@ -114,12 +115,13 @@ class Scheduler:
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
         self.inventory = ClusterInventory.from_ray()
-        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.inventory) for i in items}  # type: ignore[arg-type]
+        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.inventory) for i in items}
         self.slots: list[Slot] = []
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
         self.pg_refs: dict[Any, Slot] = {}
         self.drain_refs: dict[Any, tuple[Slot, float]] = {}
+        self.record_refs: dict[Any, tuple[str, float]] = {}
         self.baselines: dict[BaselineKey, CachedBaseline] = {}
         self.calls: list[Any] = []
         self.report = Report()
@@ -133,7 +135,7 @@ class Scheduler:
         unplaceable work, results actor unresponsive); KeyboardInterrupt passes through. Either way
         running actors are killed and their entries set back to pending first."""
         try:
-            while self.queue or self.running:
+            while self.queue or self.running or self.record_refs:
                 now = time.monotonic()
                 self._refresh_inventory(now)
                 self._dispatch(now)
@@ -154,7 +156,7 @@ class Scheduler:
         return self.report
 
     def _wait_and_handle(self, now: float) -> None:
-        refs = [*self.pg_refs, *self.where_refs, *self.running, *self.drain_refs]
+        refs = [*self.pg_refs, *self.where_refs, *self.running, *self.drain_refs, *self.record_refs]
         timeout_s = min(max(self._next_wakeup(now) - now, 0.01), MAX_WAIT_S)
         if not refs:
             time.sleep(timeout_s)
@@ -172,11 +174,13 @@ class Scheduler:
         for ref in [r for r in self.drain_refs if r in ready_set]:
             slot, _ = self.drain_refs.pop(ref)
             slot.state = "idle"
+        for ref in [r for r in self.record_refs if r in ready_set]:
+            self._on_recorded(self.record_refs.pop(ref)[0], ref)
 
     def _next_wakeup(self, now: float) -> float:
         times = [now + MAX_WAIT_S]
         times += [a.deadline_s if not a.killed else a.killed_s + KILL_GRACE_S for a in self.running.values()]
-        times += [deadline for _, deadline in self.drain_refs.values()]
+        times += [deadline for _, deadline in [*self.drain_refs.values(), *self.record_refs.values()]]
         if self.queue:
             head = self.queue[0]
             times += [
@@ -346,6 +350,9 @@ class Scheduler:
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
+        env = self.runtime_envs.get(attempt.item.config.backend)
+        target = NodeAffinitySchedulingStrategy(info.node_id, soft=True)
+        prewarm.options(scheduling_strategy=target, **({"runtime_env": env} if env else {})).remote()
 
     def _on_run(self, attempt: Attempt, ref: Any) -> None:
         self.where_refs.pop(attempt.where_ref, None)
@@ -356,20 +363,30 @@ class Scheduler:
             return
         record = attempt.record.model_copy(update={"ended_at": utc_now(), "gpu_pids_seen": outcome.gpu_pids_seen})
         self.baselines.update(outcome.new_baselines)
-        key = attempt.item.key
-        try:
-            ray.get(self.collector.record.remote(key, outcome.result, outcome.timeseries, record), timeout=COLLECTOR_TIMEOUT_S)
-        except GetTimeoutError as exc:
-            raise StudyError(f"the results actor did not store {key} within {COLLECTOR_TIMEOUT_S:.0f} s") from exc
-        self.report.completed.append(key)
         self.consecutive_failures = 0
-        self.progress.advance()
         self._drain(attempt)
+        store = self.collector.record.remote(attempt.item.key, outcome.result, outcome.timeseries, record)
+        self.record_refs[store] = (attempt.item.key, time.monotonic() + COLLECTOR_TIMEOUT_S)
+
+    def _on_recorded(self, key: str, ref: Any) -> None:
+        """The results actor stored `key` (result directory, part file, manifest): it is completed."""
+        try:
+            ray.get(ref)
+        except Exception as exc:
+            raise StudyError(f"the results actor could not store {key}: {describe(exc)}") from exc
+        self.report.completed.append(key)
+        self.progress.advance()
 
     def _drain(self, attempt: Attempt) -> None:
-        """Let the attempt's actor exit; its slot becomes idle once it is gone (Ray #44821)."""
+        """End the attempt's actor; its slot becomes idle once Ray reports it gone (Ray #44821).
+
+        The experiment has unloaded its backend and closed its meter already; engine child
+        processes die with the actor (raylet sub-reaper). `__ray_terminate__` after `ray.kill`
+        resolves, with ActorDiedError, only once the actor is dead, whichever of the two lands first.
+        """
         slot = attempt.slot
         slot.state, slot.last_end_s, slot.last_cycle = "draining", time.monotonic(), attempt.item.cycle
+        ray.kill(attempt.actor, no_restart=True)
         self.drain_refs[attempt.actor.__ray_terminate__.remote()] = (slot, time.monotonic() + KILL_GRACE_S)
 
     def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool) -> None:
@@ -413,9 +430,16 @@ class Scheduler:
         for ref, (slot, deadline_s) in list(self.drain_refs.items()):
             if now > deadline_s:
                 self._drop(slot)
+        for key, deadline_s in self.record_refs.values():
+            if now > deadline_s:
+                raise StudyError(f"the results actor did not store {key} within {COLLECTOR_TIMEOUT_S:.0f} s")
 
     # ---- stopping and display ---------------------------------------------------------------------
     def _stop(self, reason: str) -> None:
+        try:  # results that arrived are stored before anything is marked
+            ray.get(list(self.record_refs), timeout=COLLECTOR_TIMEOUT_S)
+        except Exception:  # a result not stored stays running in the manifest: a resume re-runs it
+            pass
         keys = [a.item.key for a in self.running.values()]
         for attempt in self.running.values():
             ray.kill(attempt.actor, no_restart=True)
@@ -432,7 +456,7 @@ class Scheduler:
         head = self.queue[0]
         cycle_wait_s = self._cycle_wait_s(head)
         if cycle_wait_s > 0:
-            return f"cycle {head.cycle} starts in {_clock(cycle_wait_s)}"
+            return f"cycle {head.cycle} starts in {clock_text(cycle_wait_s)}"
         gaps = (self.policy.config_gap_s, self.policy.cycle_gap_s)
         resting = [s for s in self.slots if s.state == "idle" and s.shape == self.shapes[head.key]]
         if not resting:
@@ -442,10 +466,5 @@ class Scheduler:
         if wait_s <= 0:
             return ""
         kind = "cycle gap" if soonest.last_cycle != head.cycle else "gap"
-        return f"{kind}: next in {_clock(wait_s)}"
+        return f"{kind}: next in {clock_text(wait_s)}"
 
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds + 0.999)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:d}:{rest % 60:02d}"

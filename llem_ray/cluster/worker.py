@@ -177,6 +177,18 @@ def foreign_process_warning(seen: set[int], own: set[int]) -> str | None:
     )
 
 
+@ray.remote(num_cpus=0, num_gpus=0, max_retries=0)
+def prewarm() -> int:
+    """Do nothing in a pooled worker of this node and return its pid.
+
+    Run on the node of a busy slot while its experiment measures, it leaves an idle worker process
+    there with Ray and this module already imported, from which Ray starts the slot's next
+    `ExperimentActor` instead of a cold Python process (Ray keeps idle workers up to the node's
+    CPU count). The worker sees no GPU and imports nothing heavy.
+    """
+    return os.getpid()
+
+
 @ray.remote(max_restarts=0, max_task_retries=0)
 class ExperimentActor:
     """Runs one experiment attempt in a fresh process (see module docstring). Created by the driver."""
