@@ -1,12 +1,12 @@
 """The scheduling loop of a study: work items onto GPU slots, with deadlines, retries and gaps.
 
 One loop on `ray.wait` (always with a finite timeout: `timeout=None` silently returns after 10^6 s,
-Ray #44909) over four kinds of refs: placement groups becoming ready, actors reporting where they
-run, experiment results, and killed actors being gone. Each turn it:
+Ray #44909) over placement groups becoming ready, actors reporting where they run, experiment
+results, results stored by the results actor, and ended actors being gone. Each turn it:
 1. dispatches queue items strictly in run order onto idle slots of their shape whose per-GPU gap
    has passed (`config_gap_s` after an experiment of the same cycle, `cycle_gap_s` across cycles);
-2. creates placement groups for items no slot can serve while the cluster has free GPUs, so the
-   other GPUs keep working while one rests;
+2. has the slot pool (slots.py) create placement groups for items no slot can serve while the
+   cluster has free GPUs, so the other GPUs keep working while one rests;
 3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
 4. on failure (exception, crash, deadline, lost node) re-queues the item at the head of the queue
    until it has had `1 + max_retries` attempts in this run, then marks it failed; after
@@ -27,9 +27,10 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from llem_ray.cluster.placement import ClusterInventory, Slot, SlotShape, actor_options, create_slot, release, shape_for
+from llem_ray.cluster.placement import Slot, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
+from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
 from llem_ray.errors import StudyError
 from llem_ray.results.manifest import AttemptRecord, utc_now
@@ -38,8 +39,6 @@ KILL_GRACE_S = 30.0
 """How long a killed or terminating actor may take to be reported gone before its slot is dropped, s."""
 COLLECTOR_TIMEOUT_S = 120.0
 """Longest wait for the results actor to store one result, s."""
-INVENTORY_REFRESH_S = 2.0
-"""How often the list of alive nodes is re-read, s."""
 MAX_WAIT_S = 1.0
 """Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
 ACTOR_START_TIMEOUT_S = 600.0
@@ -114,19 +113,15 @@ class Scheduler:
         self.progress = progress
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
-        self.inventory = ClusterInventory.from_ray()
-        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.inventory) for i in items}
-        self.slots: list[Slot] = []
+        self.pool = SlotPool(policy.config_gap_s, policy.cycle_gap_s)
+        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.pool.inventory) for i in items}
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
-        self.pg_refs: dict[Any, Slot] = {}
-        self.drain_refs: dict[Any, tuple[Slot, float]] = {}
         self.record_refs: dict[Any, tuple[str, float]] = {}
         self.baselines: dict[BaselineKey, CachedBaseline] = {}
         self.calls: list[Any] = []
         self.report = Report()
         self.consecutive_failures = 0
-        self._inventory_s = time.monotonic()
         self._stalled_since: float | None = None
 
     # ---- the loop -------------------------------------------------------------------------
@@ -137,10 +132,11 @@ class Scheduler:
         try:
             while self.queue or self.running or self.record_refs:
                 now = time.monotonic()
-                self._refresh_inventory(now)
+                self.pool.refresh(now)
                 self._dispatch(now)
-                self._provision()
-                self._release_unneeded(now)
+                self.pool.provision(((self.shapes[i.key], i.cycle) for i in self.queue), now)
+                head = self.shapes[self.queue[0].key] if self.queue else None
+                self.pool.release_unneeded({self.shapes[i.key] for i in self.queue}, head, now)
                 self._enforce_deadlines(now)
                 self._check_stall(now)
                 self._wait_and_handle(now)
@@ -150,13 +146,11 @@ class Scheduler:
             self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
             raise
         finally:
-            for slot in self.slots:
-                release(slot)
-            self.slots.clear()
+            self.pool.release_all()
         return self.report
 
     def _wait_and_handle(self, now: float) -> None:
-        refs = [*self.pg_refs, *self.where_refs, *self.running, *self.drain_refs, *self.record_refs]
+        refs = [*self.pool.refs(), *self.where_refs, *self.running, *self.record_refs]
         timeout_s = min(max(self._next_wakeup(now) - now, 0.01), MAX_WAIT_S)
         if not refs:
             time.sleep(timeout_s)
@@ -165,29 +159,21 @@ class Scheduler:
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
-        for ref in [r for r in self.pg_refs if r in ready_set]:
-            self.pg_refs.pop(ref).state = "idle"
+        self.pool.handle(ready_set)
         for ref in [r for r in self.where_refs if r in ready_set]:
             self._on_where(self.where_refs.pop(ref), ref)
         for ref in [r for r in self.running if r in ready_set]:
             self._on_run(self.running.pop(ref), ref)
-        for ref in [r for r in self.drain_refs if r in ready_set]:
-            slot, _ = self.drain_refs.pop(ref)
-            slot.state = "idle"
         for ref in [r for r in self.record_refs if r in ready_set]:
             self._on_recorded(self.record_refs.pop(ref)[0], ref)
 
     def _next_wakeup(self, now: float) -> float:
         times = [now + MAX_WAIT_S]
         times += [a.deadline_s if not a.killed else a.killed_s + KILL_GRACE_S for a in self.running.values()]
-        times += [deadline for _, deadline in [*self.drain_refs.values(), *self.record_refs.values()]]
+        times += [*self.pool.deadlines_s(), *(deadline for _, deadline in self.record_refs.values())]
         if self.queue:
             head = self.queue[0]
-            times += [
-                s.ready_at_s(head.cycle, self.policy.config_gap_s, self.policy.cycle_gap_s)
-                for s in self.slots
-                if s.state == "idle" and s.shape == self.shapes[head.key]
-            ]
+            times += [self.pool.ready_at_s(s, head.cycle) for s in self.pool.resting(self.shapes[head.key])]
         return min(times)
 
     # ---- dispatch and provisioning ------------------------------------------------------------
@@ -200,17 +186,9 @@ class Scheduler:
             item = self.queue[0]
             if self._cycle_wait_s(item) > 0:
                 return
-            shape = self.shapes[item.key]
-            eligible = [
-                s
-                for s in self.slots
-                if s.state == "idle"
-                and s.shape == shape
-                and s.ready_at_s(item.cycle, self.policy.config_gap_s, self.policy.cycle_gap_s) <= now
-            ]
-            if not eligible:
+            slot = self.pool.take(self.shapes[item.key], item.cycle, now)
+            if slot is None:
                 return
-            slot = min(eligible, key=lambda s: -1.0 if s.last_end_s is None else s.last_end_s)
             self.queue.popleft()
             self._start(item, slot, now)
 
@@ -228,105 +206,27 @@ class Scheduler:
         where_ref = actor.where.remote()
         run_ref = actor.run.remote(item.config, item.cycle, number, dict(self.baselines))
         attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record)
-        slot.state = "busy"
         self.running[run_ref] = attempt
         self.where_refs[where_ref] = attempt
         self.calls.append(self.collector.mark_running.remote(item.key, record))
 
-    def _free(self) -> tuple[int, int]:
-        """(GPUs, CPUs) of the alive cluster not reserved by this study's slots."""
-        gpus = self.inventory.total_gpus - sum(s.reserved_gpus for s in self.slots)
-        cpus = self.inventory.total_cpus - sum(s.reserved_cpus for s in self.slots)
-        return gpus, cpus
-
-    def _new_slot(self, shape: SlotShape) -> bool:
-        """Create a placement group of `shape` if the cluster has room for it; True if created."""
-        gpus, cpus = self._free()
-        node = None
-        if shape.whole_node:
-            taken = {s.node_id for s in self.slots}
-            nodes = [
-                n
-                for n in self.inventory.nodes
-                if n.node_id not in taken and n.gpus >= shape.gpus and n.cpus >= shape.cpus and (shape.gpus or not n.gpus)
-            ]
-            if not nodes:
-                return False
-            node = nodes[0]
-        elif gpus < shape.gpus or cpus < shape.cpus:
-            return False
-        slot = create_slot(shape, node)
-        self.slots.append(slot)
-        self.pg_refs[slot.pg.ready()] = slot
-        return True
-
-    def _usable(self, slot: Slot, item: WorkItem, now: float) -> bool:
-        """True if `slot` can take `item` without waiting for a gap (pending slots are fresh GPUs)."""
-        if slot.shape != self.shapes[item.key]:
-            return False
-        if slot.state == "pending":
-            return True
-        gaps = (self.policy.config_gap_s, self.policy.cycle_gap_s)
-        return slot.state == "idle" and slot.ready_at_s(item.cycle, *gaps) <= now
-
-    def _provision(self) -> None:
-        """Create placement groups, in queue order, for items that no pending or rested slot will take."""
-        now = time.monotonic()
-        available = [s for s in self.slots if s.state in ("pending", "idle")]
-        for item in self.queue:
-            match = next((s for s in available if self._usable(s, item, now)), None)
-            if match is not None:
-                available.remove(match)
-            elif not self._new_slot(self.shapes[item.key]):
-                return
-
-    def _release_unneeded(self, now: float) -> None:
-        """Drop slots on dead nodes; idle or pending slots once no queued item has their shape; and,
-        when the head item can get no slot, idle slots of other shapes that rested the longest gap."""
-        wanted = {self.shapes[i.key] for i in self.queue}
-        longest_gap_s = max(self.policy.config_gap_s, self.policy.cycle_gap_s)
-        head = self.queue[0] if self.queue else None
-        # _provision ran first: a head with no slot of its shape at all is out of room
-        head_blocked = head is not None and not any(s.shape == self.shapes[head.key] for s in self.slots)
-        for slot in list(self.slots):
-            dead = slot.state != "busy" and not self.inventory.alive(slot.node_id)
-            spare = slot.state in ("idle", "pending") and (slot.shape not in wanted or head_blocked)
-            rested = slot.last_end_s is None or now >= slot.last_end_s + longest_gap_s
-            if dead or (spare and (not self.queue or rested)):
-                self._drop(slot)
-
-    def _drop(self, slot: Slot) -> None:
-        release(slot)
-        if slot in self.slots:
-            self.slots.remove(slot)
-        for refs in (self.pg_refs, self.drain_refs):
-            for ref in [r for r, v in refs.items() if (v[0] if isinstance(v, tuple) else v) is slot]:
-                refs.pop(ref)
-
     def _check_stall(self, now: float) -> None:
         """StudyError when nothing runs and the head item has had no way to start for `timeout_s`."""
-        waiting = self.queue and not self.running and not self.drain_refs
+        waiting = self.queue and not self.running and not self.pool.drain_refs
         head = self.queue[0] if self.queue else None
-        legit = head is not None and (
-            self._cycle_wait_s(head) > 0
-            or any(s.state == "idle" and s.shape == self.shapes[head.key] for s in self.slots)
-        )
+        legit = head is not None and (self._cycle_wait_s(head) > 0 or bool(self.pool.resting(self.shapes[head.key])))
         if not waiting or legit:
             self._stalled_since = None
             return
         self._stalled_since = self._stalled_since or now
         if now - self._stalled_since > self.policy.timeout_s:
             assert head is not None
+            inventory = self.pool.inventory
             raise StudyError(
                 f"cannot place {head.name} (needs {self.shapes[head.key].label()}): no placement group became "
-                f"ready in {self.policy.timeout_s:.0f} s; the cluster has {self.inventory.total_gpus} GPU(s) "
-                f"and {self.inventory.total_cpus} CPU(s) on {len(self.inventory.nodes)} alive node(s)"
+                f"ready in {self.policy.timeout_s:.0f} s; the cluster has {inventory.total_gpus} GPU(s) "
+                f"and {inventory.total_cpus} CPU(s) on {len(inventory.nodes)} alive node(s)"
             )
-
-    def _refresh_inventory(self, now: float, force: bool = False) -> None:
-        if force or now - self._inventory_s >= INVENTORY_REFRESH_S:
-            self.inventory = ClusterInventory.from_ray()
-            self._inventory_s = now
 
     # ---- outcomes ---------------------------------------------------------------------------------
     def _on_where(self, attempt: Attempt, ref: Any) -> None:
@@ -384,20 +284,16 @@ class Scheduler:
         processes die with the actor (raylet sub-reaper). `__ray_terminate__` after `ray.kill`
         resolves, with ActorDiedError, only once the actor is dead, whichever of the two lands first.
         """
-        slot = attempt.slot
-        slot.state, slot.last_end_s, slot.last_cycle = "draining", time.monotonic(), attempt.item.cycle
         ray.kill(attempt.actor, no_restart=True)
-        self.drain_refs[attempt.actor.__ray_terminate__.remote()] = (slot, time.monotonic() + KILL_GRACE_S)
+        gone = attempt.actor.__ray_terminate__.remote()
+        self.pool.drain(attempt.slot, gone, attempt.item.cycle, KILL_GRACE_S)
 
     def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool) -> None:
-        item, slot = attempt.item, attempt.slot
+        item = attempt.item
         record = attempt.record.model_copy(update={"ended_at": utc_now(), "status": "failed", "error": error})
         self.calls.append(self.collector.mark_failed.remote(item.key, error, record))
         if actor_gone:
-            self._refresh_inventory(time.monotonic(), force=True)
-            slot.state, slot.last_end_s, slot.last_cycle = "idle", time.monotonic(), item.cycle
-            if not self.inventory.alive(slot.node_id):
-                self._drop(slot)
+            self.pool.settle(attempt.slot, item.cycle)
         else:
             self._drain(attempt)
         self.consecutive_failures += 1
@@ -425,11 +321,9 @@ class Scheduler:
             elif attempt.killed and now > attempt.killed_s + KILL_GRACE_S:
                 self.running.pop(ref)
                 self.where_refs.pop(attempt.where_ref, None)
-                self._drop(attempt.slot)
+                self.pool.drop(attempt.slot)
                 self._on_failure(attempt, attempt.killed, actor_gone=True)
-        for ref, (slot, deadline_s) in list(self.drain_refs.items()):
-            if now > deadline_s:
-                self._drop(slot)
+        self.pool.expire_drains(now)
         for key, deadline_s in self.record_refs.values():
             if now > deadline_s:
                 raise StudyError(f"the results actor did not store {key} within {COLLECTOR_TIMEOUT_S:.0f} s")
@@ -451,18 +345,17 @@ class Scheduler:
 
     def _waiting_for(self, now: float) -> str:
         """What the head of the queue waits for, as a countdown ('' when nothing)."""
-        if not self.queue or self.running and len(self.running) >= len(self.slots):
+        if not self.queue or self.running and len(self.running) >= len(self.pool.slots):
             return ""
         head = self.queue[0]
         cycle_wait_s = self._cycle_wait_s(head)
         if cycle_wait_s > 0:
             return f"cycle {head.cycle} starts in {clock_text(cycle_wait_s)}"
-        gaps = (self.policy.config_gap_s, self.policy.cycle_gap_s)
-        resting = [s for s in self.slots if s.state == "idle" and s.shape == self.shapes[head.key]]
+        resting = self.pool.resting(self.shapes[head.key])
         if not resting:
             return ""
-        soonest = min(resting, key=lambda s: s.ready_at_s(head.cycle, *gaps))
-        wait_s = soonest.ready_at_s(head.cycle, *gaps) - now
+        soonest = min(resting, key=lambda s: self.pool.ready_at_s(s, head.cycle))
+        wait_s = self.pool.ready_at_s(soonest, head.cycle) - now
         if wait_s <= 0:
             return ""
         kind = "cycle gap" if soonest.last_cycle != head.cycle else "gap"
