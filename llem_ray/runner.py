@@ -14,10 +14,6 @@ from llem_ray.config.loader import is_study_file, load_study_config, resolve_exp
 from llem_ray.display import notice, preview_experiment, preview_study
 from llem_ray.errors import ConfigError
 
-CLI_DEFAULT_CYCLES = 3
-"""Cycles a study runs from the CLI when its YAML does not set `execution.n_cycles` (CFG-15)."""
-
-
 def _model_notice(config: ExperimentConfig, quiet: bool) -> None:
     if "model" not in config.model_fields_set:
         notice(f"notice: no model given; using the built-in tiny random-weight Llama ({config.model})", quiet)
@@ -58,20 +54,18 @@ def run_cli(
 def _run_study(
     path: Path, overrides: dict[str, Any], flags: dict[str, Any], *, dry_run: bool, quiet: bool, verbose: bool
 ) -> None:
+    from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
+
     study = load_study_config(path)
     if overrides.get("output_dir"):
         study.output_dir = overrides.pop("output_dir")
     if overrides:
         raise ConfigError(f"{path}: --{next(iter(overrides)).replace('_', '-')} applies to experiment YAMLs only; "
                           "set it in the study file")
-    n_cycles = flags.get("n_cycles") or (
-        study.execution.n_cycles if "n_cycles" in study.execution.model_fields_set else CLI_DEFAULT_CYCLES
-    )
+    n_cycles = cli_default_cycles(study, flags.get("n_cycles")) or study.execution.n_cycles
     if dry_run:
         print(preview_study(study, n_cycles))
         return
-    from llem_ray.cluster.driver import StudyOptions, run
-
     options = StudyOptions(
         n_cycles=n_cycles,
         cycle_order=flags.get("cycle_order"),
