@@ -24,7 +24,7 @@ def test_cuda_version_comes_from_version_txt_before_nvcc(tmp_path, monkeypatch):
 
 
 def test_container_detection_prefers_kubernetes(monkeypatch):
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     assert detect_container() == "kubernetes"
 
 
