@@ -14,19 +14,11 @@ from llem_ray.energy.baseline import BaselineCache
 from llem_ray.energy.devices import visible_gpus
 from llem_ray.energy.nvml import NVMLMeter
 from llem_ray.measure.experiment import run
+from tests.gpu.load import matmul_load
 
 
 def _cuda_uuid(index: int = 0) -> str:
     return "GPU-" + str(torch.cuda.get_device_properties(index).uuid)
-
-
-def _matmul_load(seconds: float) -> None:
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(20):
-            a = (a @ a).clamp_(-1, 1)
-        torch.cuda.synchronize()
 
 
 def test_uuid_binding_matches_torch_device():
@@ -50,7 +42,7 @@ def test_meter_window_and_sampler_on_real_load(record):
     meter = NVMLMeter([_cuda_uuid(0)])
     meter.start_sampling(20.0)
     meter.begin_window("w")
-    _matmul_load(2.0)
+    matmul_load(2.0)
     window = meter.end_window("w")
     samples = meter.stop_sampling()
     meter.close()
@@ -64,12 +56,12 @@ def test_meter_window_and_sampler_on_real_load(record):
 
 def test_counter_matches_integrated_sampled_power_within_2_percent(record):
     meter = NVMLMeter([_cuda_uuid(0)])
-    _matmul_load(2.0)  # reach a steady power draw before the window
+    matmul_load(2.0)  # reach a steady power draw before the window
     meter.start_sampling(20.0)
     time.sleep(0.3)
     start_wall = time.time()
     meter.begin_window("w")
-    _matmul_load(12.0)
+    matmul_load(12.0)
     window = meter.end_window("w")
     end_wall = time.time()
     time.sleep(0.3)

@@ -9,7 +9,6 @@ Run on a GPU host with the zeus extra: `python -m pytest tests/gpu/test_zeus_vs_
 """
 
 import importlib.util
-import time
 
 import pytest
 import torch
@@ -18,19 +17,11 @@ from llem_ray.config.experiment import EnergyConfig
 from llem_ray.energy.devices import visible_gpus
 from llem_ray.energy.nvml import NVMLMeter
 from llem_ray.energy.select import select_meter
+from tests.gpu.load import matmul_load
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("zeus") is None, reason="zeus is not installed")
 
 WINDOW_S = 12.0
-
-
-def _matmul_load(seconds: float) -> None:
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(20):
-            a = (a @ a).clamp_(-1, 1)
-        torch.cuda.synchronize()
 
 
 def test_zeus_and_nvml_agree_within_one_percent(record):
@@ -38,10 +29,10 @@ def test_zeus_and_nvml_agree_within_one_percent(record):
 
     uuids = visible_gpus().uuids[:1]
     zeus, nvml = ZeusMeter(uuids, EnergyConfig()), NVMLMeter(uuids, EnergyConfig())
-    _matmul_load(1.0)  # clocks up before the window
+    matmul_load(1.0)  # clocks up before the window
     zeus.begin_window("w")
     nvml.begin_window("w")
-    _matmul_load(WINDOW_S)
+    matmul_load(WINDOW_S)
     torch.cuda.synchronize()
     nvml_window = nvml.end_window("w")
     zeus_window = zeus.end_window("w")
@@ -62,7 +53,7 @@ def test_auto_selects_zeus_and_samples_the_timeseries():
     try:
         assert meter is not None and meter.name == "zeus" and warnings == []
         meter.start_sampling(10.0)
-        _matmul_load(1.0)
+        matmul_load(1.0)
         samples = meter.stop_sampling()
         assert len(samples) >= 5 and all(s.power_w and s.device_uuid == meter.device_uuids[0] for s in samples)
     finally:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow.parquet as pq
 
 from llem_ray.config.experiment import ExperimentConfig
@@ -85,3 +86,15 @@ def assert_results_once(study_dir: str | Path, expected_keys: set[str]) -> None:
     assert all(e.status == "completed" for e in load_manifest(study_dir).entries if e.key in expected_keys)
 
 
+
+
+def processes_marked(marker: str) -> list[psutil.Process]:
+    """Live processes whose environment has LLEM_TEST_MARKER=marker (what a test started, children included)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("LLEM_TEST_MARKER") == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found

@@ -10,13 +10,12 @@ import sys
 import time
 import uuid
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from llem_ray.errors import EXIT_OK
-from tests.ray.helpers import REPO_ROOT, load_manifest
+from tests.ray.helpers import REPO_ROOT, load_manifest, processes_marked
 
 pytestmark = pytest.mark.ray
 
@@ -33,17 +32,6 @@ STUDY = {
     "sweep": {"pytorch.batch_size": [1, 2]},
     "execution": {"n_cycles": 1, "config_gap_s": 0, "cycle_gap_s": 0, "timeout_s": 300},
 }
-
-
-def _processes_with(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("LLEM_TEST_MARKER") == marker:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def test_cpu_only_study_with_the_real_pytorch_backend(tmp_path):
@@ -68,7 +56,7 @@ def test_cpu_only_study_with_the_real_pytorch_backend(tmp_path):
     assert "tiny-llama_pytorch_fp32_bs2" in proc.stdout
 
     deadline = time.monotonic() + 30
-    while _processes_with(marker) and time.monotonic() < deadline:
+    while processes_marked(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    leftovers = _processes_with(marker)
+    leftovers = processes_marked(marker)
     assert not leftovers, f"the driver left Ray processes behind: {[p.name() for p in leftovers]}"

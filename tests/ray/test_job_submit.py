@@ -20,13 +20,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from llem_ray.energy.amd_guard import SHIM_DIR
-from tests.ray.helpers import REPO_ROOT
+from tests.ray.helpers import REPO_ROOT, processes_marked
 from tests.ray.test_resume import STUDY
 
 pytestmark = pytest.mark.ray
@@ -37,17 +36,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _marked(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("LLEM_TEST_MARKER") == marker:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 @pytest.fixture
@@ -86,7 +74,7 @@ def ray_head():
             head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
-        for proc in _marked(marker):
+        for proc in processes_marked(marker):
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
