@@ -210,7 +210,7 @@ def teardown(
     purge_cache: bool = typer.Option(False, "--purge-cache", help="Also delete .cache/ (downloads, engines)."),
     compose_file: Path = typer.Option(None, "--compose-file", help="docker-compose.yml to bring down."),
     grace_s: float = typer.Option(15.0, "--grace-s", help="Seconds between SIGTERM and SIGKILL."),
-    port_wait_s: float = typer.Option(10.0, "--port-wait-s", help="Seconds to wait for ports to be released."),
+    port_wait_s: float = typer.Option(10.0, "--port-wait-s", help="Seconds to wait for ports and GPU memory to be released."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
     """Stop services, verify processes/ports/GPU memory released, rotate logs; cleanup.log (exit 12 if not clean)."""

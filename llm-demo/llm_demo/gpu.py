@@ -18,6 +18,7 @@ not support (power on some boards, for instance) is `null`.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from typing import Any
 
 
@@ -95,6 +96,20 @@ def memory_held_by(snap: dict, pids: set[int]) -> int:
         for p in dev["processes"]
         if p["pid"] in pids
     )
+
+
+def wait_memory_released(label: str, pids: set[int], wait_s: float, interval_s: float = 0.25) -> tuple[dict, int]:
+    """Snapshot until processes `pids` hold no GPU memory or `wait_s` seconds have passed; return the
+    last snapshot and the bytes they still hold in it. The driver frees a CUDA context shortly after
+    its process exits, not at the exit itself: seen on an H100, a Python backend stub killed with its
+    server group still listed with 518 MiB in the first snapshot after. Never raises."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        snap = snapshot(label)
+        held = memory_held_by(snap, pids)
+        if not held or time.monotonic() >= deadline:
+            return snap, held
+        time.sleep(interval_s)
 
 
 def summary_line(snap: dict) -> str:

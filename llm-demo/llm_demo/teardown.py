@@ -8,8 +8,9 @@
 2. containers: with a compose file, `docker compose down`, then verify that
    `docker compose ps -q` lists nothing (skipped, and said so, without docker);
 3. verify every recorded port is free (re-checked for up to `port_wait_s` s);
-4. GPU: an NVML snapshot; the stopped processes must hold no GPU memory
-   (on a host without NVML the log says it was not checked, and why);
+4. GPU: NVML snapshots; the stopped processes must hold no GPU memory (re-checked
+   for up to `port_wait_s` s: the driver frees a context shortly after its process
+   exits; on a host without NVML the log says it was not checked, and why);
 5. purge: log run directories per the retention policy, downloads whose
    cache entry expired (`cache.retention_days`, acquire.purge), and with
    `purge_cache` the model cache `.cache/` entirely;
@@ -29,7 +30,7 @@ from pathlib import Path
 from .acquire import purge as purge_expired_downloads
 from .errors import TeardownIncompleteError
 from .events import EventLog
-from .gpu import memory_held_by, snapshot, summary_line
+from .gpu import summary_line, wait_memory_released
 from .paths import Workspace, iso, read_json, utc_now
 from .redact import Redactor
 from .retention import RetentionPolicy, rotate_logs
@@ -116,10 +117,9 @@ def teardown(
             problems.append(f"ports still bound: {bound}")
         if not left and not bound:
             state_path.unlink(missing_ok=True)
-    snap = snapshot("after-teardown")
+    snap, held = wait_memory_released("after-teardown", pids, port_wait_s)
     events.emit("gpu_snapshot", snapshot=snap)
     if snap["nvml"]:
-        held = memory_held_by(snap, pids)
         lines.append(f"gpu: {summary_line(snap)}; memory still held by stopped processes: {held} bytes")
         if held:
             problems.append(f"GPU memory still held: {held} bytes")

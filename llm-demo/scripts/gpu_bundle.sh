@@ -7,6 +7,7 @@
 #                               (other stubs and the bundled libpython3.13 left out: ~27 MB, not 55)
 #   tritonclient, python-rapidjson, ml-dtypes   the gRPC client and its dependencies missing there
 #                               (tritonclient.utils imports ml_dtypes since 2.6x)
+#   typer, pydantic, rich, pyyaml and their dependencies   the llm-demo CLI's own, absent there
 #   numpy 1.26.4                for the Python backend stub only (gpu_validation.sh installs it into
 #                               LLM_DEMO_STUB_SITE): the Triton 2.51 stub corrupts every tensor under
 #                               numpy 2 (seen: "unpack_from requires a buffer of at least 252645139
@@ -30,7 +31,10 @@ trap 'rm -rf "$tmp"' EXIT
 platforms=(--platform manylinux_2_35_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
-    -d "$dest" tritonclient==2.73.0 python-rapidjson==1.25 ml-dtypes==0.5.4 numpy==1.26.4
+    -d "$dest" tritonclient==2.73.0 python-rapidjson==1.25 ml-dtypes==0.5.4 numpy==1.26.4 \
+    typer==0.29.2 annotated-doc==0.0.7 shellingham==1.5.4 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
+    pygments==2.21.0 pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 \
+    pyyaml==6.0.3
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d "$tmp" nvidia-pytriton==0.7.0
 (cd "$tmp" && unzip -q nvidia_pytriton-0.7.0-*.whl 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*' \

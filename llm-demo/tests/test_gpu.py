@@ -47,6 +47,20 @@ def test_snapshot_fields_and_units(monkeypatch):
     assert "util 37%" in gpu.summary_line(snap) and "2048/81920 MiB" in gpu.summary_line(snap)
 
 
+def test_memory_held_after_exit_is_waited_for_then_reported(monkeypatch):
+    """The driver lists an exited process for a moment: the wait returns once its memory is gone,
+    and reports what is still held when the deadline passes first."""
+    nv = fake_pynvml()
+    listed = iter([[types.SimpleNamespace(pid=4242, usedGpuMemory=518 * 2**20)]] * 2 + [[]] * 10)
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: next(listed)
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    snap, held = gpu.wait_memory_released("after", {4242}, wait_s=10, interval_s=0.01)
+    assert held == 0 and snap["devices"][0]["processes"] == []
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
+    snap, held = gpu.wait_memory_released("after", {4242}, wait_s=0.05, interval_s=0.01)
+    assert held == 512 * 2**20 and snap["label"] == "after"
+
+
 def test_unsupported_metric_is_null(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(power_supported=False))
     assert gpu.snapshot("x")["devices"][0]["power_w"] is None

@@ -183,33 +183,40 @@ def test_non_decoupled_returns_responses_and_refuses_stream(tiny_model_dir: Path
     assert model.model is None
 
 
-def _broken_sklearn(folder: Path) -> Path:
-    """A `sklearn` package that fails to import as a scikit-learn built for NumPy 2 does under the
-    NumPy 1.26 the Triton 2.51 stub needs (seen on the GPU host, with transformers 5.17)."""
-    (folder / "sklearn").mkdir(parents=True)
-    (folder / "sklearn" / "__init__.py").write_text(
-        "raise AttributeError(\"module 'numpy' has no attribute 'long'\")\n", encoding="utf-8")
+def _broken_numpy2_packages(folder: Path) -> Path:
+    """SciPy and scikit-learn packages that fail to import as ones built for NumPy 2 do under the
+    NumPy 1.26 the Triton 2.51 stub needs (seen on an H100 host with transformers 5.17: top-level
+    ``scipy`` imports, ``scipy.optimize`` raises from ``scipy.sparse``)."""
+    error = "raise AttributeError(\"module 'numpy' has no attribute 'long'\")\n"
+    (folder / "scipy" / "optimize").mkdir(parents=True)
+    (folder / "scipy" / "__init__.py").write_text("", encoding="utf-8")
+    (folder / "scipy" / "optimize" / "__init__.py").write_text(error, encoding="utf-8")
+    (folder / "sklearn").mkdir()
+    (folder / "sklearn" / "__init__.py").write_text(error, encoding="utf-8")
     return folder
 
 
-def test_unusable_sklearn_is_hidden_from_transformers(tmp_path: Path) -> None:
-    """In a fresh interpreter with a broken scikit-learn first on sys.path, the model's guard reports
-    the import error once, transformers then sees no scikit-learn and its Llama class loads."""
+def test_unusable_scipy_and_sklearn_are_hidden_from_transformers(tmp_path: Path) -> None:
+    """In a fresh interpreter with a broken SciPy and scikit-learn first on sys.path, the model's
+    guard reports each import error once, transformers then sees neither and its Llama class loads."""
     script = f"""
 import importlib.util, sys, types
 sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
 spec = importlib.util.spec_from_file_location("m", {str(repository.TEMPLATE_DIR / "python_llm" / "model.py")!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-first, second = module._hide_unusable_sklearn(), module._hide_unusable_sklearn()
+first, second = module._hide_unusable_packages(), module._hide_unusable_packages()
 from transformers import LlamaForCausalLM
-from transformers.utils import is_sklearn_available
-print(repr(first), repr(second), is_sklearn_available(), LlamaForCausalLM.__name__)
+from transformers.utils import is_scipy_available, is_sklearn_available
+print(sorted((k, repr(v)) for k, v in first.items()), second, is_scipy_available(), is_sklearn_available(),
+      LlamaForCausalLM.__name__)
 """
-    env = {**os.environ, "PYTHONPATH": str(_broken_sklearn(tmp_path / "stub-site"))}
+    env = {**os.environ, "PYTHONPATH": str(_broken_numpy2_packages(tmp_path / "stub-site"))}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "AttributeError(\"module 'numpy' has no attribute 'long'\") None False LlamaForCausalLM"
+    error = "AttributeError(\"module 'numpy' has no attribute 'long'\")"
+    expected = [("scipy", error), ("sklearn", error)]
+    assert done.stdout.split("\n")[-2] == f"{expected} {{}} False False LlamaForCausalLM"
 
 
 def _free_port() -> int:
@@ -221,7 +228,7 @@ def _free_port() -> int:
 def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Greedy and streamed generation through the real server, its stub running in the venv of
     `prepare_stub_python` (how NumPy 1.x reaches the stub alone on a NumPy 2 host): the stub-only
-    folder comes first there (its broken scikit-learn is imported, then hidden by the model) and
+    folder comes first there (its broken SciPy and scikit-learn are imported, then hidden by the model) and
     this interpreter's packages after it, and serving still works."""
     from llm_demo import triton
 
@@ -232,7 +239,7 @@ def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> No
     backends = triton.prepare_backend_dir(install, tmp_path / "backends")
     http_port = _free_port()
     opts = triton.ServeOptions(model_repository=repo, http_port=http_port, grpc_port=_free_port(), metrics_port=_free_port())
-    stub_bin = triton.prepare_stub_python(_broken_sklearn(tmp_path / "stub-site"), tmp_path / "stub-python")
+    stub_bin = triton.prepare_stub_python(_broken_numpy2_packages(tmp_path / "stub-site"), tmp_path / "stub-python")
     env = repository.python_stub_env(triton.server_env(install, stub_bin=stub_bin))
     log = tmp_path / "triton.log"
     with log.open("w") as fh:
@@ -257,7 +264,8 @@ def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> No
         assert answer["text_output"] == _reference(tiny_model_dir, "hello world", 6)
         events = [json.loads(line[5:]) for line in post("generate_stream", {"text_input": "hello world", "max_tokens": 6, "stream": True}).decode().splitlines() if line.startswith("data:")]
         assert "".join(e["text_output"] for e in events) == answer["text_output"] and len(events) >= 2
-        assert "scikit-learn hidden from transformers (AttributeError(" in log.read_text()
+        assert "scipy hidden from transformers (AttributeError(" in log.read_text()
+        assert "sklearn hidden from transformers (AttributeError(" in log.read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -19,12 +19,13 @@ Decoupled mode (``model_transaction_policy { decoupled: true }``) answers throug
 and supports ``stream``; otherwise one response per request is returned and ``stream`` is an error.
 Per-request failures (bad input, too long prompt) become error responses; the model stays loaded.
 
-scikit-learn: transformers imports ``sklearn.metrics`` when it finds scikit-learn installed (only
-for assisted decoding, which this model never uses). The Triton 2.51 stub needs NumPy 1.x
-(llm_demo/triton.py), and a scikit-learn/SciPy built for NumPy 2 then fails to import (seen:
-``module 'numpy' has no attribute 'long'``), which would make every model class unloadable.
-``_hide_unusable_sklearn`` tries that import first and, if it fails, marks scikit-learn absent in
-this process so that transformers skips it.
+SciPy and scikit-learn: transformers imports ``scipy.optimize`` (object-detection losses, pulled in
+by every model class through ``modeling_utils``) and ``sklearn.metrics`` (assisted decoding) when it
+finds them installed; this model uses neither. The Triton 2.51 stub needs NumPy 1.x
+(llm_demo/triton.py), and a SciPy or scikit-learn built for NumPy 2 then fails to import (seen on an
+H100 host: ``module 'numpy' has no attribute 'long'``, raised in ``scipy.sparse``), which would make
+every model class unloadable. ``_hide_unusable_packages`` tries those imports first and marks each
+package that fails as absent in this process, so that transformers skips it.
 """
 
 import importlib.util
@@ -55,23 +56,27 @@ def _strings(request, name):
     return out
 
 
-def _hide_unusable_sklearn():
-    """Mark scikit-learn as not installed (``sys.modules["sklearn"] = None``, for which
-    ``importlib.util.find_spec`` answers None) when ``sklearn.metrics`` cannot be imported here,
-    dropping the half-imported sklearn/SciPy modules; return the import error, or None when
-    scikit-learn imports or is absent (already hidden included: transformers then skips it)."""
-    if importlib.util.find_spec("sklearn") is None:
-        return None
-    try:
-        import sklearn.metrics  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - any failure makes transformers' own import fail
-        error = exc
-    else:
-        return None
-    for name in [n for n in sys.modules if n.split(".")[0] in ("sklearn", "scipy")]:
-        del sys.modules[name]
-    sys.modules["sklearn"] = None
-    return error
+_PROBES = (("scipy", "scipy.optimize"), ("sklearn", "sklearn.metrics"))
+
+
+def _hide_unusable_packages():
+    """Mark each of SciPy and scikit-learn as not installed (``sys.modules[name] = None``, for which
+    ``importlib.util.find_spec`` answers None) when the module transformers would import from it
+    cannot be imported here, dropping its half-imported modules. SciPy is probed first: a hidden
+    SciPy makes scikit-learn fail in turn. Return ``{package: import error}`` for the packages
+    hidden by this call (empty when all import, are absent, or were hidden before)."""
+    hidden = {}
+    for package, probe in _PROBES:
+        if importlib.util.find_spec(package) is None:
+            continue
+        try:
+            importlib.import_module(probe)
+        except Exception as exc:  # noqa: BLE001 - any failure makes transformers' own import fail
+            hidden[package] = exc
+            for name in [n for n in sys.modules if n.split(".")[0] == package]:
+                del sys.modules[name]
+            sys.modules[package] = None
+    return hidden
 
 
 def _text_response(text):
@@ -81,9 +86,8 @@ def _text_response(text):
 
 class TritonPythonModel:
     def initialize(self, args):
-        sklearn_error = _hide_unusable_sklearn()
-        if sklearn_error is not None:
-            pb_utils.Logger.log_warn(f"llm-demo python runtime: scikit-learn hidden from transformers ({sklearn_error!r})")
+        for package, error in _hide_unusable_packages().items():
+            pb_utils.Logger.log_warn(f"llm-demo python runtime: {package} hidden from transformers ({error!r})")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
