@@ -187,10 +187,10 @@ model: llem/tiny-llama
 dataset: synthetic
 n: 10
 max_input_tokens: 16
-max_output_tokens: 8
+max_output_tokens: 24
 warmup: {{n_warmup: 1, thermal_floor_s: 0}}
 baseline: {{enabled: false}}
-energy: {{sample_hz: 50}}
+energy: {{sample_hz: 100}}
 sweep:
   pytorch.batch_size: [1, 4]
 execution: {{n_cycles: 2, config_gap_s: 0, cycle_gap_s: 0, timeout_s: 300}}
@@ -202,6 +202,8 @@ def engine_study(tmp_path_factory):
     """A real study: Ray engine, real PyTorch backend on CPU, tiny random Llama, 2 configs x 2 cycles.
 
     The 'wave' meter plugin (tests/report_meter.py) stands in for NVML, so energy is measured.
+    24 new tokens at 100 Hz: batch 4's steady-state window (~0.2 s here) holds well over the 2 power
+    samples it needs (with 8 tokens at 50 Hz it held 2-3, and CI once fell back to 'total').
     """
     from llem_ray.api import run_study
 
