@@ -48,6 +48,7 @@ TABLE_DIR = "table"
 RESULTS_TABLE = "results.parquet"
 STUDY_CONFIG_FILE = "study.json"
 STUDY_RESULT_FILE = "study_result.json"
+LEFT_RUNNING_ERROR = "interrupted: the driver running it stopped without closing it (found running on resume)"
 COLLECTOR_FILES_TIMEOUT_S = 300.0
 """Longest wait for the results actor to consolidate the table or write a file, s."""
 
@@ -73,6 +74,11 @@ class ResultsActor:
 
     def mark_failed(self, key: str, error: str, record: AttemptRecord) -> None:
         self.writer.mark_failed(key, error, record)
+
+    def release_running(self) -> list[str]:
+        """On resume, before anything is dispatched: entries a stopped driver left `running` go
+        back to pending (ManifestWriter.release_running). Returns their keys."""
+        return self.writer.release_running(LEFT_RUNNING_ERROR)
 
     def mark_pending(self, keys: list[str], error: str) -> None:
         """Running entries stopped by the driver (interrupt, circuit breaker) go back to pending."""

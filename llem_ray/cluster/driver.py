@@ -227,6 +227,10 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
         job = ray.get_runtime_context().get_job_id()
         name = f"llem-results-{hashlib.sha256(str(study_dir).encode()).hexdigest()[:12]}-{job}"
         collector = start_collector(study_dir, manifest, study.model_dump(mode="json"), name)
+        if previous is not None:
+            released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+            if released:
+                print(f"llem: {len(released)} entries left running by the stopped driver are pending again", file=sys.stderr)
         envs = {b: runtime_env.experiment_runtime_env(study, b) for b in {i.config.backend for i in items}}
         progress = Progress(len(items), len(items) - len(todo), study.name, options.quiet)
         stopped: BaseException | None = None

@@ -172,6 +172,16 @@ class ManifestWriter:
         entry.status, entry.error = "pending", error
         self.write()
 
+    def release_running(self, error: str) -> list[str]:
+        """On resume: entries still `running` were left by a driver that stopped without saying so
+        (SIGKILL, lost head node). Their actors died with that driver, so each goes back to pending
+        and its running attempt becomes failed with `error`, ended now: the latest moment it can
+        have run, and earlier than any new attempt. Returns their keys."""
+        keys = [e.key for e in self.manifest.entries if e.status == "running"]
+        for key in keys:
+            self.mark_pending(key, error)
+        return keys
+
     def mark_running(self, key: str, record: AttemptRecord) -> None:
         """Attempt `record.attempt` has been dispatched (a completed entry is left as it is)."""
         entry = self._entries[key]

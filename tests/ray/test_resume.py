@@ -16,6 +16,7 @@ import ray
 import yaml
 
 from llem_ray.config.loader import load_study_config
+from llem_ray.cluster.collector import LEFT_RUNNING_ERROR
 from llem_ray.cluster.plan import plan_items
 from llem_ray.errors import EXIT_INTERRUPTED, EXIT_OK
 from tests.ray.helpers import PLUGINS, REPO_ROOT, assert_no_shared_gpu, assert_results_once, load_manifest
@@ -87,6 +88,7 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     assert load_manifest(study_dir).counts()["completed"] < 8
     assert _gpus_free(2), "the killed driver's actors and placement groups still hold GPUs"
 
+    left_running = {e.key for e in load_manifest(study_dir).entries if e.status == "running"}
     second = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
     done_before = load_manifest(study_dir).counts()["completed"]
     _wait_for(out, lambda c: c["completed"] > done_before and c["running"] >= 1)
@@ -103,6 +105,9 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     study = load_study_config(config)
     keys = {i.key for i in plan_items(study.experiments, 2, "interleaved", study.study_design_hash)}
     assert_results_once(study_dir, keys)
+    closed = {e.key for e in load_manifest(study_dir).entries
+              if any(r.error == LEFT_RUNNING_ERROR and r.ended_at for r in e.history)}
+    assert left_running <= closed, (left_running, closed)
     assert_no_shared_gpu(study_dir)
     interrupted = [e for e in load_manifest(study_dir).entries if len(e.history) > 1]
     assert interrupted, "no entry was interrupted and run again"

@@ -70,6 +70,20 @@ def test_mark_pending_closes_the_running_attempt_and_add_missing_only_adds(tmp_p
     assert len(ManifestWriter.load(writer.path).manifest.entries) == 3
 
 
+def test_resume_closes_attempts_a_killed_driver_left_running(tmp_path):
+    """A SIGKILLed driver leaves an attempt `running` with no end; on resume it ends at the resume,
+    before the next attempt starts, so the two cannot look as if they shared the GPU."""
+    writer, (a, b) = _writer(tmp_path)
+    writer.mark_running(a, AttemptRecord(attempt=1, dispatched_at=utc_now(), started_at=utc_now()))
+    writer.mark_completed(b, "experiments/b", AttemptRecord(attempt=1, dispatched_at=utc_now()))
+    resumed = ManifestWriter.load(writer.path)
+    assert resumed.release_running("driver gone") == [a]
+    entry = ManifestWriter.load(writer.path).manifest.by_key()[a]
+    assert (entry.status, entry.error, entry.history[0].status) == ("pending", "driver gone", "failed")
+    assert entry.history[0].started_at <= entry.history[0].ended_at <= utc_now()
+    assert resumed.release_running("driver gone") == [] and resumed.entry(b).status == "completed"
+
+
 # ---- study table -----------------------------------------------------------------------------------
 def _row(key: str, order_index: int, energy: float | None) -> dict:
     row = {field.name: None for field in STUDY_TABLE_SCHEMA}
