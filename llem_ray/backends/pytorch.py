@@ -1,11 +1,18 @@
 """`PyTorchBackend` (CM-01): transformers `generate` in fixed-size batches.
 
 Loads by hub id, local path or built-in shape (see `pytorch_loading`), at the configured precision,
-attention implementation, optional `torch.compile` of the forward and static KV cache; spreads the
+attention implementation, optional static KV cache and `torch.compile`; spreads the
 model over all visible GPUs with `device_map` when there are several. Decoding follows the
 experiment's `decoder` (greedy / sampling / beam search); with `fixed_output_length` every request
 produces exactly `max_new_tokens` (`min_new_tokens = max_new_tokens`). `passthrough_kwargs` go to
 `generate` untouched.
+
+Compilation: without a static KV cache, `torch_compile` wraps the model's forward in `torch.compile`.
+With `static_kv_cache`, transformers compiles the decoding steps itself (on CUDA, by default into
+CUDA graphs, `CompileConfig(mode="reduce-overhead")`); `torch_compile: true` then only sets that
+mode (`torch_compile_mode`) and `false` turns it off. Wrapping the forward as well would compile it
+twice: seen on an H100 (transformers 5.17), `reduce-overhead` over a static cache then fails with
+"accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run".
 
 Per-request timing: a `TokenTimer` streamer records `time.perf_counter()` when each decoding step's
 tokens reach the host. transformers already synchronises every step (its stop check reads a device
@@ -24,7 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import GenerationConfig
+from transformers import CompileConfig, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from llem_ray.backends import pytorch_loading as loading
@@ -88,7 +95,7 @@ class PyTorchBackend:
         notes: list[str] = []
         if config.dataset.source != "synthetic":
             self._tokenizer, notes = loading.load_tokenizer(config)
-        if section.torch_compile:
+        if section.torch_compile and not section.static_kv_cache:
             model.forward = torch.compile(model.forward, mode=section.torch_compile_mode or "default")
         self._model = model
         self._batch_size = config.batch_size
@@ -129,6 +136,10 @@ class PyTorchBackend:
             kwargs["use_cache"] = section.use_cache
         if section.static_kv_cache:
             kwargs["cache_implementation"] = "static"
+            if section.torch_compile is False:
+                kwargs["disable_compile"] = True
+            elif section.torch_compile:
+                kwargs["compile_config"] = CompileConfig(mode=section.torch_compile_mode or "reduce-overhead")
         return GenerationConfig(**kwargs)
 
     def _call_config(self, max_new_tokens: int) -> tuple[GenerationConfig, dict[str, Any]]:

@@ -26,10 +26,18 @@ class PyTorchConfig(_Section):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="Attention kernel passed to from_pretrained/from_config."
     )
-    torch_compile: bool | None = Field(None, description="Wrap the model in torch.compile.")
-    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = None
+    torch_compile: bool | None = Field(
+        None,
+        description="Wrap the model's forward in torch.compile; with static_kv_cache: true turns on (mode "
+        "torch_compile_mode) or false turns off the compilation transformers does itself.",
+    )
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] | None = Field(
+        None, description="torch.compile mode (default 'default'; 'reduce-overhead' with static_kv_cache)."
+    )
     static_kv_cache: bool | None = Field(
-        None, description="Use a static KV cache (cache_implementation='static'), needed for compiled decode."
+        None,
+        description="Use a static KV cache (cache_implementation='static'); on CUDA transformers then compiles "
+        "the decoding steps into CUDA graphs unless torch_compile is false.",
     )
     use_cache: bool | None = Field(None, description="Use the KV cache during decoding.")
     device_map: str | None = Field(

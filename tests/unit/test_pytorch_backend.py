@@ -100,6 +100,24 @@ def test_static_cache_and_passthrough_kwargs(backend):
     assert backend.generate(_prompts(2), 4).output_tokens == 8
 
 
+def _compiled(forward) -> bool:
+    return hasattr(forward, "_torchdynamo_orig_callable")
+
+
+def test_compilation_is_left_to_transformers_with_a_static_cache(backend):
+    """Static cache: the forward is never wrapped (transformers compiles decode steps itself; wrapping
+    too broke CUDA graphs on an H100), torch_compile sets or disables that compilation."""
+    backend.load(_config(pytorch={"static_kv_cache": True, "torch_compile": True, "torch_compile_mode": "max-autotune"}), "cpu")
+    generation, _ = backend._call_config(4)
+    assert not _compiled(backend.model.forward)
+    assert generation.compile_config.mode == "max-autotune" and not generation.disable_compile
+    assert backend.generate(_prompts(2), 4).output_tokens == 8
+    backend.load(_config(pytorch={"static_kv_cache": True, "torch_compile": False}), "cpu")
+    assert backend._call_config(4)[0].disable_compile and not _compiled(backend.model.forward)
+    backend.load(_config(pytorch={"torch_compile": True}), "cpu")
+    assert _compiled(backend.model.forward) and backend._call_config(4)[0].compile_config is None
+
+
 def test_bad_passthrough_is_a_backend_error(backend):
     backend.load(_config(passthrough_kwargs={"no_such_option": 1}), "cpu")
     with pytest.raises(BackendError, match="no_such_option"):
