@@ -12,7 +12,7 @@ With `static_kv_cache`, transformers compiles the decoding steps itself (on CUDA
 CUDA graphs, `CompileConfig(mode="reduce-overhead")`); `torch_compile: true` then only sets that
 mode (`torch_compile_mode`) and `false` turns it off. Wrapping the forward as well would compile it
 twice: seen on an H100 (transformers 5.17), `reduce-overhead` over a static cache then fails with
-"accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run".
+CUDA graphs' overwrite error in the static cache's `index_copy_`.
 
 Per-request timing: a `TokenTimer` streamer records `time.perf_counter()` when each decoding step's
 tokens reach the host. transformers already synchronises every step (its stop check reads a device
