@@ -104,6 +104,7 @@ def _compiled(forward) -> bool:
     return hasattr(forward, "_torchdynamo_orig_callable")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compilation_is_left_to_transformers_with_a_static_cache(backend):
     """Static cache: the forward is never wrapped (transformers compiles decode steps itself; wrapping
     too broke CUDA graphs on an H100), torch_compile sets or disables that compilation."""
