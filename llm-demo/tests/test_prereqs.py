@@ -23,7 +23,7 @@ H100_IN_CONTAINER = {
     "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}],
     "driver_version": "590.48.01",
     "cuda_driver_version": "13.1",
-    "packages": {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1.48", "tritonclient": "2.73.0"},
+    "packages": {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "tritonclient": "2.73.0"},
     "executables": {"trtllm-build": "/usr/local/bin/trtllm-build", "convert_checkpoint": "/app/convert_checkpoint.py", "docker": None, "nvidia-ctk": None},
     "nvidia_ctk_version": None,
     "triton": {"binary": "/opt/tritonserver/bin/tritonserver", "backends": ["python", "tensorrtllm"]},
