@@ -7,7 +7,9 @@ registers `FakeBackend` as backend 'pytorch' and `FakeMeter` as energy meter 'fa
 FakeBackend reads `passthrough_kwargs`:
 - `fake_duration_s` (default 0.05): seconds each `generate` call sleeps (prefill: a tenth of it);
 - `fake_hang: true`: `generate` never returns;
-- `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`.
+- `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`;
+- `fake_shape_specialised: true`: `load` reports compiled, shape-specialised code (ModelInfo).
+Every `generate` call appends (number of prompts, max_new_tokens) to GENERATE_CALLS.
 Token counts are fixed: each prompt counts its token ids (or FAKE_TEXT_TOKENS for a text prompt)
 as input and exactly `max_new_tokens` as output.
 
@@ -31,6 +33,7 @@ FAKE_TEXT_TOKENS = 16
 FAKE_POWER_W = 100.0
 FAKE_TEMPERATURE_C = 50.0
 FAKE_DEVICE_UUID = "GPU-fake-0"
+GENERATE_CALLS: list[tuple[int, int]] = []
 
 
 class FakeBackend:
@@ -47,7 +50,8 @@ class FakeBackend:
         self._kwargs = dict(config.passthrough_kwargs or {})
         self._batch_size = config.batch_size
         self.loaded = True
-        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE)
+        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE,
+                         shape_specialised=bool(self._kwargs.get("fake_shape_specialised")))
 
     def _input_tokens(self, prompts: list[Prompt]) -> int:
         return sum(len(p.token_ids) if p.token_ids is not None else FAKE_TEXT_TOKENS for p in prompts)
@@ -56,6 +60,7 @@ class FakeBackend:
         return max(1, -(-len(prompts) // self._batch_size))
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
+        GENERATE_CALLS.append((len(prompts), max_new_tokens))
         if self._kwargs.get("fake_crash"):
             os._exit(1)
         while self._kwargs.get("fake_hang"):

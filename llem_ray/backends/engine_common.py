@@ -4,9 +4,12 @@ and `EngineBackend`, the load / generate / prefill / unload cycle of an offline 
 Both engines need a Hugging Face model directory (config.json, plus weights unless they load dummy
 weights). `ModelSource.prepare` gives them one for every kind of `ExperimentConfig.model`:
 - a hub id or a local model directory: passed through unchanged;
-- a built-in `llem/<shape>` or a bare `config.json` file: written to a fresh temporary directory
-  (config.json, and the download-free byte-level tokenizer when prompts are text), removed again
-  by `ModelSource.cleanup()`.
+- a built-in `llem/<shape>` or a bare `config.json` file: written once to a content-addressed
+  directory `<tmp>/llem-models/<name>-<sha>/` (config.json, and the download-free byte-level
+  tokenizer when prompts are text), published by an atomic rename and reused by every later
+  experiment of the same shape. The path must be stable: vLLM's compilation cache is keyed by
+  the model path among other things, so a fresh directory per experiment would recompile the
+  model (tens of seconds on an 8 B shape) in every experiment.
 
 Synthetic prompts are token ids, so the engines run without a tokenizer (`skip_tokenizer_init`):
 no download, and token ids are validated against the model's vocabulary, not a stand-in
@@ -20,8 +23,10 @@ tokenizer of a built-in shape.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -47,6 +52,18 @@ if TYPE_CHECKING:
 EngineInput = list[int]
 """One prompt as the engines take it here: token ids."""
 
+
+@dataclass(frozen=True)
+class WorkloadClock:
+    """When a workload was handed to the engine, on both clocks engines stamp requests with, s.
+
+    `wall_s` is `time.time()`, `monotonic_s` is `time.monotonic()` (Linux: CLOCK_MONOTONIC, one
+    clock for every process of the host, so an engine core process's stamps compare with ours).
+    """
+
+    wall_s: float
+    monotonic_s: float
+
 WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)
 """Token ids of the single kernel warm-up request an engine backend runs at load (valid in any vocabulary)."""
 
@@ -66,7 +83,6 @@ class ModelSource:
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     notes: list[str] = field(default_factory=list)
-    _tmpdir: Path | None = None
 
     @classmethod
     def prepare(cls, config: ExperimentConfig) -> ModelSource:
@@ -100,21 +116,42 @@ class ModelSource:
 
     @classmethod
     def _materialise(cls, model: str, cfg: dict[str, Any], needs_tokenizer: bool) -> ModelSource:
-        tmpdir = Path(tempfile.mkdtemp(prefix="llem-model-"))
-        (tmpdir / "config.json").write_text(json.dumps(cfg, indent=1))
-        notes = [f"{model}: config written to a temporary model directory (random weights)"]
+        text = json.dumps(cfg, indent=1, sort_keys=True)
+        digest = hashlib.sha256(f"{text}\ntokenizer={needs_tokenizer}".encode()).hexdigest()[:16]
+        label = Path(model).stem if not model.startswith(shapes.PREFIX) else model.removeprefix(shapes.PREFIX)
+        target = Path(tempfile.gettempdir()) / MODEL_CACHE_DIR / f"{label}-{digest}"
+        notes = [f"{model}: config in the shared model directory {target} (random weights)"]
+        if needs_tokenizer:
+            notes.append(f"{model} uses the built-in byte-level tokenizer")
+        if not (target / "config.json").is_file():
+            _publish_model_dir(target, text, needs_tokenizer)
+        return cls(str(target), needs_tokenizer, notes=notes)
+
+
+MODEL_CACHE_DIR = "llem-models"
+"""Folder under the system temp directory holding the content-addressed model directories of built-in shapes."""
+
+
+def _publish_model_dir(target: Path, config_text: str, needs_tokenizer: bool) -> None:
+    """Write config.json (+ tokenizer) to a sibling temp dir, then rename it to `target` (atomic).
+
+    Two processes racing publish the same content: the loser's rename fails and it keeps the winner's.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (staging / "config.json").write_text(config_text)
         if needs_tokenizer:
             from llem_ray.backends.pytorch_loading import byte_level_tokenizer
 
-            byte_level_tokenizer().save_pretrained(str(tmpdir))
-            notes.append(f"{model} uses the built-in byte-level tokenizer")
-        return cls(str(tmpdir), needs_tokenizer, notes=notes, _tmpdir=tmpdir)
-
-    def cleanup(self) -> None:
-        """Remove the temporary model directory, if one was written; safe to call twice."""
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+            byte_level_tokenizer().save_pretrained(str(staging))
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _first_id(value: Any) -> int | None:
@@ -190,9 +227,13 @@ class EngineBackend:
         """Keyword arguments of the engine's `SamplingParams` for one workload (prefill: one token, no minimum)."""
         raise NotImplementedError
 
-    def _request_timing(self, output: Any, batch_wall_s: float) -> RequestTiming:
-        """Timing of one of the engine's `RequestOutput`s; seconds."""
+    def _request_timing(self, output: Any, batch_wall_s: float, clock: WorkloadClock) -> RequestTiming:
+        """Timing of one of the engine's `RequestOutput`s of a workload handed over at `clock`; seconds."""
         raise NotImplementedError
+
+    def _engine_facts(self) -> tuple[int | None, bool | None]:
+        """(most requests run at once, prefix caching on) as the built engine reports them; None = unknown."""
+        return None, None
 
     def _shutdown(self, llm: Any) -> None:
         """Shut the engine `llm` (and its worker processes) down."""
@@ -231,6 +272,7 @@ class EngineBackend:
         except Exception as exc:  # engines raise anything from ValueError to MPI and CUDA errors
             self.unload()
             raise BackendError(f"{self.label} could not load '{config.model}': {type(exc).__name__}: {exc}") from exc
+        max_concurrent, prefix_caching = self._engine_facts()
         return ModelInfo(
             n_parameters=self._source.n_parameters or 0,
             dtype=engine_dtype(config.precision),
@@ -238,21 +280,24 @@ class EngineBackend:
             load_time_s=time.perf_counter() - start_s,
             vocab_size=self._source.vocab_size,
             notes=tuple(notes),
+            max_concurrent_requests=max_concurrent,
+            prefix_caching=prefix_caching,
         )
 
-    def _run(self, inputs: list[EngineInput], params: dict[str, Any]) -> tuple[list[Any], float]:
-        """(RequestOutputs in input order, wall time s) of one workload."""
+    def _run(self, inputs: list[EngineInput], params: dict[str, Any]) -> tuple[list[Any], float, WorkloadClock]:
+        """(RequestOutputs in input order, wall time s, when it was handed over) of one workload."""
         if self._llm is None:
             raise BackendError(f"the {self.label} backend has no engine loaded")
         self._before_workload()
         extra = self._generate_extras()
+        clock = WorkloadClock(time.time(), time.monotonic())
         start_s = time.perf_counter()
         try:
             outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in inputs],
                                          self._engine.SamplingParams(**params), use_tqdm=False, **extra)
         except Exception as exc:
             raise BackendError(f"{self.label} generate failed: {type(exc).__name__}: {exc}") from exc
-        return list(outputs), time.perf_counter() - start_s
+        return list(outputs), time.perf_counter() - start_s, clock
 
     def _loaded(self) -> ExperimentConfig:
         """The loaded experiment's config. Raises BackendError when no engine is loaded."""
@@ -266,8 +311,8 @@ class EngineBackend:
     def generate(self, prompts: list[Prompt], max_new_tokens: int) -> GenerationOutput:
         """Run every prompt to completion in one workload (continuous / in-flight batching); blocks until done."""
         inputs = self._inputs(prompts)
-        outputs, wall_s = self._run(inputs, self._sampling(self._loaded(), max_new_tokens))
-        requests = [self._request_timing(o, wall_s) for o in outputs]
+        outputs, wall_s, clock = self._run(inputs, self._sampling(self._loaded(), max_new_tokens))
+        requests = [self._request_timing(o, wall_s, clock) for o in outputs]
         return GenerationOutput(
             input_tokens=sum(len(ids) for ids in inputs),
             output_tokens=sum(r.output_tokens for r in requests),
@@ -278,7 +323,7 @@ class EngineBackend:
     def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
         """Prefill every prompt (the engine samples the one token a prefill step yields; it is not counted)."""
         inputs = self._inputs(prompts)
-        _, wall_s = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
+        _, wall_s, _ = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
         return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
 
     def peak_memory_mb(self) -> float | None:
@@ -286,7 +331,7 @@ class EngineBackend:
         return gpu_memory_used_mb(self._device)
 
     def unload(self) -> None:
-        """Shut the engine down (`_shutdown`) and remove temporary files; safe to call twice."""
+        """Shut the engine down (`_shutdown`); safe to call twice."""
         llm, self._llm = self._llm, None
         self._tokenizer = None
         try:
@@ -296,6 +341,4 @@ class EngineBackend:
             raise BackendError(f"{self.label} shutdown failed: {type(exc).__name__}: {exc}") from exc
         finally:
             del llm
-            if self._source is not None:
-                self._source.cleanup()
-                self._source = None
+            self._source = None

@@ -29,6 +29,11 @@ class ModelInfo:
 
     `vocab_size` bounds synthetic token ids (None: unknown); `notes` are remarks for the result's
     warnings (e.g. which tokenizer stood in for a random-weight model's).
+    `max_concurrent_requests`: most requests the engine runs at once as it was actually configured
+    (vLLM's effective `max_num_seqs`); None where the experiment's batch size says it (PyTorch).
+    `prefix_caching`: whether the engine reuses KV blocks of shared prefixes (None: no such cache).
+    `shape_specialised`: compiled code is specialised to batch and sequence shapes (a static KV
+    cache, `torch.compile`): warm-up must then run the measured window's exact shapes.
     """
 
     n_parameters: int
@@ -37,16 +42,26 @@ class ModelInfo:
     load_time_s: float
     vocab_size: int | None = None
     notes: tuple[str, ...] = ()
+    max_concurrent_requests: int | None = None
+    prefix_caching: bool | None = None
+    shape_specialised: bool = False
 
 
 @dataclass
 class RequestTiming:
-    """Timing of one request, seconds; ttft/itl None where the backend cannot observe them."""
+    """Timing of one request, seconds; ttft/itl None where the backend cannot observe them.
+
+    `span_s`: (joined the running batch, first token, last token), s since the workload began,
+    where the engine reports them (continuous batching: vLLM's scheduler timestamps); None when
+    it does not, and the steady-state window is then rebuilt from batch times (static batching)
+    or not found.
+    """
 
     latency_s: float
     output_tokens: int
     ttft_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
+    span_s: tuple[float, float, float] | None = None
 
 
 @dataclass

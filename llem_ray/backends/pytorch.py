@@ -106,6 +106,7 @@ class PyTorchBackend:
         self._generation = self._generation_config(config, section)
         forward_params = inspect.signature(model.forward).parameters
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+        compiled_static = bool(section.static_kv_cache) and device == "cuda" and section.torch_compile is not False
         return ModelInfo(
             n_parameters=sum(p.numel() for p in model.parameters()),
             dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
@@ -113,6 +114,7 @@ class PyTorchBackend:
             load_time_s=time.perf_counter() - start_s,
             vocab_size=model.config.get_text_config().vocab_size,
             notes=tuple(notes),
+            shape_specialised=compiled_static or bool(section.torch_compile),
         )
 
     def _generation_config(self, config: ExperimentConfig, section: PyTorchConfig) -> GenerationConfig:

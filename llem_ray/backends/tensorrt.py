@@ -36,7 +36,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.backends.engine_common import EngineBackend, ModelSource, engine_dtype
+from llem_ray.backends.engine_common import EngineBackend, ModelSource, WorkloadClock, engine_dtype
 from llem_ray.backends.protocol import ModelInfo, RequestTiming
 from llem_ray.backends.trt_engine_cache import EngineCache, engine_key, model_identity
 from llem_ray.config.backends import TensorRTConfig
@@ -285,7 +285,7 @@ class TensorRTBackend(EngineBackend):
     def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:
         return sampling_kwargs(config, self._source, max_tokens, prefill=prefill)
 
-    def _request_timing(self, output: Any, batch_wall_s: float) -> RequestTiming:
+    def _request_timing(self, output: Any, batch_wall_s: float, clock: WorkloadClock) -> RequestTiming:
         return request_timing(output, batch_wall_s)
 
     def _shutdown(self, llm: Any) -> None:

@@ -173,10 +173,17 @@ class ExperimentConfig(_Strict):
 
     @property
     def batch_size(self) -> int:
-        """Requests per batch as the backend will run them (PyTorch batch_size; engines: all at once)."""
+        """Requests run at once as configured: PyTorch `batch_size`; an engine's `vllm.max_num_seqs` /
+        `tensorrt.max_batch_size` capped by `n`, or `n` when unset (the engine's own limit, read back
+        after load, then gives the result's `batch_size`)."""
         if self.backend == "pytorch":
             return (self.pytorch.batch_size if self.pytorch else None) or 1
-        return self.n
+        limit = None
+        if self.backend == "vllm" and self.vllm is not None:
+            limit = self.vllm.max_num_seqs
+        elif self.backend == "tensorrt" and self.tensorrt is not None:
+            limit = self.tensorrt.max_batch_size
+        return min(self.n, limit) if limit else self.n
 
     def display_name(self) -> str:
         """`name`, or a readable name derived from model, backend, precision and batch size."""

@@ -5,7 +5,9 @@ Energy: `energy_total_j` is the meter's raw energy over the measured window (all
 `energy_per_output_token_j` and the prefill/decode split use raw energy, like ML.ENERGY and
 optimum-benchmark, so they compare with peers; the adjusted total is reported beside them.
 `energy_per_output_token_j` is taken over the steady-state window where one exists
-(`measurement_methodology` steady_state, measure/steady_state.py), else over the whole window.
+(`measurement_methodology` steady_state, measure/steady_state.py), else over the whole window;
+`energy_per_output_token_total_j` is always over the whole window, so both stand side by side.
+`batch_size` is what ran at once: an engine's effective limit (vLLM `max_num_seqs`) or PyTorch's.
 Prefill/decode (PREC-01): prefill = one pass of the dedicated prefill loop; decode = window - prefill.
 """
 
@@ -20,7 +22,7 @@ from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue
 from llem_ray.energy.baseline import BaselineReading
 from llem_ray.energy.protocol import EnergyMeter, EnergyWindow, PowerSample
 from llem_ray.measure.flops import estimate_flops
-from llem_ray.measure.metrics import device_stats, facility_figures, measurement_warnings, percentiles
+from llem_ray.measure.metrics import device_stats, facility_figures, host_bound, measurement_warnings, percentiles
 from llem_ray.measure.steady_state import request_spans, steady_state
 from llem_ray.results.schema import (
     EnergyBreakdown,
@@ -107,6 +109,13 @@ def _baseline_breakdown(obs: Observations, total_j: float | None) -> tuple[Energ
     )
 
 
+def concurrent_batch(config: ExperimentConfig, info: ModelInfo, n_requests: int) -> int:
+    """Requests the backend ran at once: the engine's own limit (capped by the requests) or the config's batch."""
+    if info.max_concurrent_requests is None:
+        return config.batch_size
+    return max(1, min(info.max_concurrent_requests, n_requests or config.n))
+
+
 def build_result(obs: Observations) -> ExperimentResult:
     """The `ExperimentResult` of `obs` (facility figures from LLEM_DATACENTER_PUE / LLEM_CARBON_INTENSITY)."""
     config, out = obs.config, obs.output
@@ -116,15 +125,18 @@ def build_result(obs: Observations) -> ExperimentResult:
     measured = [s for s in obs.samples if phase_of(s.t_s, obs.phases) == "measured"]
     excluded = [s for s in obs.samples if phase_of(s.t_s, obs.phases) in ("warmup", "thermal_floor")]
     stats = device_stats(measured)
+    batch_size = concurrent_batch(config, obs.info, len(out.requests))
     steady = steady_state(
-        request_spans(config.backend, out, config.batch_size, obs.duration_s),
-        batch_size=config.batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
+        request_spans(config.backend, out, batch_size, obs.duration_s),
+        batch_size=batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
         energy_total_j=total_j, samples=obs.samples,
         window_start_s=next((start for name, start, _ in obs.phases if name == "measured"), 0.0),
         power_limits_w={gpu.uuid: gpu.power_limit_w for gpu in obs.env.gpus},
     )
+    bound, bound_warning = host_bound(stats, [gpu.power_limit_w for gpu in obs.env.gpus]) if obs.env.gpus else (None, None)
     warnings = [
         *obs.notes,
+        *([bound_warning] if bound_warning else []),
         *measurement_warnings(
             energy_measured=total_j is not None,
             window_s=obs.duration_s,
@@ -141,7 +153,7 @@ def build_result(obs: Observations) -> ExperimentResult:
         backend=config.backend,
         model=config.model,
         precision=config.precision,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         device=obs.device,
         started_at=obs.started_at,
         ended_at=datetime.now(timezone.utc),
@@ -159,6 +171,7 @@ def build_result(obs: Observations) -> ExperimentResult:
         measurement_methodology=steady.methodology,
         steady_state_window=steady.window_s,
         energy_per_output_token_j=steady.energy_per_output_token_j,
+        energy_per_output_token_total_j=_per(total_j, out.output_tokens),
         energy_breakdown=breakdown,
         prefill=prefill,
         decode=decode,
@@ -171,6 +184,8 @@ def build_result(obs: Observations) -> ExperimentResult:
         peak_memory_mb=obs.peak_memory_mb,
         mean_gpu_utilization_pct=stats.mean_utilization_pct,
         mean_power_w=stats.mean_power_w,
+        host_bound=bound,
+        prefix_caching=obs.info.prefix_caching,
         max_temperature_c=stats.max_temperature_c,
         throttle_reasons=stats.throttle_reasons,
         flops=estimate_flops(obs.info.n_parameters, out.input_tokens, out.output_tokens, config.decoder.num_beams),

@@ -6,6 +6,12 @@ window (energy window + sampler, devices synchronised before the stop, CM-15) â†
 loop; every sample is tagged with its phase in the timeseries, and only the measured window's
 samples enter the result's device statistics.
 
+Warm-up reaches the window's steady state: each warm-up batch holds as many requests as the
+backend runs at once in the window (PyTorch `batch_size`; an engine's effective `max_num_seqs`),
+and when the backend's compiled code is specialised to shapes (`ModelInfo.shape_specialised`:
+static KV cache, `torch.compile`) it also generates the window's full output length, so no
+compilation or CUDA-graph capture is left to the measured window.
+
 Without any energy meter (a CPU host, no NVML) the experiment still runs: energy fields are None
 and a warning says why.
 """
@@ -138,11 +144,15 @@ def run(
         if meter is not None:
             meter.start_sampling(config.energy.sample_hz)
         progress("warmup")
-        warm_batch = [prompts[i % len(prompts)] for i in range(min(config.batch_size, config.n))]
+        concurrency = min(config.n, info.max_concurrent_requests or config.batch_size)
+        warm_batch = [prompts[i % len(prompts)] for i in range(concurrency)]
+        reduced = min(config.warmup.max_output_tokens, config.max_output_tokens)
+        warm_tokens = config.max_output_tokens if info.shape_specialised else reduced
+        shape_notes = _shape_notes(config, info.shape_specialised)
 
         def warm_once() -> float:
             t0 = time.perf_counter()
-            backend.generate(warm_batch, config.warmup.max_output_tokens)
+            backend.generate(warm_batch, warm_tokens)
             return time.perf_counter() - t0
 
         with _phase(phases, "warmup"):
@@ -184,7 +194,7 @@ def run(
             samples=samples,
             phases=phases,
             peak_memory_mb=backend.peak_memory_mb(),
-            notes=[*cleared.warnings, *info.notes, *prompt_set.notes],
+            notes=[*cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
         result = build_result(observations)
@@ -196,6 +206,16 @@ def run(
             if meter is not None:
                 meter.stop_sampling()
                 meter.close()
+
+
+def _shape_notes(config: ExperimentConfig, shape_specialised: bool) -> list[str]:
+    """Warnings about shapes the warm-up cannot cover for code compiled per shape (empty otherwise)."""
+    if not shape_specialised or config.backend != "pytorch" or config.n % config.batch_size == 0:
+        return []
+    return [
+        f"n={config.n} is not a multiple of batch size {config.batch_size}: the window's last, smaller batch "
+        "has a shape the warm-up did not compile (compilation inside the measured window)"
+    ]
 
 
 def _print_stage(stage: str) -> None:

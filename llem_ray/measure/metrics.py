@@ -22,6 +22,12 @@ MIN_WINDOW_S = 10.0
 MIN_SAMPLES = 10
 MAX_TEMPERATURE_DRIFT_C = 10.0
 MIN_THERMAL_FLOOR_S = 30.0
+HOST_BOUND_POWER_FRACTION = 0.35
+"""Mean power under this share of the power limit flags a window host-bound whatever the utilisation."""
+HOST_BOUND_POWER_FRACTION_BUSY = 0.5
+"""Mean power under this share flags it too when utilisation is below HOST_BOUND_UTILIZATION_PCT."""
+HOST_BOUND_UTILIZATION_PCT = 90.0
+"""NVML utilisation (share of time a kernel ran) below which gaps between kernels are visible, %."""
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -112,6 +118,34 @@ def measurement_warnings(
     if thermal_floor_s < MIN_THERMAL_FLOOR_S:
         out.append(f"thermal floor {thermal_floor_s:g} s < {MIN_THERMAL_FLOOR_S:.0f} s: GPU may not be at steady temperature")
     return out
+
+
+def host_bound(stats: DeviceStats, power_limits_w: Sequence[float | None]) -> tuple[bool | None, str | None]:
+    """(host-bound?, warning) of a window from its device statistics and the bound GPUs' power limits, W.
+
+    An eager engine on a small model keeps the GPU waiting for the host's kernel launches: it then
+    draws a fraction of its limit and its J/token follows the host's speed, not the model's (seen
+    on an H200: ~150 W of 700 W, J/token CV 9-22 %). Host-bound when mean power (summed over
+    devices) is under HOST_BOUND_POWER_FRACTION of the summed limits, or under
+    HOST_BOUND_POWER_FRACTION_BUSY with utilisation under HOST_BOUND_UTILIZATION_PCT. (None, None)
+    when power or any limit is unknown.
+    """
+    if stats.mean_power_w is None or not power_limits_w or any(not w for w in power_limits_w):
+        return None, None
+    limit_w = sum(w for w in power_limits_w if w)
+    fraction = stats.mean_power_w / limit_w
+    util = stats.mean_utilization_pct
+    bound = fraction < HOST_BOUND_POWER_FRACTION or (
+        fraction < HOST_BOUND_POWER_FRACTION_BUSY and util is not None and util < HOST_BOUND_UTILIZATION_PCT
+    )
+    if not bound:
+        return False, None
+    util_text = f", utilisation {util:.0f} %" if util is not None else ""
+    return True, (
+        f"host-bound: the GPU drew {stats.mean_power_w:.0f} W of its {limit_w:.0f} W limit ({fraction:.0%}{util_text}) "
+        "during the window; J/token follows the host's speed (kernel launches, Python), not the model's: "
+        "compare such runs only with care, and prefer a GPU-bound configuration (CUDA graphs, larger batch)"
+    )
 
 
 def facility_figures(

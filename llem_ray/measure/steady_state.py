@@ -6,11 +6,15 @@ ML.ENERGY reports the *steady state* instead: the time over which the running ba
 
 Method (pure functions, no I/O; `measure.assemble` calls `steady_state` once per experiment):
 1. `request_spans` places each request on the measured window's time axis (s since it began):
-   when it joined the running batch, its first token, its last token. Only a static-batching
-   backend (PyTorch: fixed batches run one after another) lets these be rebuilt from what the
-   backend reports; other backends return no spans and the result keeps `total`.
+   when it joined the running batch, its first token, its last token. A continuous-batching
+   engine reports these itself (vLLM's scheduler timestamps, `RequestTiming.span_s`); for a
+   static-batching backend (PyTorch: fixed batches run one after another) they are rebuilt from
+   the batch times. Otherwise there are no spans and the result keeps `total`.
 2. `steady_state_window`: from the first moment `batch_size` requests run together to the last
-   moment the count falls below it (the drain). Short dips inside (a batch boundary) stay in.
+   moment the count falls below it (the drain). Short dips inside (a batch boundary, a request
+   finishing before the scheduler admits the next one) stay in. For a continuous-batching
+   engine `batch_size` is the most requests it runs at once (vLLM: its effective `max_num_seqs`,
+   capped by the number of requests).
 3. `tokens_in_window`: a request's first token at its first-token time, the rest spread evenly up
    to its last token; tokens are counted (fractionally) where they fall in the window.
 4. `window_energy_j`: the NVML counter's energy of the whole measured window, times the share of
@@ -82,15 +86,18 @@ class WindowEnergy:
 
 
 def request_spans(backend: str, output: GenerationOutput, batch_size: int, duration_s: float) -> list[RequestSpan]:
-    """Spans of every request of `output`, or [] when they cannot be rebuilt.
+    """Spans of every request of `output`, or [] when they cannot be had.
 
-    Static batching only (`STATIC_BATCHING_BACKENDS`): batch k holds requests k·B … (k+1)·B − 1
+    Reported spans first: when every request carries `span_s`, those are the spans. Otherwise
+    static batching only (`STATIC_BATCHING_BACKENDS`): batch k holds requests k·B … (k+1)·B − 1
     and batches run back to back. The backend reports each batch's wall time but not when it
     began, so batches are laid end to end and stretched by `duration_s` / Σ batch times: the
     host work between batches is spread evenly instead of piling up at the end. Returns [] for
     other backends, or when the request count does not match the batches.
     """
     latencies, requests = output.batch_latencies_s, output.requests
+    if requests and all(r.span_s is not None for r in requests):
+        return [RequestSpan(r.span_s[0], r.span_s[2], r.output_tokens, r.span_s[1]) for r in requests if r.span_s]
     total_s = sum(latencies)
     if (
         backend not in STATIC_BATCHING_BACKENDS

@@ -39,6 +39,7 @@ ONE_CYCLE_NOTE = "one cycle: no confidence interval (needs >= 2 cycles)"
 
 CI_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
+    "energy_per_output_token_total_j": lambda r: r.energy_per_output_token_total_j,
     "tokens_per_second": lambda r: r.tokens_per_second,
     "energy_adjusted_j": lambda r: r.energy_adjusted_j,
     "ttft_p50_ms": lambda r: r.latency.ttft.p50_ms if r.latency.ttft else None,
@@ -187,6 +188,8 @@ def summary_row(results: Sequence[ExperimentResult]) -> dict[str, Any]:
         row[f"{metric}_mean"] = _mean([get(r) for r in results])
     temps = [r.max_temperature_c for r in results if r.max_temperature_c is not None]
     row["max_temperature_c"] = max(temps) if temps else None
+    flags = [r.host_bound for r in results if r.host_bound is not None]
+    row["host_bound"] = any(flags) if flags else None
     row["n_warnings"] = sum(len(r.measurement_warnings) for r in results)
     row["ci_note"] = "; ".join(dict.fromkeys(notes)) or None
     return row
@@ -212,6 +215,7 @@ def _schema() -> pa.Schema:
     fields += [pa.field(f"{metric}_mean", pa.float64()) for metric in MEAN_METRICS]
     fields += [
         pa.field("max_temperature_c", pa.float64()),
+        pa.field("host_bound", pa.bool_()),
         pa.field("n_warnings", pa.int64()),
         pa.field("ci_note", pa.string()),
     ]

@@ -123,7 +123,10 @@ def _summary_html(rows: Sequence[dict[str, Any]]) -> str:
     e = html.escape
     body = [
         [
-            f"{e(r['name'])}<br><span class=ci>{e(report_plots.series_label(r))}</span>", str(r["batch_size"]),
+            f"{e(r['name'])}<br><span class=ci>{e(report_plots.series_label(r))}</span>"
+            + ('<br><span class=warn title="GPU well under its power limit: J/token follows the host">host-bound</span>'
+               if r["host_bound"] else ""),
+            str(r["batch_size"]),
             str(r["n_cycles"]), e(r["measurement_methodology"]),
             _with_ci(r, "energy_per_output_token_j"), _fmt(r["energy_per_output_token_j_cv"], 2),
             _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "ttft_p50_ms"),
@@ -182,7 +185,7 @@ h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin
 th,td{border:1px solid #ddd;padding:4px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}
 table.summary td{text-align:right}
 table.summary td:nth-child(1),table.summary td:nth-child(4),table.summary td:nth-child(n+12){text-align:left}
-.ci{color:#777;font-size:.85em;white-space:nowrap}
+.ci{color:#777;font-size:.85em;white-space:nowrap}.warn{color:#b35900;font-weight:600;font-size:.85em}
 .partial{background:#fff4e5;border:1px solid #f0b45a;padding:.6em .8em}
 .ok{color:#1a7f37}.note{color:#777;font-style:italic}img{max-width:100%;border:1px solid #eee}
 figure{margin:.8em 0}code{background:#f3f3f3;padding:0 .25em}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 REPRODUCIBILITY_NOTES = (
     "Energy is read from the GPU's NVML energy counter (mJ since driver load) at window start and end. "
@@ -152,7 +152,12 @@ class ExperimentResult(_Model):
     energy_adjusted_j: float | None = None
     energy_per_device_j: dict[str, float] | None = Field(None, description="GPU UUID -> J")
     baseline_power_w: float | None = None
-    energy_per_output_token_j: float | None = None
+    energy_per_output_token_j: float | None = Field(
+        None, description="J/token by `measurement_methodology`: over the steady-state window when there is one"
+    )
+    energy_per_output_token_total_j: float | None = Field(
+        None, description="J/token over the whole measured window (ramp-up and drain included), beside the above"
+    )
     energy_breakdown: EnergyBreakdown = Field(default_factory=EnergyBreakdown)
     prefill: PhaseMetrics | None = None
     decode: PhaseMetrics | None = None
@@ -160,6 +165,13 @@ class ExperimentResult(_Model):
     peak_memory_mb: float | None = None
     mean_gpu_utilization_pct: float | None = None
     mean_power_w: float | None = None
+    host_bound: bool | None = Field(
+        None, description="GPU drew well under its power limit in the window (see methodology): J/token follows "
+        "the host; None without power samples or a known limit"
+    )
+    prefix_caching: bool | None = Field(
+        None, description="The engine's prefix cache was on (cleared before every workload); None: no such cache"
+    )
     max_temperature_c: float | None = None
     throttle_reasons: list[str] = Field(default_factory=list)
     flops: FlopsResult | None = None

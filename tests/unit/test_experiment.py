@@ -145,3 +145,18 @@ def test_plugins_env_var_installs_fakes_in_a_fresh_process_and_crash_exits(tmp_p
     crash = subprocess.run([sys.executable, "-c", code.replace("CRASH", "True")], cwd=root, env=env,
                            capture_output=True, text=True, timeout=120)
     assert crash.returncode == 1 and crash.stdout == ""
+
+
+@pytest.mark.parametrize("specialised", [False, True])
+def test_warm_up_runs_the_windows_shapes_when_code_is_compiled_per_shape(fakes, specialised):
+    """Compiled, shape-specialised code (static KV cache, torch.compile) is warmed at the window's output length."""
+    from tests.fakes import GENERATE_CALLS
+
+    GENERATE_CALLS.clear()
+    config = ExperimentConfig(**{**QUICK, "n": 5, "max_output_tokens": 24, "passthrough_kwargs": {
+        "fake_duration_s": 0.01, "fake_shape_specialised": specialised}})
+    result = run(config).result
+    warmups, window = GENERATE_CALLS[:2], GENERATE_CALLS[2]
+    assert warmups == [(2, 24 if specialised else 16)] * 2 and window == (5, 24)
+    partial = [w for w in result.measurement_warnings if "not a multiple of batch size" in w]
+    assert bool(partial) is specialised  # n=5 with batch 2: the last batch's shape was never compiled

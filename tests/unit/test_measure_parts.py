@@ -5,7 +5,7 @@ import pytest
 from llem_ray.config.experiment import WarmupConfig
 from llem_ray.energy.protocol import PowerSample
 from llem_ray.measure.flops import estimate_flops
-from llem_ray.measure.metrics import device_stats, facility_figures, measurement_warnings, percentiles
+from llem_ray.measure.metrics import DeviceStats, device_stats, facility_figures, host_bound, measurement_warnings, percentiles
 from llem_ray.measure.warmup import coefficient_of_variation, run_warmup
 
 
@@ -84,3 +84,27 @@ def test_facility_figures():
     assert facility_figures(3.6e6, 1.5, 400) == (pytest.approx(5.4e6), pytest.approx(600.0))
     assert facility_figures(3.6e6, None, 400) == (None, pytest.approx(400.0))
     assert facility_figures(None, 1.5, 400) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("power_w", "util_pct", "expected"),
+    [
+        (150.0, 97.0, True),   # eager HF generate on an H200: ~150 W of 700 W, whatever NVML's utilisation says
+        (300.0, 70.0, True),   # under half the limit with visible gaps between kernels
+        (300.0, 98.0, False),  # under half, but the GPU is never idle: memory-bound, not host-bound
+        (688.0, 100.0, False),  # vLLM at the power cap
+    ],
+)
+def test_host_bound_flags_a_gpu_waiting_for_the_host(power_w, util_pct, expected):
+    bound, warning = host_bound(DeviceStats(n_samples=50, mean_power_w=power_w, mean_utilization_pct=util_pct), [700.0])
+    assert bound is expected
+    assert (warning is not None) is expected
+    if expected:
+        assert f"{power_w:.0f} W of its 700 W limit" in warning and "host" in warning
+
+
+def test_host_bound_is_unknown_without_power_or_a_limit():
+    assert host_bound(DeviceStats(), [700.0]) == (None, None)
+    assert host_bound(DeviceStats(n_samples=5, mean_power_w=100.0), [None]) == (None, None)
+    two_gpus = DeviceStats(n_samples=5, mean_power_w=900.0, mean_utilization_pct=99.0)  # summed over devices
+    assert host_bound(two_gpus, [700.0, 700.0]) == (False, None)

@@ -96,8 +96,15 @@ def test_prefill_runs_one_pass_per_batch_without_output(backend):
 
 
 def test_static_cache_and_passthrough_kwargs(backend):
-    backend.load(_config(pytorch={"batch_size": 2, "static_kv_cache": True}, passthrough_kwargs={"top_k": 5}), "cpu")
+    info = backend.load(_config(pytorch={"batch_size": 2, "static_kv_cache": True}, passthrough_kwargs={"top_k": 5}),
+                        "cpu")
     assert backend.generate(_prompts(2), 4).output_tokens == 8
+    assert info.shape_specialised is False  # transformers compiles a static cache on CUDA only
+
+
+def test_compiled_code_is_reported_shape_specialised(backend):
+    assert backend.load(_config(pytorch={"torch_compile": True}), "cpu").shape_specialised is True
+    assert backend.load(_config(), "cpu").shape_specialised is False
 
 
 def _compiled(forward) -> bool:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from llem_ray.backends import registry
+from llem_ray.backends.engine_common import WorkloadClock
 from llem_ray.backends.protocol import Prompt
 from llem_ray.backends.vllm import VLLMBackend, request_timing
 from llem_ray.config.experiment import ExperimentConfig
@@ -37,6 +38,7 @@ def fake_vllm(monkeypatch):
     import vllm
 
     vllm.EVENTS.clear()
+    vllm.LEGACY_SHUTDOWN = vllm.REFUSE_RESET = False
     yield vllm
     _drop("vllm")
 
@@ -75,8 +77,24 @@ def test_engine_arguments_tp_section_and_passthrough(fake_vllm):
     assert info.vocab_size == 4096 and info.n_parameters > 0 and info.dtype == "bfloat16"
     (warmup,) = _events(fake_vllm, "generate")  # exactly one kernel warm-up request during load
     assert len(warmup["prompts"]) == 1 and warmup["params"].max_tokens == 2
+    assert info.max_concurrent_requests == 7 and info.prefix_caching is True  # read back from the engine
     backend.unload()
-    assert not temp_model_dir.exists()
+    assert (temp_model_dir / "config.json").is_file()  # shared, content-addressed: kept for the next experiment
+
+
+def test_built_in_shape_has_one_stable_model_directory(fake_vllm):
+    """vLLM keys its compilation cache by model path: the same shape must always load from the same path."""
+    paths = []
+    for _ in range(2):
+        backend = VLLMBackend()
+        backend.load(_config(), "cpu")
+        paths.append(_events(fake_vllm, "init")[-1]["model"])
+        backend.unload()
+    other = VLLMBackend()
+    other.load(_config(model="llem/qwen2.5-0.5b"), "cpu")
+    other.unload()
+    assert paths[0] == paths[1] != _events(fake_vllm, "init")[-1]["model"]
+    assert not [p for p in Path(paths[0]).parent.iterdir() if p.name.startswith(".")]  # no staging dir left
 
 
 def test_single_gpu_uses_no_executor_override_and_cpu_ignores_gpus(fake_vllm):
@@ -101,6 +119,10 @@ def test_generate_fixed_length_greedy_with_request_metrics(fake_vllm):
     first = out.requests[0]
     assert first.itl_s == pytest.approx([fake_vllm.TOKEN_INTERVAL_S] * 7)
     assert first.latency_s == pytest.approx(0.01 + 7 * fake_vllm.TOKEN_INTERVAL_S)
+    joined, first_token, last_token = first.span_s  # engine-core monotonic stamps on the workload's axis
+    assert 0 <= joined < 0.005 and first_token - joined == pytest.approx(0.01, abs=1e-6)
+    assert last_token - first_token == pytest.approx(7 * fake_vllm.TOKEN_INTERVAL_S, abs=1e-6)
+    assert last_token <= out.batch_latencies_s[0]
     # the prefix cache is cleared before each workload: warm-up, this generate
     assert len(_events(fake_vllm, "reset_prefix_cache")) == 2
 
@@ -124,11 +146,46 @@ def test_without_metrics_latency_is_the_workload_wall_time(fake_vllm):
 
 
 def test_v0_request_metrics_are_read_too():
-    metrics = SimpleNamespace(arrival_time=10.0, first_token_time=10.5, last_token_time=11.5, finished_time=11.6)
+    metrics = SimpleNamespace(arrival_time=10.0, first_scheduled_time=10.2, first_token_time=10.5,
+                              last_token_time=11.5, finished_time=11.6)
     output = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 5)], metrics=metrics)
-    timing = request_timing(output, batch_wall_s=9.0)
+    timing = request_timing(output, batch_wall_s=9.0, clock=WorkloadClock(wall_s=10.0, monotonic_s=5.0))
     assert timing.ttft_s == pytest.approx(0.5) and timing.latency_s == pytest.approx(1.5)
     assert timing.itl_s == pytest.approx([0.25] * 4)
+    assert timing.span_s == pytest.approx((0.2, 0.5, 1.5))  # V0 stamps are wall clock
+
+
+def test_spans_on_another_clock_are_dropped():
+    """Stamps that cannot lie inside the workload (another clock) give no span, never a wrong window."""
+    metrics = SimpleNamespace(first_token_latency=0.5, scheduled_ts=900.0, first_token_ts=900.5, last_token_ts=901.0)
+    output = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 3)], metrics=metrics)
+    timing = request_timing(output, batch_wall_s=2.0, clock=WorkloadClock(wall_s=0.0, monotonic_s=100.0))
+    assert timing.ttft_s == pytest.approx(0.5) and timing.span_s is None
+
+
+def test_continuous_batching_gives_a_steady_state_window(fake_vllm):
+    """Spans from the engine's stamps: the window is where max_num_seqs requests run together."""
+    from llem_ray.measure.steady_state import request_spans, steady_state_window
+
+    backend = VLLMBackend()
+    backend.load(_config(n=40, vllm={"max_num_seqs": 8}), "cpu")
+    out = backend.generate([Prompt(token_ids=(1, 2)) for _ in range(40)], 8)
+    spans = request_spans("vllm", out, 8, out.batch_latencies_s[0])
+    assert len(spans) == 40
+    window = steady_state_window(spans, 8)
+    assert window is not None
+    first_done = min(s.end_s for s in spans)
+    last_admitted = max(s.start_s for s in spans)
+    assert window[0] < first_done and window[1] >= last_admitted  # full from the ramp to the drain
+    assert window[1] - window[0] < out.batch_latencies_s[0]
+
+
+def test_a_refused_prefix_cache_clear_stops_the_workload(fake_vllm):
+    backend = VLLMBackend()
+    backend.load(_config(), "cpu")
+    fake_vllm.REFUSE_RESET = True
+    with pytest.raises(BackendError, match="prefix cache"):
+        backend.generate([Prompt(token_ids=(1,))], 2)
 
 
 def test_text_prompts_use_the_engine_tokenizer_truncated(fake_vllm):
@@ -160,7 +217,9 @@ def test_prefill_runs_one_token_and_counts_no_output(fake_vllm):
     assert out.input_tokens == 3 and out.output_tokens == 0 and out.requests == []
 
 
-def test_unload_shuts_down_once_and_is_safe_twice(fake_vllm):
+@pytest.mark.parametrize("legacy", [False, True], ids=["engine-core-client", "LLM.shutdown"])
+def test_unload_shuts_down_once_and_is_safe_twice(fake_vllm, legacy):
+    fake_vllm.LEGACY_SHUTDOWN = legacy
     backend = VLLMBackend()
     backend.load(_config(), "cpu")
     backend.unload()
@@ -186,7 +245,7 @@ def test_engine_rejection_becomes_backend_error_and_cleans_up(fake_vllm):
     backend = VLLMBackend()
     with pytest.raises(BackendError, match="unexpected keyword argument 'no_such_arg'"):
         backend.load(_config(passthrough_kwargs={"no_such_arg": 1}), "cpu")
-    assert backend._source is None  # temporary model directory removed
+    assert backend._source is None and backend._llm is None
 
 
 def test_missing_vllm_names_the_extra(monkeypatch):
@@ -204,4 +263,37 @@ def test_measurement_protocol_runs_vllm_end_to_end(fake_vllm):
     result = run(config).result
     assert result.backend == "vllm" and result.output_tokens == 6 * 8
     assert result.latency.ttft is not None and result.latency.ttft.count == 6
+    assert result.batch_size == 6 and result.prefix_caching is True  # n < the engine's max_num_seqs
     assert len(_events(fake_vllm, "shutdown")) == 1
+    warmups = [e["prompts"] for e in _events(fake_vllm, "generate")][1:3]  # after the load request
+    assert [len(p) for p in warmups] == [6, 6]  # warm-up batches as large as the window's running batch
+
+
+def test_warm_up_batch_is_the_engines_running_batch(fake_vllm):
+    from llem_ray.measure.experiment import run
+
+    config = _config(n=12, max_output_tokens=32, vllm={"max_num_seqs": 4}, warmup={"n_warmup": 1, "thermal_floor_s": 0},
+                     baseline={"enabled": False}, energy={"backend": "none"}, device="cpu", prefill_split=False)
+    result = run(config).result
+    generates = _events(fake_vllm, "generate")
+    assert len(generates[1]["prompts"]) == 4 and generates[1]["params"].max_tokens == 16  # reduced output
+    assert result.batch_size == 4 and result.name.endswith("_bs4")
+
+
+def test_vllm_result_has_a_steady_state_and_the_total_beside_it(fake_vllm, fakes):
+    """With a meter (the constant-power fake), a continuous-batching run reports J/token both ways."""
+    from llem_ray.measure.experiment import run
+    from tests.fakes import FAKE_POWER_W
+
+    config = _config(n=48, max_output_tokens=24, vllm={"max_num_seqs": 8}, energy={"sample_hz": 100},
+                     warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, device="cpu",
+                     prefill_split=False)
+    result = run(config).result
+    assert result.measurement_methodology == "steady_state" and result.batch_size == 8
+    start_s, end_s = result.steady_state_window
+    assert 0 < start_s < end_s < result.duration_s
+    assert result.energy_per_output_token_total_j == pytest.approx(result.energy_total_j / result.output_tokens)
+    # constant power: J/token differs between the two windows only by their token rates
+    assert result.energy_per_output_token_j == pytest.approx(result.energy_per_output_token_total_j, rel=0.5)
+    assert result.energy_total_j == pytest.approx(FAKE_POWER_W * result.duration_s, rel=0.01)
+    assert not any("no per-request timing" in w for w in result.measurement_warnings)

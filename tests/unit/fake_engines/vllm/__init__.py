@@ -1,27 +1,38 @@
-"""A stand-in `vllm` package for adapter tests: the documented offline interface, no GPU.
+"""A stand-in `vllm` package for adapter tests: the offline interface of vLLM 0.25, no GPU.
 
 Follows vLLM's public API as the adapter uses it: `EngineArgs` (a dataclass; `LLM(**kwargs)` rejects
 names it does not have, as the real `EngineArgs(**kwargs)` does), `LLM(model, **kwargs)` with
-`generate(prompts, sampling_params, use_tqdm=..., lora_request=...)`, `get_tokenizer()`,
-`reset_prefix_cache()` and `shutdown()`; `SamplingParams` (unknown names rejected);
-`RequestOutput` / `CompletionOutput` and V1 `RequestStateStats` metrics (only when
-`disable_log_stats=False`, as in vLLM).
+`generate(prompts, sampling_params, use_tqdm=..., lora_request=...)`, `get_tokenizer()` and
+`reset_prefix_cache()`; `llm.llm_engine.vllm_config` (scheduler and cache config as the engine
+resolved them) and `llm.llm_engine.engine_core.shutdown()` (vLLM 0.25 has no `LLM.shutdown`;
+`LEGACY_SHUTDOWN = True` gives older releases' `LLM.shutdown` instead); `SamplingParams` (unknown
+names rejected); `RequestOutput` / `CompletionOutput` and V1 `RequestStateStats` metrics (only
+when `disable_log_stats=False`, as in vLLM), stamped with `time.monotonic()` like vLLM's engine core.
 
-Deterministic: a request yields `min_tokens` tokens when set, else half of `max_tokens` (an early
-EOS); request i reaches its first token FIRST_TOKEN_S * (i + 1) after arrival, then one token every
-TOKEN_INTERVAL_S. Every call is appended to `EVENTS` for assertions.
+Deterministic continuous batching: at most `max_num_seqs` (default DEFAULT_MAX_NUM_SEQS) requests
+run at once, admitted in order as others finish. Request i's prefill takes FIRST_TOKEN_S * (1 + i % 3),
+then one token every TOKEN_INTERVAL_S; it yields `min_tokens` tokens when set, else half of
+`max_tokens` (an early EOS). `generate` sleeps until the simulated last token, so wall time covers
+the stamps. Every call is appended to `EVENTS` for assertions; `REFUSE_RESET = True` makes
+`reset_prefix_cache` return False (as vLLM does while requests run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 __version__ = "0.0.fake"
 FIRST_TOKEN_S = 0.01
 TOKEN_INTERVAL_S = 0.002
+DEFAULT_MAX_NUM_SEQS = 256
 EVENTS: list[tuple[str, Any]] = []
+LEGACY_SHUTDOWN = False
+REFUSE_RESET = False
 
 
 @dataclass
@@ -125,15 +136,25 @@ class _Tokenizer:
         return [ord(c) % 200 + 3 for c in text]
 
 
+class _EngineCore:
+    def shutdown(self) -> None:
+        EVENTS.append(("shutdown", None))
+
+
 class LLM:
     def __init__(self, model: str, **kwargs: Any) -> None:
         known = {f.name for f in dataclasses.fields(EngineArgs)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TypeError(f"EngineArgs.__init__() got an unexpected keyword argument '{unknown[0]}'")
-        self.engine_args = EngineArgs(model=model, **kwargs)
-        self.shut_down = False
+        self.engine_args = args = EngineArgs(model=model, **kwargs)
         self._counter = 0
+        scheduler = SimpleNamespace(max_num_seqs=args.max_num_seqs or DEFAULT_MAX_NUM_SEQS)
+        cache = SimpleNamespace(enable_prefix_caching=args.enable_prefix_caching is not False)
+        self.llm_engine = SimpleNamespace(vllm_config=SimpleNamespace(scheduler_config=scheduler, cache_config=cache),
+                                          engine_core=_EngineCore())
+        if LEGACY_SHUTDOWN:
+            self.shutdown = self._legacy_shutdown
         EVENTS.append(("init", dict(model=model, **kwargs)))
 
     def get_tokenizer(self) -> _Tokenizer:
@@ -141,31 +162,35 @@ class LLM:
             raise ValueError("tokenizer was not initialised (skip_tokenizer_init=True)")
         return _Tokenizer()
 
-    def reset_prefix_cache(self) -> bool:
+    def reset_prefix_cache(self, reset_running_requests: bool = False, reset_connector: bool = False) -> bool:
         EVENTS.append(("reset_prefix_cache", None))
-        return True
+        return not REFUSE_RESET
 
     def generate(self, prompts: list[Any], sampling_params: SamplingParams | None = None, *, use_tqdm: bool = True,
                  lora_request: Any = None) -> list[RequestOutput]:
-        if self.shut_down:
-            raise RuntimeError("engine is shut down")
         params = sampling_params or SamplingParams()
         EVENTS.append(("generate", {"prompts": prompts, "params": params, "lora_request": lora_request}))
-        outputs = []
+        arrival_wall, origin = time.time(), time.monotonic()
+        slots = [0.0] * self.llm_engine.vllm_config.scheduler_config.max_num_seqs  # when each slot frees, s
+        heapq.heapify(slots)
+        outputs, end_s = [], 0.0
         for i, prompt in enumerate(prompts):
             ids = list(prompt["prompt_token_ids"])
             n = params.min_tokens or max(1, (params.max_tokens or 16) // 2)
-            first_ts = 100.0 + FIRST_TOKEN_S * (i + 1)
+            start_s = heapq.heappop(slots)
+            first_s = start_s + FIRST_TOKEN_S * (1 + i % 3)
+            last_s = first_s + TOKEN_INTERVAL_S * (n - 1)
+            heapq.heappush(slots, last_s)
+            end_s = max(end_s, last_s)
             stats = None if self.engine_args.disable_log_stats else RequestStateStats(
-                num_generation_tokens=n, arrival_time=1e9, queued_ts=100.0, scheduled_ts=100.0,
-                first_token_ts=first_ts, last_token_ts=first_ts + TOKEN_INTERVAL_S * (n - 1),
-                first_token_latency=FIRST_TOKEN_S * (i + 1),
+                num_generation_tokens=n, arrival_time=arrival_wall, queued_ts=origin, scheduled_ts=origin + start_s,
+                first_token_ts=origin + first_s, last_token_ts=origin + last_s, first_token_latency=first_s,
             )
             completion = CompletionOutput(0, "" if not params.detokenize else "x" * n, [7] * n)
             outputs.append(RequestOutput(str(self._counter), None, ids, None, [completion], True, stats))
             self._counter += 1
+        time.sleep(max(0.0, origin + end_s - time.monotonic()))
         return outputs
 
-    def shutdown(self) -> None:
+    def _legacy_shutdown(self) -> None:
         EVENTS.append(("shutdown", None))
-        self.shut_down = True

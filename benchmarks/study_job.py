@@ -1,0 +1,117 @@
+"""Run a study through `ray job submit` against `ray start --head` on this host, then report it.
+
+What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeatability study):
+1. `ray start --head` (left running, as a daemon) unless a head already answers on 127.0.0.1:8265;
+2. `ray job submit --no-wait --working-dir . -- python -m llem_ray.study STUDY --output OUT`, with
+   Ray 2.60's auth token; the submission id is kept in OUT/job_id, so a second call with the same
+   OUT waits for the same job instead of submitting another one;
+3. waits up to `--wait-s` for the job (exit 3 if it is still running: call again to keep waiting);
+4. `llem report` of the study directory, and one line per configuration: J/token mean and CV over
+   cycles, tokens/s, mean power, host-bound flag, methodology.
+
+    python benchmarks/study_job.py configs/study-vllm-repeatability.yaml --output /tmp/vllm-study --wait-s 540
+
+Exit codes: 0 job succeeded (report written), 1 job failed or stopped, 3 still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = "http://127.0.0.1:8265"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def ray(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """The finished `ray` CLI call (text); raises CalledProcessError when `check` and it fails."""
+    done = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=300)
+    if check and done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, ["ray", *args], done.stdout, done.stderr)
+    return done
+
+
+def head_answers() -> bool:
+    """Whether a Ray dashboard (job API) answers on 127.0.0.1:8265 (401 without a token counts)."""
+    try:
+        urllib.request.urlopen(f"{DASHBOARD}/api/version", timeout=2)
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def job_status(job_id: str, env: dict[str, str]) -> str:
+    """The job's status word (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) from `ray job status`.
+
+    Ray 2.60 prints e.g. "Job 'x' succeeded" or "Status for job 'x': RUNNING".
+    """
+    done = ray("job", "status", "--address", DASHBOARD, job_id, env=env)
+    text = (done.stdout + done.stderr).upper()
+    for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
+        if word in text:
+            return word
+    return "UNKNOWN"
+
+
+def summarise(study_dir: Path) -> None:
+    """Write the report of `study_dir` and print one line per configuration from its summary.csv."""
+    subprocess.run([sys.executable, "-m", "llem_ray", "report", str(study_dir)], check=True, cwd=REPO)
+    with open(study_dir / "report" / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for r in rows:
+        print(f"{r['name']}: batch {r['batch_size']}, cycles {r['n_cycles']}, {r['measurement_methodology']}, "
+              f"J/token {r['energy_per_output_token_j_mean']} (CV {r['energy_per_output_token_j_cv']}), "
+              f"tok/s {r['tokens_per_second_mean']} (CV {r['tokens_per_second_cv']}), "
+              f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound']}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--output", type=Path, required=True, help="study output directory (absolute or relative)")
+    parser.add_argument("--wait-s", type=float, default=540.0, help="longest wait for the job in this call, s")
+    args = parser.parse_args()
+    out = args.output.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if not head_answers():
+        print(ray("start", "--head", "--disable-usage-stats", env=env).stdout[-400:], flush=True)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray("get-auth-token", env=env).stdout.strip().splitlines()[-1])
+    id_file = out / "job_id"
+    if id_file.is_file():
+        job_id = id_file.read_text().strip()
+    else:
+        job_id = f"llem-study-{int(time.time())}"
+        ray("job", "submit", "--address", DASHBOARD, "--no-wait", "--submission-id", job_id, "--working-dir",
+            str(REPO), "--", "python3", "-m", "llem_ray.study", str(args.study), "--output", str(out), "--quiet",
+            env=env)
+        id_file.write_text(job_id + "\n")
+        print(f"submitted {job_id}", flush=True)
+    deadline = time.monotonic() + args.wait_s
+    status = job_status(job_id, env)
+    while status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(10)
+        status = job_status(job_id, env)
+    logs = ray("job", "logs", "--address", DASHBOARD, job_id, env=env, check=False).stdout
+    (out / "job.log").write_text(logs)
+    print(f"job {job_id}: {status}\n{logs[-3000:]}", flush=True)
+    if status not in TERMINAL:
+        return 3
+    studies = sorted(p for p in out.iterdir() if p.is_dir())
+    if studies:
+        summarise(studies[-1])
+    return 0 if status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
