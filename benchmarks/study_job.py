@@ -1,7 +1,9 @@
 """Run a study through `ray job submit` against `ray start --head` on this host, then report it.
 
 What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeatability study):
-1. `ray start --head` (left running, as a daemon) unless a head already answers on 127.0.0.1:8265;
+1. `ray start --head` in a session of its own (so the head outlives the shell that called this:
+   seen on the lent H200, where a command's process tree is killed when it returns and a study
+   that outlasted it stopped with it) unless a head already answers on 127.0.0.1:8265;
 2. `ray job submit --no-wait --working-dir . -- python -m llem_ray.study STUDY --output OUT`, with
    Ray 2.60's auth token; the submission id is kept in OUT/job_id, so a second call with the same
    OUT waits for the same job instead of submitting another one;
@@ -11,7 +13,8 @@ What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeata
 
     python benchmarks/study_job.py configs/study-vllm-repeatability.yaml --output /tmp/vllm-study --wait-s 540
 
-Exit codes: 0 job succeeded (report written), 1 job failed or stopped, 3 still running.
+Exit codes: 0 job succeeded (report written), 1 job failed or stopped, or the head is gone (the
+study directory's manifest then says what completed: `--resume` it), 3 still running.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = "http://127.0.0.1:8265"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "HEAD_GONE")
 
 
 def ray(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    """The finished `ray` CLI call (text); raises CalledProcessError when `check` and it fails."""
-    done = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=300)
+    """The finished `ray` CLI call (text), in a new session; raises CalledProcessError when `check` and it fails."""
+    done = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=300,
+                          start_new_session=True)
     if check and done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, ["ray", *args], done.stdout, done.stderr)
     return done
@@ -55,7 +59,9 @@ def job_status(job_id: str, env: dict[str, str]) -> str:
 
     Ray 2.60 prints e.g. "Job 'x' succeeded" or "Status for job 'x': RUNNING".
     """
-    done = ray("job", "status", "--address", DASHBOARD, job_id, env=env)
+    done = ray("job", "status", "--address", DASHBOARD, job_id, env=env, check=False)
+    if done.returncode != 0 and not head_answers():
+        return "HEAD_GONE"
     text = (done.stdout + done.stderr).upper()
     for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
         if word in text:
@@ -86,7 +92,10 @@ def main() -> int:
     env = dict(os.environ)
     if not head_answers():
         print(ray("start", "--head", "--disable-usage-stats", env=env).stdout[-400:], flush=True)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray("get-auth-token", env=env).stdout.strip().splitlines()[-1])
+    token = ray("get-auth-token", env=env, check=False)
+    if token.returncode != 0:  # no token on this host yet: Ray 2.60 makes one on request
+        token = ray("get-auth-token", "--generate", env=env)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token.stdout.strip().splitlines()[-1])
     id_file = out / "job_id"
     if id_file.is_file():
         job_id = id_file.read_text().strip()

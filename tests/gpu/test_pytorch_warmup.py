@@ -1,4 +1,4 @@
-"""PyTorch on a real GPU (issue #10): compiled decode is warmed before the window; eager runs are flagged.
+"""PyTorch on a real GPU (issue #12): compiled decode is warmed before the window; eager runs are flagged.
 
 Random-weight Llama-3.2-1B shapes. With `static_kv_cache: true` transformers compiles the decoding
 steps into CUDA graphs; before the fix the reduced-output warm-up left that compilation to the

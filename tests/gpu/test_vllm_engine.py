@@ -1,4 +1,4 @@
-"""The vLLM backend against a real vLLM engine on a GPU (issue #10): engine arguments, timing, windows.
+"""The vLLM backend against a real vLLM engine on a GPU (issue #12): engine arguments, timing, windows.
 
 Skipped without vLLM. Random-weight Llama-3.2-1B shapes, TP = 1. Each test starts a fresh engine
 (about 20-60 s: compilation and CUDA-graph capture unless the test turns them off).

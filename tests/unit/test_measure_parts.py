@@ -89,10 +89,11 @@ def test_facility_figures():
 @pytest.mark.parametrize(
     ("power_w", "util_pct", "expected"),
     [
-        (150.0, 97.0, True),   # eager HF generate on an H200: ~150 W of 700 W, whatever NVML's utilisation says
-        (300.0, 70.0, True),   # under half the limit with visible gaps between kernels
-        (300.0, 98.0, False),  # under half, but the GPU is never idle: memory-bound, not host-bound
-        (688.0, 100.0, False),  # vLLM at the power cap
+        (150.0, 97.0, True),   # ~150 W of 700 W (eager HF generate on an H200), whatever NVML's utilisation says
+        (350.0, 72.0, True),   # compiled static-cache decode on an H200: half the limit, idle a quarter of the time
+        (350.0, 98.0, False),  # half the limit, but the GPU is never idle: memory-bound, not host-bound
+        (400.0, 85.0, False),  # busy enough
+        (651.0, 97.0, False),  # vLLM, 8 B shape, near the power cap
     ],
 )
 def test_host_bound_flags_a_gpu_waiting_for_the_host(power_w, util_pct, expected):
