@@ -21,6 +21,7 @@ from .cli import AppState, app, guarded
 from .client import InferenceFailed, TritonTextClient
 from .events import EventLog
 from .gpu import snapshot, summary_line
+from .repo_validate import validate_or_raise
 from .retention import RetentionPolicy
 from .serve import attach, current_server, launch, stop_process_group
 from .serving_config import load_serving, serve_options
@@ -34,32 +35,24 @@ def _settings(state: AppState, path: Path | None) -> dict:
     return load_serving(state.workspace, path)
 
 
-def _served_models(repo: Path) -> list[str]:
-    return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()) if repo.is_dir() else []
-
-
 def start_server(state: AppState, settings: dict, repo: Path, overrides: dict, timeout_s: float | None = None):
-    """Launch Triton for `repo` with credentials from model.yaml; pin approved versions; return the handle."""
+    """Validate `repo` (exit 6), then launch Triton for it with the credential of model.yaml; return the
+    ready handle. Each model serves its newest approved version from the start (the pin in its
+    config.pbtxt, llm_demo/approvals.py)."""
     cfg = state.config()
+    validate_or_raise(repo, None, EventLog(state.workspace, state.run_id, "repository", state.redactor))
     cred = credentials.resolve(cfg)
     injected = {}
     if cred.present:
         injected = {cfg.credentials.env_var: cred.token, "HF_TOKEN": cred.token}
     opts = serve_options(settings, repo, overrides)
     home = settings["serve"].get("triton_home")
-    handle = launch(
+    return launch(
         state.workspace, state.run_id, opts,
         install=locate_triton(Path(home)) if home else None,
         credentials=injected, timeout_s=timeout_s or float(settings["serve"]["ready_timeout_s"]),
         redactor=state.redactor,
     )
-    client = TritonTextClient.for_server(handle)
-    try:
-        canary_mod.pin_approved_versions(state.workspace, client, _served_models(repo))
-    except BaseException:
-        stop_process_group(handle.pgid, handle.proc)
-        raise
-    return handle
 
 
 @app.command()
@@ -82,7 +75,8 @@ def serve(
                                      "these ports (docker compose) once it is ready."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
-    """Start Triton and block until HTTP, gRPC and /metrics are ready (exit 7 port/launch, 8 TLS files)."""
+    """Validate the repository (exit 6), start Triton, block until HTTP, gRPC and /metrics are ready
+    (exit 7 port/launch, 8 TLS files)."""
     state: AppState = ctx.obj
     settings = _settings(state, serving_config)
     if grpc_tls_cert or grpc_tls_key:

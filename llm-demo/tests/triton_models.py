@@ -8,6 +8,9 @@ They follow the text contract of the served LLM (`text_input` BYTES, `max_tokens
 * `slow`: answers "ok" after sleeping `delay_s` (config parameter, seconds), one instance, so
   concurrent requests queue up (the capacity watcher's forced queue delay).
 * `canary` versions 1, 2 (healthy, reply "v<N> ok") and 3 (broken: empty reply).
+* `FAILS_TO_LOAD`: a model.py whose `initialize` raises, for `add_version` (a version Triton cannot load).
+
+Every version directory holds a copy of its model's config.pbtxt, as `llm-demo repo validate` requires.
 """
 
 from __future__ import annotations
@@ -82,12 +85,32 @@ class TritonPythonModel:
 """
 
 
+FAILS_TO_LOAD = _HEADER + """
+
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("this version cannot load")
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def add_version(root: Path, name: str, version: int, source: str) -> Path:
+    """Write one more version of model `name` (its model.py and the config snapshot the repository
+    validator asks for); return its directory."""
+    vdir = root / name / str(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / "model.py").write_text(source)
+    (vdir / "config.pbtxt").write_text((root / name / "config.pbtxt").read_text())
+    return vdir
+
+
 def _model(root: Path, name: str, versions: dict[int, str], extra_config: str = "") -> None:
-    model_dir = root / name
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{extra_config}{_IO}')
     for version, source in versions.items():
-        (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
-        (model_dir / str(version) / "model.py").write_text(source)
-    (model_dir / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{extra_config}{_IO}')
+        add_version(root, name, version, source)
 
 
 def write_test_repository(root: Path, slow_delay_s: float = 0.2) -> Path:
