@@ -275,4 +275,4 @@ def main() -> None:
 
 
 # Part-2 commands (serve, warmup, chat, canary, watch, teardown) register themselves on `app`.
-from . import cli_serving  # noqa: E402,F401
+from . import cli_serving, cli_warmup  # noqa: E402,F401
