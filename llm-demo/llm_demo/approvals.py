@@ -68,7 +68,8 @@ def write_pin(workspace: Workspace, model: str) -> int | None:
             remediation="remove version_policy from config.pbtxt (approve versions with `llm-demo canary`)", doc=_DOC)
     approved = approved_versions(workspace, model)
     if approved:
-        text = text.rstrip("\n") + f"\n{PIN_COMMENT}\nversion_policy {{ specific {{ versions: [ {approved[-1]} ] }} }}\n"
+        pin = f"version_policy {{ specific {{ versions: [ {approved[-1]} ] }} }}"
+        text = text.rstrip("\n") + f"\n{PIN_COMMENT}\n{pin}\n"
     if text != original:
         tmp = config.with_name(f".{config.name}.tmp")
         tmp.write_text(text, encoding="utf-8")

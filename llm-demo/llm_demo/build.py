@@ -15,8 +15,9 @@ engine manifest it wrote:
 
 The manifest records: input model (id, revision, commit, content SHA-256), quantisation, tokenizer
 snapshot (source, SHA-256), build flags and commands, versions (TensorRT, TRT-LLM, the CUDA runtime and
-cuDNN libraries, the newest CUDA the driver supports, the driver), container image and digest, GPU compute capability, engine files with SHA-256, timestamps, deployment target, status. A
-copy is stored next to the engine. On failure (non-zero exit, timeout, missing output) the tool writes
+cuDNN libraries, the newest CUDA the driver supports, the driver), container image and digest, GPU
+compute capability, engine files with SHA-256, timestamps, deployment target, status. A copy is stored
+next to the engine. On failure (non-zero exit, timeout, missing output) the tool writes
 ``logs/<run>/build-diagnostics.json`` (command, exit code, log tail, hints), links it from a manifest
 with ``"status": "failed"`` and raises :class:`~llm_demo.errors.BuildError` (exit 5). Durations are
 seconds; sizes bytes.

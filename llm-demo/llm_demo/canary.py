@@ -188,8 +188,9 @@ def run_canary(
     sla = sla or Sla()
     redactor = redactor or Redactor()
     events = EventLog(workspace, run_id, "canary", redactor)
-    if not (workspace.models_dir / model / str(candidate)).is_dir():
-        raise RepositoryError(f"{model} version {candidate} does not exist: no {workspace.models_dir / model / str(candidate)}",
+    version_dir = workspace.models_dir / model / str(candidate)
+    if not version_dir.is_dir():
+        raise RepositoryError(f"{model} version {candidate} does not exist: no {version_dir}",
                               remediation=f"write it first (`llm-demo repo generate --version {candidate}`)",
                               doc="docs/usage.md#canary")
     validate_or_raise(workspace.models_dir, model, EventLog(workspace, run_id, "repository", redactor))

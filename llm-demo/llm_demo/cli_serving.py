@@ -181,7 +181,8 @@ def canary(
 def watch(
     ctx: typer.Context,
     threshold_ms: float = typer.Option(None, "--threshold-ms", help="Queue delay alert threshold (ms)."),
-    window_s: float = typer.Option(None, "--window-s", help="Seconds the delay must stay above the threshold; 300 by default."),
+    window_s: float = typer.Option(None, "--window-s",
+                                   help="Seconds the delay must stay above the threshold; 300 by default."),
     interval_s: float = typer.Option(None, "--interval-s", help="Scrape period (s)."),
     duration_s: float = typer.Option(None, "--duration-s", help="Stop after this long without alert (s)."),
     webhook: str = typer.Option(None, "--webhook", help="URL that receives the JSON alert."),

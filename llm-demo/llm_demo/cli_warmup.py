@@ -104,8 +104,10 @@ class _Run:
 @guarded
 def warmup(
     ctx: typer.Context,
-    record_golden: bool = typer.Option(False, "--record-golden", help="Write this run's outputs as the golden samples."),
-    threshold: float = typer.Option(None, "--golden-threshold", help="Similarity (0..1) below which an output deviates."),
+    record_golden: bool = typer.Option(False, "--record-golden",
+                                       help="Write this run's outputs as the golden samples."),
+    threshold: float = typer.Option(None, "--golden-threshold",
+                                    help="Similarity (0..1) below which an output deviates."),
     transport: str = typer.Option(None, "--transport", help="grpc | http"),
     max_tokens: int = typer.Option(None, "--max-tokens"),
     repeats: int = typer.Option(None, "--repeats"),

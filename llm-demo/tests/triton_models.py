@@ -109,7 +109,8 @@ def add_version(root: Path, name: str, version: int, source: str) -> Path:
 
 def _model(root: Path, name: str, versions: dict[int, str], extra_config: str = "") -> None:
     (root / name).mkdir(parents=True, exist_ok=True)
-    (root / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{extra_config}{_IO}')
+    config = f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{extra_config}{_IO}'
+    (root / name / "config.pbtxt").write_text(config)
     for version, source in versions.items():
         add_version(root, name, version, source)
 
