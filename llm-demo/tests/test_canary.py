@@ -21,7 +21,6 @@ from llm_demo.events import read_events
 def served(module_workspace, start_triton):
     ws = module_workspace
     write_test_repository(ws.models_dir)
-    add_version(ws.models_dir, "canary", 4, FAILS_TO_LOAD)
     assert approve(ws, "canary", 1).is_symlink()  # pins version 1 in models/canary/config.pbtxt
     handle = start_triton(ws, triton_options(ws.models_dir))
     return ws, TritonTextClient.for_server(handle, "http"), handle
@@ -38,8 +37,8 @@ def governance(ws):
 
 def test_pinning_serves_only_the_approved_version(served):
     ws, client, handle = served
-    # versions 3 (empty replies) and 4 (cannot load) are on disk; the server started anyway, serves
-    # approved v1 to unversioned requests and never loaded another version, not even briefly
+    # versions 2 and 3 (empty replies) lie above approved v1 on disk: unversioned requests reach v1,
+    # and the server never loaded another version, not even briefly
     assert client.generate("canary", "hi", 4).text == "v1 ok"
     assert not canary.version_ready(client.http_url, "canary", 3)
     assert loaded_versions(handle.log_path, "canary") == {1}
@@ -76,6 +75,7 @@ def test_smoke_test_enforces_latency_sla(served):
 
 def test_canary_that_fails_to_load_is_rolled_back_and_recorded(served):
     ws, client, _ = served
+    add_version(ws.models_dir, "canary", 4, FAILS_TO_LOAD)
     previous = approved_versions(ws, "canary")[-1]
     before = len(governance(ws))
     with pytest.raises(SmokeTestError) as info:

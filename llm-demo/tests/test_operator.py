@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,7 @@ def cli(ws: Workspace, *args: str):
     return CliRunner().invoke(app, ["--root", str(ws.root), *args])
 
 
-def test_operator_session_next_to_a_running_server(operator_ws, tmp_path):
+def test_serve_starts_with_the_approved_version_and_canary_checks_its_arguments(operator_ws):
     ws = operator_ws
     approve(ws, "canary", 2)  # version 3 (healthy load) and 4 (cannot load) lie above it on disk
     served = cli(ws, "--run-id", "run-serve", "serve")
@@ -127,11 +128,7 @@ def test_operator_session_next_to_a_running_server(operator_ws, tmp_path):
     again = cli(ws, "--run-id", "run-again", "serve", "--http-port", str(free_port()),
                 "--grpc-port", str(free_port()), "--metrics-port", str(free_port()))
     assert again.exit_code == ExitCode.LAUNCH == 7 and "is still running" in again.output
-    # a warm-up that fails its prerequisites leaves the operator's server alone
-    warm = cli(ws, "--run-id", "run-warm", "--set", "credentials.required=true", "warmup")
-    assert warm.exit_code == ExitCode.PREREQUISITES == 3, warm.output
-    assert read_json(ws.state_dir / SERVE_STATE) == record and group_pids(record["pgid"])
-    assert served_text(ws) == "v2 ok"
+    assert read_json(ws.state_dir / SERVE_STATE) == record  # the running server's record is kept
 
     for args in ([], ["--version", "2", "--rollback"]):
         usage = cli(ws, "canary", *args)
@@ -141,13 +138,19 @@ def test_operator_session_next_to_a_running_server(operator_ws, tmp_path):
     lone = cli(ws, "canary", "--model", "canary", "--rollback")
     assert lone.exit_code == ExitCode.SMOKE_TEST and "nothing to roll back to (approved versions: [2])" in lone.output
 
-    model_dir = tmp_path / "local-model"
-    chat = cli(ws, "--model-dir", str(model_dir), "chat", "--model", "canary", "--transport", "http",
-               "-m", "hello", "-m", "/exit")
-    assert chat.exit_code == 0, chat.output
-    session = json.loads(next(ws.transcripts_dir.glob("*.jsonl")).read_text().splitlines()[0])
-    assert session["model_id"] == str(model_dir)  # the --model-dir served, not model.yaml's hub id
-
     down = cli(ws, "--run-id", "run-down", "teardown")
     assert down.exit_code == 0, down.output
     assert group_pids(record["pgid"]) == []
+
+
+def test_failed_warmup_leaves_the_operators_server_running(operator_ws):
+    ws = operator_ws
+    shutil.rmtree(ws.models_dir / "canary" / "4")  # nothing approved: serve loads each model's highest version
+    served = cli(ws, "--run-id", "run-serve", "serve")
+    assert served.exit_code == 0, served.output
+    record = read_json(ws.state_dir / SERVE_STATE)
+    warm = cli(ws, "--run-id", "run-warm", "--set", "credentials.required=true", "warmup")
+    assert warm.exit_code == ExitCode.PREREQUISITES == 3, warm.output
+    assert read_json(ws.state_dir / SERVE_STATE) == record and group_pids(record["pgid"])
+    assert not (ws.logs_dir / "run-warm" / "cleanup.log").exists()  # it stopped nothing
+    assert TritonTextClient(record["http_url"]).generate("echo", "still serving", 4).text == "still serving "
