@@ -31,7 +31,7 @@ case "$action" in
     rollback) exec "${cli[@]}" "${opts[@]}" canary --rollback "$@" ;;
     watch)    exec "${cli[@]}" "${opts[@]}" watch "$@" ;;
     stop)     exec "${cli[@]}" "${opts[@]}" teardown "$@" ;;
-    compose-up)   "${cli[@]}" "${opts[@]}" repo validate
+    compose-up)   "${cli[@]}" "${opts[@]}" repo validate --repository "$here/models"   # what the container serves
                   cd "$here" && exec docker compose up -d --wait "$@" ;;
     compose-down) exec "${cli[@]}" "${opts[@]}" teardown --compose-file "$here/docker-compose.yml" "$@" ;;
     *) sed -n '2,14p' "$0" >&2; exit 2 ;;

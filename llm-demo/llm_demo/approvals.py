@@ -62,11 +62,13 @@ def write_pin(workspace: Workspace, model: str) -> int | None:
     except OSError as exc:
         raise RepositoryError(f"cannot pin the served version of {model}: {exc}", doc=_DOC) from None
     text = _PIN_LINES.sub("", original)
+    approved = approved_versions(workspace, model)
+    if not approved and text == original:
+        return None  # nothing approved, nothing pinned: the config stays as written
     if _parses_with_own_policy(config, text):
         raise RepositoryError(
             f"{config} declares its own version_policy; llm-demo decides the served version from production/",
             remediation="remove version_policy from config.pbtxt (approve versions with `llm-demo canary`)", doc=_DOC)
-    approved = approved_versions(workspace, model)
     if approved:
         pin = f"version_policy {{ specific {{ versions: [ {approved[-1]} ] }} }}"
         text = text.rstrip("\n") + f"\n{PIN_COMMENT}\n{pin}\n"

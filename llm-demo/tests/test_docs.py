@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -72,6 +74,25 @@ def test_compose_file_serves_like_llm_demo_serve():
     assert "--model-control-mode=explicit" in command and "--strict-readiness=true" in command
     assert "--load-model=*" in command  # each model's pinned approved version (approvals.py)
     assert all(port.startswith("${LLM_DEMO_BIND:-127.0.0.1}:") for port in service["ports"])
+
+
+def test_compose_up_validates_the_repository_the_container_serves(tmp_path):
+    """serve_triton.sh compose-up checks <its directory>/models before it calls docker at all (a
+    recording `docker` on PATH stands in for the engine, which a CPU test host lacks)."""
+    here = tmp_path / "llm-demo"
+    here.mkdir()
+    shutil.copy2(PACKAGE_ROOT / "serve_triton.sh", here)
+    (here / "models" / "broken").mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'docker-called'}\n")
+    (bindir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "PYTHON": sys.executable, "LLM_DEMO_OPTS": f"--root {tmp_path / 'ws'}"}
+    run = subprocess.run(["bash", str(here / "serve_triton.sh"), "compose-up"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 6 and "broken: config.pbtxt missing" in run.stderr
+    assert not (tmp_path / "docker-called").exists()
 
 
 def _compose_available() -> str | None:
