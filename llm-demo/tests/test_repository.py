@@ -113,12 +113,14 @@ def test_approval_pin_survives_regeneration_and_refuses_a_foreign_policy(workspa
     approve(workspace, "tiny", 1)
     repository.generate(workspace, python_cfg, version=2)  # rewrites config.pbtxt
     assert config.read_text().endswith("version_policy { specific { versions: [ 1 ] } }\n")
-    assert parse_config(config.read_text()).version_policy.specific.versions == [1] and validate(workspace.models_dir) == []
+    assert parse_config(config.read_text()).version_policy.specific.versions == [1]
+    assert validate(workspace.models_dir) == []
     approve(workspace, "tiny", 2)
     withdraw(workspace, "tiny", 2)
     assert config.read_text().count("version_policy") == 1 and "versions: [ 1 ]" in config.read_text()
     shutil.rmtree(workspace.models_dir / "tiny" / "1")
-    assert "version_policy serves version 1, which has no directory" in {p.message for p in validate(workspace.models_dir)}
+    problems = {p.message for p in validate(workspace.models_dir)}
+    assert "version_policy serves version 1, which has no directory" in problems
 
     config.write_text(config.read_text().split("# llm-demo:")[0] + "version_policy { latest { num_versions: 2 } }\n")
     with pytest.raises(RepositoryError, match="declares its own version_policy"):
