@@ -26,7 +26,8 @@ shift || true
 case "$action" in
     start)    exec "${cli[@]}" "${opts[@]}" serve "$@" ;;
     warmup)   exec "${cli[@]}" "${opts[@]}" warmup "$@" ;;
-    canary)   version="${1:?usage: serve_triton.sh canary <version>}"; shift
+    canary)   if [ $# -eq 0 ]; then echo "usage: serve_triton.sh canary <version>" >&2; exit 2; fi
+              version="$1"; shift
               exec "${cli[@]}" "${opts[@]}" canary --version "$version" "$@" ;;
     rollback) exec "${cli[@]}" "${opts[@]}" canary --rollback "$@" ;;
     watch)    exec "${cli[@]}" "${opts[@]}" watch "$@" ;;

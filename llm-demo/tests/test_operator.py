@@ -106,10 +106,12 @@ def test_serve_triton_sh_deploys_and_rolls_back(operator_ws):
     assert not port_in_use(http_host, int(http_port))
 
 
-def test_serve_triton_sh_without_an_action_prints_its_usage():
+def test_serve_triton_sh_usage_errors_exit_2():
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30)
     assert result.returncode == ExitCode.USAGE == 2
     assert "serve_triton.sh rollback" in result.stderr and "serve_triton.sh canary <version>" in result.stderr
+    no_version = subprocess.run(["bash", str(SCRIPT), "canary"], capture_output=True, text=True, timeout=30)
+    assert no_version.returncode == 2 and no_version.stderr == "usage: serve_triton.sh canary <version>\n"
 
 
 def cli(ws: Workspace, *args: str):
