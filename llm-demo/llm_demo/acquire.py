@@ -306,7 +306,7 @@ def acquire(
     offline = is_offline() if offline is None else offline
     cache = _Cache(workspace, events)
     m = cfg.model
-    ref = m.local_dir or m.id or ""
+    ref = cfg.model_ref
     events.emit("start", ref=ref, revision=m.revision, offline=offline, credential=cred.describe())
     model = _acquire_one(cache, cfg, workspace, "model", ref, None if m.local_dir else m.revision, m.allow_patterns, hub, cred.token, offline, refresh, now)
     tok_ref = m.tokenizer

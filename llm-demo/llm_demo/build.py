@@ -14,9 +14,10 @@ engine manifest it wrote:
   tokenizer files); the weights are the served artifacts.
 
 The manifest records: input model (id, revision, commit, content SHA-256), quantisation, tokenizer
-snapshot (source, SHA-256), build flags and commands, TRT/TRT-LLM/CUDA versions, container image and
-digest, GPU compute capability, engine files with SHA-256, timestamps, deployment target, status. A
-copy is stored next to the engine. On failure (non-zero exit, timeout, missing output) the tool writes
+snapshot (source, SHA-256), build flags and commands, versions (TensorRT, TRT-LLM, the CUDA runtime and
+cuDNN libraries, the newest CUDA the driver supports, the driver), container image and digest, GPU
+compute capability, engine files with SHA-256, timestamps, deployment target, status. A copy is stored
+next to the engine. On failure (non-zero exit, timeout, missing output) the tool writes
 ``logs/<run>/build-diagnostics.json`` (command, exit code, log tail, hints), links it from a manifest
 with ``"status": "failed"`` and raises :class:`~llm_demo.errors.BuildError` (exit 5). Durations are
 seconds; sizes bytes.
@@ -48,7 +49,7 @@ from .errors import BuildError
 from .events import EventLog
 from .paths import Workspace, iso, read_json, utc_now, write_json_atomic
 from .redact import Redactor
-from .versions import package_version
+from .versions import cuda_runtime_version, cudnn_version, package_version
 
 MANIFEST = "engine-manifest.json"
 _DOC = "docs/usage.md#engine-build"
@@ -85,6 +86,8 @@ def convert_command(cfg: DemoConfig, model_dir: str, ckpt_dir: Path) -> list[str
            "--dtype", dtype, "--tp_size", str(b.tensor_parallelism), "--pp_size", str(b.pipeline_parallelism)]
     if weight_only:
         cmd += ["--use_weight_only", "--weight_only_precision", weight_only]
+    if cfg.precision.kv_cache_dtype == "int8":  # calibrated in convert_checkpoint.py (config.py checks the runtime)
+        cmd.append("--int8_kv_cache")
     return cmd + list(b.extra_convert_args)
 
 
@@ -172,7 +175,9 @@ def _base_manifest(workspace: Workspace, cfg: DemoConfig, run_id: str, acquired:
         "versions": {
             "tensorrt": packages.get("tensorrt") or package_version("tensorrt"),
             "tensorrt_llm": packages.get("tensorrt_llm") or package_version("tensorrt_llm"),
+            "cuda_runtime": versions.get("cuda_runtime") or cuda_runtime_version(),
             "cuda_driver": versions.get("cuda_driver"),
+            "cudnn": versions.get("cudnn") or cudnn_version(),
             "driver": versions.get("driver"),
             "torch": package_version("torch"),
             "transformers": package_version("transformers"),
@@ -288,6 +293,8 @@ def build(
                 "max_num_tokens": cfg.build.max_num_tokens, "max_seq_len": cfg.build.max_seq_len,
                 "kv_cache_config": {"free_gpu_memory_fraction": cfg.build.kv_cache_free_gpu_mem_fraction},
             }
+            if cfg.precision.kv_cache_dtype:
+                options["kv_cache_config"]["dtype"] = cfg.precision.kv_cache_dtype
             (engine_dir / "llm_api_config.yaml").write_text(yaml.safe_dump(options, sort_keys=False), encoding="utf-8")
         if not manifest["engine_files"]:
             manifest["engine_files"] = _tree_files(engine_dir)

@@ -5,39 +5,46 @@ model are live is set by reloading it with a config override whose
 `version_policy` is `specific: [..]`; requests reach a canary only through
 explicit `/versions/<v>/` routing, so production traffic (unversioned requests
 go to the highest loaded version, so it is kept at the approved version until
-promotion) never sees it unless asked.
+promotion) never sees it unless asked. What a restarted server serves is the
+pin in `models/<model>/config.pbtxt` (llm_demo/approvals.py), rewritten on
+every promotion and rollback.
 
 `run_canary`:
 
-1. previous = the highest approved version (`production/<model>/<v>` links);
-2. deploy: reload with versions [previous, candidate], wait until the
-   candidate's `/versions/<v>/ready` answers (within `sla.ready_s`);
-3. smoke tests against `/versions/<candidate>/`: every prompt must answer with
+1. validate the model in the repository (exit 6, nothing deployed when invalid;
+   also when `models/<model>/<candidate>` does not exist);
+2. previous = the highest approved version (`production/<model>/<v>` links);
+3. deploy: reload with versions [previous, candidate], wait until the
+   candidate's `/versions/<v>/ready` answers (within `sla.ready_s`); a
+   candidate that fails to load is a failed check;
+4. smoke tests against `/versions/<candidate>/`: every prompt must answer with
    non-empty text (containing `expect` if given) within `sla.request_s`, and all
    of them within `sla.total_s`;
-4. pass: promote = link `production/<model>/<candidate>` (the approved-version
-   link), reload with [candidate]; fail: roll back = reload with [previous]
-   only, then raise `SmokeTestError` (exit 10).
+5. pass: promote = link `production/<model>/<candidate>` (the approved-version
+   link, and the pin), reload with [candidate]; fail: roll back = reload with
+   [previous] only, then raise `SmokeTestError` (exit 10).
 
 Every step is appended to the governance log `state/governance.jsonl` (kept
-across runs) and to `logs/<run>/canary.jsonl`. Times are seconds.
+across runs) and to `logs/<run>/canary.jsonl`. Times are seconds. A reload
+that Triton refuses outside the deploy step (restoring the previous version,
+promoting) raises `LaunchError` (exit 7) after the failure is logged.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from .approvals import approve, approved_versions, withdraw
 from .client import InferenceFailed, TritonTextClient
-from .errors import LaunchError, SmokeTestError
+from .errors import LaunchError, RepositoryError, SmokeTestError
 from .events import EventLog
 from .paths import Workspace, iso, utc_now
 from .redact import Redactor
+from .repo_validate import validate_or_raise
 
 GOVERNANCE_LOG = "governance.jsonl"
 
@@ -67,29 +74,6 @@ class CanaryResult:
     checks: list[dict] = field(default_factory=list)
 
 
-def approved_versions(workspace: Workspace, model: str) -> list[int]:
-    """Versions linked under `production/<model>/`, ascending."""
-    folder = workspace.production_dir / model
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_symlink())
-
-
-def approve(workspace: Workspace, model: str, version: int) -> Path:
-    """Create the approved-version link `production/<model>/<version>` -> `models/<model>/<version>`."""
-    target = workspace.models_dir / model / str(version)
-    if not target.is_dir():
-        raise SmokeTestError(f"cannot approve {model} version {version}: {target} does not exist")
-    link = workspace.production_dir / model / str(version)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    config = workspace.models_dir / model / "config.pbtxt"
-    if config.is_file() and not (link.parent / "config.pbtxt").exists():
-        os.symlink(config, link.parent / "config.pbtxt")
-    if not link.is_symlink():
-        os.symlink(target, link, target_is_directory=True)
-    return link
-
-
 def governance_event(workspace: Workspace, redactor: Redactor, event: str, **fields) -> dict:
     """Append one event to `state/governance.jsonl` (never rewritten) and return it."""
     record = redactor.redact_obj({"ts": iso(utc_now()), "event": event, **fields})
@@ -110,7 +94,8 @@ def _post(http_url: str, path: str, body: dict, timeout_s: float) -> None:
         detail = exc.read().decode(errors="replace")
         raise LaunchError(
             f"POST {path} failed: HTTP {exc.code} {detail}",
-            remediation="the server must run with --model-control-mode=explicit (the default of `llm-demo serve`)",
+            remediation="read triton.log of the server (state/serve.json); the server must run with "
+            "--model-control-mode=explicit (the default of `llm-demo serve`)",
             doc="docs/usage.md#canary",
         ) from None
 
@@ -130,17 +115,6 @@ def version_ready(http_url: str, model: str, version: int) -> bool:
             return True
     except (urllib.error.URLError, OSError):
         return False
-
-
-def pin_approved_versions(workspace: Workspace, client: TritonTextClient, models: list[str]) -> dict[str, list[int]]:
-    """After a (re)start, serve only the newest approved version of each model that has one."""
-    pinned = {}
-    for model in models:
-        approved = approved_versions(workspace, model)
-        if approved:
-            set_live_versions(client, model, [approved[-1]])
-            pinned[model] = [approved[-1]]
-    return pinned
 
 
 def smoke_test(client: TritonTextClient, model: str, version: int, tests: list[SmokeTest], sla: Sla) -> list[dict]:
@@ -173,20 +147,37 @@ def rollback(workspace: Workspace, run_id: str, client: TritonTextClient, model:
              redactor: Redactor | None = None) -> int:
     """Withdraw the newest approval of `model` and serve the previous approved version; return it.
 
-    Raises SmokeTestError (exit 10) when fewer than two versions are approved.
+    Raises SmokeTestError (exit 10) when fewer than two versions are approved, LaunchError (exit 7)
+    when Triton refuses to load the previous version (nothing is withdrawn then).
     """
     redactor = redactor or Redactor()
     approved = approved_versions(workspace, model)
     if len(approved) < 2:
         raise SmokeTestError(f"{model}: nothing to roll back to (approved versions: {approved})",
+                             remediation="a rollback needs two approved versions; deploy one with `llm-demo canary`",
                              doc="docs/usage.md#canary")
     withdrawn, restored = approved[-1], approved[-2]
     set_live_versions(client, model, [restored])
-    (workspace.production_dir / model / str(withdrawn)).unlink()
+    withdraw(workspace, model, withdrawn)
     record = {"run": run_id, "model": model, "withdrawn": withdrawn, "restored": restored}
     EventLog(workspace, run_id, "canary", redactor).emit("manual_rollback", **record)
     governance_event(workspace, redactor, "manual_rollback", **record)
     return restored
+
+
+def _deploy_checks(client: TritonTextClient, model: str, candidate: int, live: list[int],
+                   tests: list[SmokeTest], sla: Sla) -> list[dict]:
+    """Load `live`, wait for the candidate, smoke-test it; a load Triton refuses is one failed check."""
+    try:
+        set_live_versions(client, model, live)
+    except LaunchError as exc:
+        return [{"prompt": None, "passed": False, "reason": f"version {candidate} failed to load: {exc.message}"}]
+    deadline = time.monotonic() + sla.ready_s
+    while not version_ready(client.http_url, model, candidate):
+        if time.monotonic() > deadline:
+            return [{"prompt": None, "passed": False, "reason": f"not ready within {sla.ready_s} s"}]
+        time.sleep(0.25)
+    return smoke_test(client, model, candidate, tests, sla)
 
 
 def run_canary(
@@ -197,6 +188,12 @@ def run_canary(
     sla = sla or Sla()
     redactor = redactor or Redactor()
     events = EventLog(workspace, run_id, "canary", redactor)
+    version_dir = workspace.models_dir / model / str(candidate)
+    if not version_dir.is_dir():
+        raise RepositoryError(f"{model} version {candidate} does not exist: no {version_dir}",
+                              remediation=f"write it first (`llm-demo repo generate --version {candidate}`)",
+                              doc="docs/usage.md#canary")
+    validate_or_raise(workspace.models_dir, model, EventLog(workspace, run_id, "repository", redactor))
 
     def log(event: str, **fields) -> None:
         events.emit(event, **fields)
@@ -204,17 +201,8 @@ def run_canary(
 
     approved = [v for v in approved_versions(workspace, model) if v != candidate]
     previous = approved[-1] if approved else None
-    live = [v for v in (previous, candidate) if v is not None]
     log("canary_deploy", candidate=candidate, previous=previous, sla=asdict(sla))
-    set_live_versions(client, model, live)
-    deadline = time.monotonic() + sla.ready_s
-    while not version_ready(client.http_url, model, candidate):
-        if time.monotonic() > deadline:
-            checks = [{"prompt": None, "passed": False, "reason": f"not ready within {sla.ready_s} s"}]
-            break
-        time.sleep(0.25)
-    else:
-        checks = smoke_test(client, model, candidate, tests, sla)
+    checks = _deploy_checks(client, model, candidate, [v for v in (previous, candidate) if v is not None], tests, sla)
     for check in checks:
         log("smoke_test", candidate=candidate, **check)
     result = CanaryResult(model, candidate, previous, all(c["passed"] for c in checks) and bool(checks), checks)
@@ -223,14 +211,18 @@ def run_canary(
         set_live_versions(client, model, [candidate])
         log("promote", candidate=candidate, previous=previous, approved_link=str(link))
         return result
-    if previous is not None:
-        set_live_versions(client, model, [previous])
-    else:
-        _post(client.http_url, f"/v2/repository/models/{model}/unload", {}, 60.0)
-    log("rollback", candidate=candidate, restored=previous,
-        failed=[c for c in checks if not c["passed"]])
+    failed = [c for c in checks if not c["passed"]]
+    try:
+        if previous is not None:
+            set_live_versions(client, model, [previous])
+        else:
+            _post(client.http_url, f"/v2/repository/models/{model}/unload", {}, 60.0)
+    except LaunchError as exc:
+        log("rollback_failed", candidate=candidate, restored=previous, failed=failed, error=exc.message)
+        raise
+    log("rollback", candidate=candidate, restored=previous, failed=failed)
     raise SmokeTestError(
-        f"canary {model} version {candidate} failed its smoke tests; "
+        f"canary {model} version {candidate} failed: {failed[0]['reason'] if failed else 'no smoke test ran'}; "
         + (f"rolled back to version {previous}" if previous is not None else "no approved version to restore"),
         remediation="see logs/<run>/canary.jsonl for the failing checks; fix the model and deploy a new version",
         doc="docs/usage.md#canary",

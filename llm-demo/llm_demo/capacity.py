@@ -1,19 +1,25 @@
-"""Capacity watcher: queue delay from Triton's `/metrics`, alert past a threshold.
+"""Capacity watcher: queue delay from Triton's `/metrics`, alert when it stays above a threshold.
 
 Every `interval_s` seconds the watcher scrapes the Prometheus text and sums, per
 model (all versions), the counters `nv_inference_queue_duration_us` and
-`nv_inference_request_success` + `nv_inference_request_failure`. The queue
-delay over the sliding window (default 300 s) is
+`nv_inference_request_success` + `nv_inference_request_failure`, and the gauge
+`nv_inference_pending_request_count`. Two consecutive scrapes bound one interval,
+whose queue delay is
 
-    delay_ms = Δ queue_duration_us / Δ requests / 1000
+    delay_ms = Δ queue_duration_us / Δ finished requests / 1000
 
-between the newest sample and the newest sample at least `window_s` old. The
-alert fires once a full window is observed and its delay exceeds
-`threshold_ms`: the alert is logged (`logs/<run>/capacity.jsonl`), POSTed as JSON
-to the optional webhook, and `CapacityAlertError` (exit 11) is raised with a
-scale-out / rollback suggestion. A webhook that fails is logged, never fatal.
-Windows with no finished request are not judged. `nv_inference_pending_request_count`,
-the failure rate and `nv_gpu_utilization` (absent on CPU-only hosts) are logged too.
+An interval is *above* the threshold when that delay exceeds `threshold_ms`, or
+when no request finished in it while requests were pending at its end (a queue
+that does not drain: the worst case, whose delay is unknown and growing). Any
+other interval, or counters that went backwards (a restart or reload), ends the
+streak. The alert fires as soon as the model has been above the threshold
+continuously for `window_s` seconds (default 300: "queue delay exceeds the
+threshold for five minutes"), measured from the start of the first interval of
+the streak: it is logged (`logs/<run>/capacity.jsonl`), POSTed as JSON to the
+optional webhook, and `CapacityAlertError` (exit 11) is raised with a scale-out /
+rollback suggestion. A webhook that fails is logged, never fatal. The failure
+rate and `nv_gpu_utilization` (absent on CPU-only hosts) are logged with every
+sample. `clock` and `sleep` are injectable (monotonic seconds).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,36 +93,53 @@ def per_model(metrics: dict, t: float) -> dict[str, ModelSample]:
     return out
 
 
-class QueueDelayWindow:
-    """Sliding window of one model's samples; times in seconds, delay in milliseconds."""
+@dataclass
+class Interval:
+    """One interval between two scrapes of a model: delay in ms (None: no request finished)."""
 
-    def __init__(self, window_s: float) -> None:
+    delay_ms: float | None
+    finished: float
+    pending: float
+    failure_rate: float | None
+    above: bool
+
+
+class SustainedDelay:
+    """Tracks whether one model's queue delay stayed above `threshold_ms` for `window_s` seconds
+    (see the module docstring); times are the samples' `t` in seconds."""
+
+    def __init__(self, threshold_ms: float, window_s: float) -> None:
+        self.threshold_ms = threshold_ms
         self.window_s = window_s
-        self.samples: deque[ModelSample] = deque()
+        self.last: ModelSample | None = None
+        self.since: float | None = None  # start of the current streak of intervals above the threshold
 
-    def add(self, sample: ModelSample) -> None:
-        self.samples.append(sample)
-        # keep exactly one sample at or beyond the window's start as the baseline
-        while len(self.samples) > 1 and self.samples[1].t <= sample.t - self.window_s:
-            self.samples.popleft()
-
-    def full(self) -> bool:
-        return len(self.samples) > 1 and self.samples[-1].t - self.samples[0].t >= self.window_s
-
-    def delay_ms(self) -> float | None:
-        """Mean queue delay per finished request over the window; None without requests."""
-        if len(self.samples) < 2:
+    def add(self, sample: ModelSample) -> Interval | None:
+        """Close the interval that ends at `sample` and return it (None for the first sample)."""
+        prev, self.last = self.last, sample
+        if prev is None:
             return None
-        first, last = self.samples[0], self.samples[-1]
-        finished = last.requests - first.requests
-        if finished <= 0:
-            return None
-        return (last.queue_us - first.queue_us) / finished / 1000.0
+        finished = sample.requests - prev.requests
+        queued_us = sample.queue_us - prev.queue_us
+        restarted = finished < 0 or queued_us < 0  # counters restarted: nothing to judge in this interval
+        delay = queued_us / finished / 1000.0 if finished > 0 and not restarted else None
+        rate = (sample.failure - prev.failure) / finished if finished > 0 and not restarted else None
+        if restarted:
+            above = False
+        else:
+            above = delay > self.threshold_ms if delay is not None else sample.pending > 0
+        if not above:
+            self.since = None
+        elif self.since is None:
+            self.since = prev.t
+        return Interval(delay, finished, sample.pending, rate, above)
 
-    def failure_rate(self) -> float | None:
-        first, last = self.samples[0], self.samples[-1]
-        finished = last.requests - first.requests
-        return (last.failure - first.failure) / finished if finished > 0 else None
+    def above_for_s(self) -> float:
+        """Seconds the current streak has lasted (0 when the last interval was not above)."""
+        return self.last.t - self.since if self.since is not None and self.last is not None else 0.0
+
+    def alerting(self) -> bool:
+        return self.since is not None and self.above_for_s() >= self.window_s
 
 
 def scrape(metrics_url: str, timeout_s: float = 5.0) -> str:
@@ -152,11 +175,12 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, float | None]:
-    """Watch until an alert (raises CapacityAlertError) or `max_duration_s` passes.
+    """Watch until an alert (raises CapacityAlertError, exit 11) or `max_duration_s` seconds pass.
 
-    Returns the last per-model window delay (ms) when no alert fired.
+    Returns each model's last interval queue delay (ms; None: no request finished in it) when no
+    alert fired. An unreachable metrics endpoint raises LaunchError (exit 7).
     """
-    windows: dict[str, QueueDelayWindow] = {}
+    trackers: dict[str, SustainedDelay] = {}
     start = clock()
     events.emit("watch_start", metrics_url=metrics_url, threshold_ms=threshold_ms, window_s=window_s,
                 interval_s=interval_s, models=models)
@@ -168,27 +192,33 @@ def watch(
         for model, sample in per_model(metrics, now).items():
             if models and model not in models:
                 continue
-            window = windows.setdefault(model, QueueDelayWindow(window_s))
-            window.add(sample)
-            delay = window.delay_ms()
-            last[model] = delay
-            events.emit("sample", model=model, queue_delay_ms=delay, window_full=window.full(),
-                        pending=sample.pending, failure_rate=window.failure_rate(), gpu_utilization=gpu_util or None)
-            if window.full() and delay is not None and delay > threshold_ms:
-                _alert(events, webhook, model, delay, threshold_ms, window_s, sample.pending)
+            tracker = trackers.setdefault(model, SustainedDelay(threshold_ms, window_s))
+            interval = tracker.add(sample)
+            if interval is None:
+                continue
+            last[model] = interval.delay_ms
+            events.emit("sample", model=model, queue_delay_ms=interval.delay_ms, finished=interval.finished,
+                        pending=interval.pending, above_threshold=interval.above,
+                        above_for_s=tracker.above_for_s(), failure_rate=interval.failure_rate,
+                        gpu_utilization=gpu_util or None)
+            if tracker.alerting():
+                _alert(events, webhook, model, interval, tracker)
         if max_duration_s is not None and now - start >= max_duration_s:
             events.emit("watch_end", reason="max duration reached", last_delay_ms=last)
             return last
         sleep(interval_s)
 
 
-def _alert(events: EventLog, webhook: str | None, model: str, delay: float, threshold_ms: float,
-           window_s: float, pending: float) -> None:
-    message = (f"queue delay of model {model} averaged {delay:.1f} ms over the last {window_s:.0f} s "
-               f"(threshold {threshold_ms:.1f} ms, {pending:.0f} requests pending)")
+def _alert(events: EventLog, webhook: str | None, model: str, interval: Interval, tracker: SustainedDelay) -> None:
+    latest = (f"last interval {interval.delay_ms:.1f} ms" if interval.delay_ms is not None
+              else "no request finished in the last interval")
+    message = (f"queue delay of model {model} stayed above {tracker.threshold_ms:.1f} ms for "
+               f"{tracker.above_for_s():.0f} s (window {tracker.window_s:.0f} s; {latest}; "
+               f"{interval.pending:.0f} requests pending)")
     payload = {"text": f"[llm-demo capacity alert] {message}; suggestion: {SUGGESTION}", "model": model,
-               "queue_delay_ms": delay, "threshold_ms": threshold_ms, "window_s": window_s,
-               "pending": pending, "suggestion": SUGGESTION}
+               "queue_delay_ms": interval.delay_ms, "threshold_ms": tracker.threshold_ms,
+               "above_for_s": tracker.above_for_s(), "window_s": tracker.window_s,
+               "pending": interval.pending, "suggestion": SUGGESTION}
     events.emit("alert", **payload)
     if webhook:
         error = post_webhook(webhook, events.redactor.redact_obj(payload))

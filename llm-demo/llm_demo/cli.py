@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import typer
 
 from . import __version__
-from . import acquire, build, pipeline, prereqs, repo_validate, repository
+from . import acquire, build, pipeline, prereqs, repo_validate, repository, tiny_model
 from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
 from .events import EventLog
@@ -269,10 +269,23 @@ def repo_validate_cmd(
     state.echo(f"{repo}: valid")
 
 
+@app.command("tiny-model")
+@guarded
+def tiny_model_cmd(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="Directory to create (must not exist, or be empty)."),
+) -> None:
+    """Write a small random-weight Llama model and its tokenizer into DIRECTORY, offline (no hub
+    access); use it with `--model-dir DIRECTORY` (exit 2 if DIRECTORY holds files)."""
+    state: AppState = ctx.obj
+    path = tiny_model.make_tiny_model_dir(directory.expanduser())
+    state.echo(f"tiny model written to {path}; use it with `llm-demo --model-dir {path} <command>`")
+
+
 def main() -> None:
     """Console-script entry point (exits the process with the command's code)."""
     app()
 
 
 # Part-2 commands (serve, warmup, chat, canary, watch, teardown) register themselves on `app`.
-from . import cli_serving  # noqa: E402,F401
+from . import cli_serving, cli_warmup  # noqa: E402,F401

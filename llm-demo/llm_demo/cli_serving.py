@@ -1,4 +1,4 @@
-"""Part-2 commands of the `llm-demo` CLI: serve, warmup, chat, canary, watch, teardown.
+"""Part-2 commands of the `llm-demo` CLI: serve, chat, canary, watch, teardown (warmup: cli_warmup.py).
 
 Registered on `cli.app` when `cli` imports this module. Settings come from
 `config/serving.yaml` (`--serving-config` to choose another); flags override
@@ -19,8 +19,10 @@ from .capacity import watch as watch_metrics
 from .chat import ChatSession, ChatSettings
 from .cli import AppState, app, guarded
 from .client import InferenceFailed, TritonTextClient
+from .errors import ConfigError
 from .events import EventLog
-from .gpu import snapshot, summary_line
+from .gpu import summary_line
+from .repo_validate import validate_or_raise
 from .retention import RetentionPolicy
 from .serve import attach, current_server, launch, stop_process_group
 from .serving_config import load_serving, serve_options
@@ -34,32 +36,24 @@ def _settings(state: AppState, path: Path | None) -> dict:
     return load_serving(state.workspace, path)
 
 
-def _served_models(repo: Path) -> list[str]:
-    return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()) if repo.is_dir() else []
-
-
 def start_server(state: AppState, settings: dict, repo: Path, overrides: dict, timeout_s: float | None = None):
-    """Launch Triton for `repo` with credentials from model.yaml; pin approved versions; return the handle."""
+    """Validate `repo` (exit 6), then launch Triton for it with the credential of model.yaml; return the
+    ready handle. Each model serves its newest approved version from the start (the pin in its
+    config.pbtxt, llm_demo/approvals.py)."""
     cfg = state.config()
+    validate_or_raise(repo, None, EventLog(state.workspace, state.run_id, "repository", state.redactor))
     cred = credentials.resolve(cfg)
     injected = {}
     if cred.present:
         injected = {cfg.credentials.env_var: cred.token, "HF_TOKEN": cred.token}
     opts = serve_options(settings, repo, overrides)
     home = settings["serve"].get("triton_home")
-    handle = launch(
+    return launch(
         state.workspace, state.run_id, opts,
         install=locate_triton(Path(home)) if home else None,
         credentials=injected, timeout_s=timeout_s or float(settings["serve"]["ready_timeout_s"]),
         redactor=state.redactor,
     )
-    client = TritonTextClient.for_server(handle)
-    try:
-        canary_mod.pin_approved_versions(state.workspace, client, _served_models(repo))
-    except BaseException:
-        stop_process_group(handle.pgid, handle.proc)
-        raise
-    return handle
 
 
 @app.command()
@@ -82,7 +76,8 @@ def serve(
                                      "these ports (docker compose) once it is ready."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
-    """Start Triton and block until HTTP, gRPC and /metrics are ready (exit 7 port/launch, 8 TLS files)."""
+    """Validate the repository (exit 6), start Triton, block until HTTP, gRPC and /metrics are ready
+    (exit 7 port/launch, 8 TLS files)."""
     state: AppState = ctx.obj
     settings = _settings(state, serving_config)
     if grpc_tls_cert or grpc_tls_key:
@@ -130,7 +125,7 @@ def chat(
     )
     client = TritonTextClient.for_server(current_server(state.workspace), transport or c["transport"])
     session = ChatSession(state.workspace, client, settings, redactor=state.redactor,
-                          model_id=cfg.model.id or cfg.model.local_dir, config_hash=cfg.config_hash())
+                          model_id=cfg.model_ref, config_hash=cfg.config_hash())
     state.echo(f"session {session.session_id}; transcript {session.path}")
     reason = "user_exit"
     try:
@@ -161,16 +156,19 @@ def canary(
     rollback: bool = typer.Option(False, "--rollback", help="Withdraw the newest approval and serve the previous one."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
-    """Deploy a version as canary, smoke-test it within the SLA, promote or roll back (exit 10 on failure)."""
+    """Validate and deploy a version as canary, smoke-test it within the SLA, promote or roll back
+    (exit 6 invalid repository, 10 failed canary)."""
     state: AppState = ctx.obj
+    if rollback == (version is not None):
+        raise ConfigError("canary needs exactly one of --version N (deploy) and --rollback",
+                          remediation="`llm-demo canary --version 2` or `llm-demo canary --rollback`",
+                          doc="docs/usage.md#canary")
     name = model or state.config().model.name
     client = TritonTextClient.for_server(current_server(state.workspace))
     if rollback:
         restored = canary_mod.rollback(state.workspace, state.run_id, client, name, state.redactor)
         state.echo(f"{name}: rolled back, now serving version {restored}")
         return
-    if version is None:
-        raise typer.BadParameter("--version is required unless --rollback is given")
     c = _settings(state, serving_config)["canary"]
     tests = [canary_mod.SmokeTest(**t) for t in c["smoke_tests"]]
     result = canary_mod.run_canary(state.workspace, state.run_id, client, name, version, tests,
@@ -183,14 +181,16 @@ def canary(
 def watch(
     ctx: typer.Context,
     threshold_ms: float = typer.Option(None, "--threshold-ms", help="Queue delay alert threshold (ms)."),
-    window_s: float = typer.Option(None, "--window-s", help="Sliding window (s); 300 by default."),
+    window_s: float = typer.Option(None, "--window-s",
+                                   help="Seconds the delay must stay above the threshold; 300 by default."),
     interval_s: float = typer.Option(None, "--interval-s", help="Scrape period (s)."),
     duration_s: float = typer.Option(None, "--duration-s", help="Stop after this long without alert (s)."),
     webhook: str = typer.Option(None, "--webhook", help="URL that receives the JSON alert."),
     model: list[str] = typer.Option([], "--model", help="Only these models (repeatable)."),
     serving_config: Path = SERVING_CONFIG,
 ) -> None:
-    """Watch /metrics; on sustained queue delay alert (log, webhook) and exit 11."""
+    """Watch /metrics; when the queue delay stays above the threshold for the window, alert (log,
+    webhook) and exit 11."""
     state: AppState = ctx.obj
     c = _settings(state, serving_config)["capacity"]
     handle = current_server(state.workspace)
@@ -200,7 +200,7 @@ def watch(
         interval_s=interval_s or c["interval_s"], max_duration_s=duration_s, models=model or None,
         webhook=webhook or c["webhook"],
     )
-    state.echo(f"no capacity alert; last window queue delay (ms): {last}")
+    state.echo(f"no capacity alert; last interval queue delay (ms, None: nothing finished): {last}")
 
 
 @app.command()
@@ -221,89 +221,3 @@ def teardown(
                           redactor=state.redactor)
     state.echo(summary_line(report["gpu"]))
     state.echo(f"teardown clean; report: {report['cleanup_log']}")
-
-
-def _token_counter(ref: str):
-    """Token counter from a local tokenizer directory, or None (streamed chunks are counted then)."""
-    if not ref or not Path(ref).expanduser().is_dir():
-        return None
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(Path(ref).expanduser()))
-    return lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
-
-
-@app.command()
-@guarded
-def warmup(
-    ctx: typer.Context,
-    record_golden: bool = typer.Option(False, "--record-golden", help="Write this run's outputs as the golden samples."),
-    threshold: float = typer.Option(None, "--golden-threshold", help="Similarity (0..1) below which an output deviates."),
-    transport: str = typer.Option(None, "--transport", help="grpc | http"),
-    max_tokens: int = typer.Option(None, "--max-tokens"),
-    repeats: int = typer.Option(None, "--repeats"),
-    version: int = typer.Option(1, "--model-version", help="Version directory the repository step writes."),
-    keep_serving: bool = typer.Option(False, "--keep-serving", help="Leave Triton running (default: tear down)."),
-    host_facts: Path = typer.Option(None, "--host-facts", help="Describe the host instead of probing it."),
-    serving_config: Path = SERVING_CONFIG,
-) -> None:
-    """Prepare (prerequisites, acquisition, build, repository) -> serve -> golden warm-up -> teardown -> manifest.
-
-    Exit codes: 3 prerequisites, 4 cache, 5 build, 6 repository, 7/8 launch, 9 golden deviation,
-    10 failed requests, 12 teardown.
-    """
-    from . import pipeline, prereqs
-    from .retention import write_run_manifest
-    from .versions import write_tooling_manifest
-    from .warmup import WarmupPlan, add_gpu_snapshot, memory_delta_mib, run_warmup
-
-    state: AppState = ctx.obj
-    cfg = state.config()
-    settings = _settings(state, serving_config)
-    w = settings["warmup"]
-    durations: dict[str, float] = {}
-    policy = RetentionPolicy(**settings["retention"])
-    t0 = time.monotonic()
-    baseline = None
-    try:
-        write_tooling_manifest(state.workspace)
-        facts = prereqs.load_host_facts(host_facts) if host_facts else None
-        prepared = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, version=version)
-        durations["prepare"] = time.monotonic() - t0
-        baseline = snapshot("before-launch")
-        add_gpu_snapshot(state.workspace, state.run_id, "before_launch", baseline)
-        handle = start_server(state, settings, prepared.repository, {})
-        durations["launch"] = time.monotonic() - t0 - sum(durations.values())
-        state.echo(f"triton ready: http {handle.http_url} grpc {handle.grpc_url}")
-        golden_file = w["golden_file"]
-        plan = WarmupPlan(
-            model=cfg.model.name, prompts=list(w["prompts"]), max_tokens=max_tokens or w["max_tokens"],
-            repeats=repeats or w["repeats"], transport=transport or w["transport"],
-            golden_path=Path(golden_file) if golden_file else None,
-            threshold=w["golden_threshold"] if threshold is None else threshold,
-            record_golden=record_golden, config_hash=cfg.config_hash(),
-        )
-        client = TritonTextClient.for_server(handle, plan.transport, timeout_s=300.0)
-        summary = run_warmup(state.workspace, state.run_id, client, plan,
-                             count_tokens=_token_counter(cfg.tokenizer_ref), redactor=state.redactor)
-        durations["inference"] = time.monotonic() - t0 - sum(durations.values())
-        inf = summary["inference"]
-        state.echo(f"warm-up ok: {inf['requests']} requests, TTFT p50 {inf['ttft_s']['p50']:.4f} s "
-                   f"p95 {inf['ttft_s']['p95']:.4f} s, latency p50 {inf['latency_s']['p50']:.4f} s "
-                   f"p95 {inf['latency_s']['p95']:.4f} s, {inf['tokens_per_s']['mean']:.1f} tokens/s")
-        state.echo(summary_line(summary["gpu"]["before"]))
-        state.echo(summary_line(summary["gpu"]["after"]))
-    finally:
-        try:
-            if not keep_serving:
-                tear = run_teardown(state.workspace, state.run_id, policy=policy, redactor=state.redactor)
-                durations["teardown"] = time.monotonic() - t0 - sum(durations.values())
-                add_gpu_snapshot(state.workspace, state.run_id, "after_teardown", tear["gpu"])
-                state.echo(summary_line(tear["gpu"]))
-                if baseline is not None:
-                    delta = memory_delta_mib(baseline, tear["gpu"])
-                    state.echo(f"GPU memory after teardown vs before launch (MiB per GPU): {delta or 'no NVML'}")
-        finally:
-            path = write_run_manifest(state.workspace, state.run_id, config=state.redactor.redact_obj(cfg.to_dict()),
-                                      config_hash=cfg.config_hash(), durations_s=durations, policy=policy)
-            state.echo(f"run manifest: {path}")

@@ -36,6 +36,10 @@ PRECISION_PROFILES: dict[str, tuple[str, str | None]] = {
 }
 #: profiles the ``python`` runtime (transformers) can serve.
 PYTHON_RUNTIME_PROFILES = ("fp32", "fp16", "bf16")
+#: ``precision.kv_cache_dtype`` values each runtime passes to its build: ``engine`` -> convert_checkpoint.py
+#: ``--int8_kv_cache`` (fp8 needs TensorRT-LLM's quantize.py, which llm-demo does not run); ``llmapi`` ->
+#: ``kv_cache_config.dtype``; ``python`` (transformers) keeps the model's dtype.
+KV_CACHE_DTYPES: dict[str, tuple[str, ...]] = {"engine": ("int8",), "llmapi": ("fp8",), "python": ()}
 
 _DOC = "docs/usage.md#configuration"
 
@@ -120,6 +124,12 @@ class DemoConfig:
     @property
     def runtime(self) -> str:
         return self.build.runtime
+
+    @property
+    def model_ref(self) -> str:
+        """What the model is taken from: ``model.local_dir`` when set (then ``model.id`` is ignored),
+        else ``model.id``; recorded as the model id in the cache manifest and chat transcripts."""
+        return self.model.local_dir or self.model.id or ""
 
     @property
     def tokenizer_ref(self) -> str:
@@ -263,6 +273,11 @@ def validate(cfg: DemoConfig) -> None:
             f"precision.profile {cfg.precision.profile!r} needs TensorRT-LLM; the python runtime supports {', '.join(PYTHON_RUNTIME_PROFILES)}",
             doc=_DOC,
         )
+    kv = cfg.precision.kv_cache_dtype
+    if kv is not None and kv not in KV_CACHE_DTYPES[b.runtime]:
+        supported = ", ".join(KV_CACHE_DTYPES[b.runtime]) or "none, leave it null"
+        raise ConfigError(f"precision.kv_cache_dtype {kv!r} is not supported by the {b.runtime} runtime "
+                          f"(supported: {supported})", doc=_DOC)
     if b.runtime == "python" and (b.tensor_parallelism, b.pipeline_parallelism) != (1, 1):
         raise ConfigError("the python runtime serves on one device: build.tensor_parallelism and pipeline_parallelism must be 1", doc=_DOC)
     if cfg.credentials.source not in CREDENTIAL_SOURCES:

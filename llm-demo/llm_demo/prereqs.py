@@ -6,7 +6,8 @@ file instead (``llm-demo check --host-facts``: dry runs and tests on "described"
 
     python_version: "3.12.3"         in_container: true
     gpus: [{index: 0, name: ..., compute_capability: "9.0", memory_total_bytes: ...}]
-    driver_version: "590.48"         cuda_driver_version: "13.1"
+    driver_version: "590.48"         cuda_driver_version: "13.1"   # the newest CUDA the driver supports
+    cuda_runtime_version: "13.1"     cudnn_version: "9.10.2"        # libraries a build links (None: absent)
     packages: {tensorrt_llm: "1.2.1", ...}        # missing = not installed
     executables: {trtllm-build: /path, convert_checkpoint: /path, docker: null, nvidia-ctk: null}
     nvidia_ctk_version: "1.17.3"     triton: {binary: /path, backends: [python, tensorrtllm]}
@@ -39,7 +40,7 @@ from .errors import ConfigError, LlmDemoError, PrerequisiteError
 from .events import EventLog
 from .paths import Workspace, iso, utc_now, write_json_atomic
 from .redact import Redactor
-from .versions import at_least, package_version, spec_matches
+from .versions import at_least, cuda_runtime_version, cudnn_version, package_version, spec_matches
 
 DOC = "docs/prerequisites.md"
 _PROBED_PACKAGES = ("torch", "transformers", "tritonclient", "nvidia-pytriton", "tensorrt", "tensorrt_llm")
@@ -147,6 +148,8 @@ def probe_host(cfg: DemoConfig, workspace: Workspace) -> dict[str, Any]:
     facts: dict[str, Any] = {"python_version": platform.python_version()}
     facts.update(_nvml_facts())
     facts["packages"] = {name: v for name in _PROBED_PACKAGES if (v := package_version(name))}
+    facts["cuda_runtime_version"] = cuda_runtime_version()
+    facts["cudnn_version"] = cudnn_version()
     executables = {
         "trtllm-build": _resolve_program(cfg.build.trtllm_build),
         "convert_checkpoint": _resolve_program(cfg.build.convert_script),
@@ -297,6 +300,8 @@ def check_prerequisites(
             "python": facts.get("python_version"),
             "driver": facts.get("driver_version"),
             "cuda_driver": facts.get("cuda_driver_version"),
+            "cuda_runtime": facts.get("cuda_runtime_version"),
+            "cudnn": facts.get("cudnn_version"),
             "packages": facts.get("packages") or {},
             "tritonserver": (facts.get("triton") or {}).get("binary"),
             "nvidia_ctk": facts.get("nvidia_ctk_version"),

@@ -5,7 +5,8 @@
 
 * structure: ``config.pbtxt`` present and parseable with Triton's own schema
   (``tritonclient.grpc.model_config_pb2``), ``name`` equal to the directory, ``backend``/``platform`` set,
-  at least one numeric version directory, each holding ``config.pbtxt`` (the version's snapshot);
+  at least one numeric version directory, each holding ``config.pbtxt`` (the version's snapshot), and
+  every version a ``version_policy`` names (llm-demo's approved-version pin) present on disk;
 * required fields, per kind of model: ``max_batch_size`` written explicitly; decoupled mode
   (``model_transaction_policy``) declared for LLM models; tensor parallelism (python runtime:
   ``tensor_parallelism`` parameter; engine: ``mapping.tp_size`` in the engine's ``config.json``);
@@ -46,7 +47,8 @@ class Problem:
     message: str
 
 
-def _parse(text: str) -> Any:
+def parse_config(text: str) -> Any:
+    """Parse config.pbtxt text with Triton's schema (protobuf ParseError when it does not parse)."""
     try:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
@@ -146,7 +148,7 @@ def _check_model(repo: Path, mdir: Path, add, seen: set[str]) -> None:
         return
     text = cfg_path.read_text(encoding="utf-8")
     try:
-        config = _parse(text)
+        config = parse_config(text)
     except Exception as exc:  # noqa: BLE001 - protobuf raises ParseError and friends
         placeholders = sorted(set(re.findall(r"\$\{\w+\}", text)))
         add(model, cfg_path, f"config.pbtxt does not parse: {exc}" + (f" (unfilled placeholders {placeholders})" if placeholders else ""))
@@ -166,6 +168,10 @@ def _check_model(repo: Path, mdir: Path, add, seen: set[str]) -> None:
     for vdir in versions:
         if not (vdir / "config.pbtxt").is_file():
             add(model, vdir, "version directory lacks its config.pbtxt snapshot")
+    on_disk = {int(v.name) for v in versions}
+    for pinned in config.version_policy.specific.versions:
+        if pinned not in on_disk:
+            add(model, cfg_path, f"version_policy serves version {pinned}, which has no directory")
     kind = _kind(config, versions)
     if kind in ("python", "llmapi", "tensorrtllm") and not config.HasField("model_transaction_policy"):
         add(model, cfg_path, "decoupled mode (model_transaction_policy) is not declared")
@@ -188,7 +194,11 @@ def _check_model(repo: Path, mdir: Path, add, seen: set[str]) -> None:
 
 
 def _kind(config: Any, versions: list[Path]) -> str:
-    """ensemble | tensorrtllm | llmapi | python (llm-demo's LLM model) | tokenizer (pre/post-processing) | other."""
+    """ensemble | tensorrtllm | llmapi | python | tokenizer (pre/post-processing) | other.
+
+    `python` is llm-demo's python-runtime LLM: its version.json says so, or it has a `model_dir`
+    parameter; any other Python-backend model (a hand-written one) gets the generic checks only.
+    """
     if config.platform == "ensemble":
         return "ensemble"
     if config.backend == "tensorrtllm":
@@ -203,7 +213,7 @@ def _kind(config: Any, versions: list[Path]) -> str:
             pass
     if "llmapi" in runtimes or any((v / "model.yaml").exists() for v in versions):
         return "llmapi"
-    if "python" in runtimes or "text_input" in {i.name for i in config.input}:
+    if "python" in runtimes or "model_dir" in _params(config):
         return "python"
     if "tokenizer_dir" in _params(config):
         return "tokenizer"

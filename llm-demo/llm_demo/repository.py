@@ -20,7 +20,8 @@ the same runtime, else ``cfg.model.local_dir`` (``python``/``llmapi``). Layout p
 
 Every version directory also gets ``config.pbtxt`` (a snapshot of the config it was generated with) and
 ``version.json`` (runtime, sources, hashes, timestamp). Approved versions are linked into
-``production/`` by the canary step (llm_demo/canary.py); ``repo_validate.validate`` checks a repository.
+``production/`` by the canary step (llm_demo/canary.py); a regenerated ``config.pbtxt`` gets the pin of the
+newest approved version back (llm_demo/approvals.py); ``repo_validate.validate`` checks a repository.
 
 Serving the python runtime: Triton's Python backend stub embeds ``libpython``; it must load the same
 one as the interpreter whose stdlib and site-packages it then uses, or extension modules fail with
@@ -43,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from .approvals import write_pin
 from .config import PRECISION_PROFILES, DemoConfig
 from .errors import RepositoryError
 from .paths import Workspace, iso, read_json, utc_now, write_json_atomic
@@ -268,4 +270,5 @@ def generate(
         "config_hash": cfg.config_hash(),
         "engine_manifest": {k: manifest.get(k) for k in ("run", "built_at", "input_model", "engine_sha256")} if manifest else None,
     })
+    write_pin(workspace, name)  # the rewritten config.pbtxt keeps serving the newest approved version
     return repo

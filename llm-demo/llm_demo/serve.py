@@ -2,9 +2,11 @@
 
 `launch` runs, in order:
 
-1. preflight: every configured TLS file must exist (else `TlsFilesMissingError`,
-   exit 8) and every listener's address:port must be free and distinct (else
-   `PortConflictError`, exit 7). Nothing is started when preflight fails.
+1. preflight: no server recorded in `state/serve.json` may still run (else
+   `LaunchError`, exit 7), every configured TLS file must exist (else
+   `TlsFilesMissingError`, exit 8) and every listener's address:port must be
+   free and distinct (else `PortConflictError`, exit 7). Nothing is started
+   when preflight fails.
 2. prepare the backend directory under `.cache/triton-backends/` (and, when
    `LLM_DEMO_STUB_SITE` names a NumPy 1.x folder, the stub's venv under
    `.cache/triton-stub-python/`: llm_demo/triton.py says why), start
@@ -13,8 +15,8 @@
    `logs/<run>/triton.log`, credentials injected as environment variables;
 3. poll HTTP `/v2/health/ready`, gRPC `ServerReady` (TLS when configured) and
    `/metrics` until all three answer, or the server exits, or `timeout_s`
-   passes: then the whole process group is stopped and `LaunchError` (exit 7)
-   carries the tail of the log.
+   passes: then the whole process group is stopped, its `state/serve.json`
+   record removed, and `LaunchError` (exit 7) carries the tail of the log.
 
 The running server is recorded in `state/serve.json` (pid, process group,
 endpoints, log path) for `warmup`, `chat`, `canary`, `watch` and `teardown`.
@@ -116,7 +118,9 @@ def preflight(opts: ServeOptions) -> None:
         if port in seen:
             raise PortConflictError(
                 f"{name} and {seen[port]} are both configured on port {port}",
-                remediation="give each listener its own port (--http-port/--grpc-port/--metrics-port)",
+                remediation="give each listener its own port: serve.http_port, serve.grpc_port and "
+                "serve.metrics_port in config/serving.yaml (serve and warmup), or serve's --http-port, "
+                "--grpc-port, --metrics-port",
                 doc="docs/usage.md#ports",
             )
         seen[port] = name
@@ -124,11 +128,40 @@ def preflight(opts: ServeOptions) -> None:
             raise PortConflictError(
                 f"{name} port {address}:{port} is already bound by another process",
                 remediation=f"stop the process holding it (`ss -ltnp 'sport = :{port}'` shows it; "
-                "`llm-demo teardown` if it is an earlier llm-demo server) or pick a free port "
-                f"with --{name}-port",
+                "`llm-demo teardown` if it is an earlier llm-demo server) or pick a free port: "
+                f"serve.{name}_port in config/serving.yaml (serve and warmup), or serve's --{name}-port",
                 doc="docs/usage.md#ports",
                 details={"listener": name, "address": address, "port": port},
             )
+
+
+def refuse_if_serving(workspace: Workspace) -> None:
+    """Raise LaunchError (exit 7) when `state/serve.json` records a server that still runs: a second
+    one would overwrite that record, and `teardown` could no longer find the first. A record whose
+    process group is gone (or an attached one whose ports are all free) is stale and is left to be
+    replaced."""
+    rec = read_json(workspace.state_file(SERVE_STATE))
+    if not rec:
+        return
+    if rec["pgid"]:
+        alive = bool(group_pids(rec["pgid"]))
+    else:  # attached (docker compose): alive while one of its ports is bound
+        alive = any(port_in_use(*host_port(url)) for url in (rec["http_url"], rec["grpc_url"]))
+    if alive:
+        raise LaunchError(
+            f"a server recorded in {workspace.state_file(SERVE_STATE)} is still running "
+            f"(pid {rec['pid'] or 'attached'}, http {rec['http_url']})",
+            remediation="use it (`llm-demo chat`, `canary`, `watch`), stop it with `llm-demo teardown`, "
+            "or give the new one its own workspace with --root",
+            doc="docs/usage.md#serve",
+            details={"server": rec},
+        )
+
+
+def host_port(hostport: str) -> tuple[str, int]:
+    """`"127.0.0.1:8000"` or `"[::1]:8000"` -> (host, port)."""
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -231,8 +264,9 @@ def launch(
         redactor.add_literal(value)
     events = EventLog(workspace, run_id, "launch", redactor)
     try:
+        refuse_if_serving(workspace)
         preflight(opts)
-    except (PortConflictError, TlsFilesMissingError) as exc:
+    except (LaunchError, TlsFilesMissingError) as exc:
         events.emit("preflight_failed", error=type(exc).__name__, message=exc.message)
         raise
     install = install or locate_triton()
@@ -261,17 +295,20 @@ def launch(
         metrics_url=f"http://{_client_host(opts.metrics_address)}:{opts.metrics_port}/metrics",
         tls_root_cert=tls_root, started_at=iso(utc_now()), proc=proc,
     )
-    write_json_atomic(workspace.state_file(SERVE_STATE), handle.record())
+    state_path = write_json_atomic(workspace.state_file(SERVE_STATE), handle.record())
     try:
         status = _wait_ready(handle, proc, t0 + timeout_s)
     except BaseException:  # Ctrl-C or a bug while waiting: never leave a server behind
         stop_process_group(handle.pgid, proc)
+        state_path.unlink(missing_ok=True)
         raise
     if status is None:
         events.emit("ready", seconds_to_ready=round(time.monotonic() - t0, 3), server=handle.record())
         return handle
     exited = proc.poll()
     left = stop_process_group(handle.pgid, proc)
+    if not left:  # keep the record only while something of the group is left, for `teardown`
+        state_path.unlink(missing_ok=True)
     reason = f"exited with code {exited}" if exited is not None else f"not ready after {timeout_s:.0f} s"
     tail = redactor.redact(_log_tail(log_path))
     events.emit("launch_failed", reason=reason, probes=status, remaining_pids=left, log_tail=tail)
@@ -280,7 +317,7 @@ def launch(
         remediation="read the log above; a model that fails to load, a missing backend or a port "
         "taken meanwhile are the usual causes. Raise --timeout for large models.",
         doc="docs/usage.md#serve",
-        details={"probes": status, "remaining_pids": left},
+        details={"probes": status, "pgid": handle.pgid, "remaining_pids": left},
     )
 
 

@@ -34,7 +34,7 @@ from .gpu import summary_line, wait_memory_released
 from .paths import Workspace, iso, read_json, utc_now
 from .redact import Redactor
 from .retention import RetentionPolicy, rotate_logs
-from .serve import SERVE_STATE, group_pids, port_in_use, stop_process_group
+from .serve import SERVE_STATE, group_pids, host_port, port_in_use, stop_process_group
 
 
 def _dir_size(path: Path) -> int:
@@ -43,11 +43,7 @@ def _dir_size(path: Path) -> int:
 
 def _ports(rec: dict) -> list[tuple[str, int]]:
     endpoints = [rec["http_url"], rec["grpc_url"], rec["metrics_url"].split("//", 1)[-1].split("/", 1)[0]]
-    out = []
-    for hostport in endpoints:
-        host, _, port = hostport.rpartition(":")
-        out.append((host.strip("[]"), int(port)))
-    return out
+    return [host_port(hostport) for hostport in endpoints]
 
 
 def _wait_ports_free(ports: list[tuple[str, int]], wait_s: float) -> list[tuple[str, int]]:

@@ -5,12 +5,18 @@ whole tool with the ``python`` runtime. Deterministic: the same arguments give b
 
 ``make_tiny_model(path)`` writes ``config.json``, ``model.safetensors``, ``generation_config.json``,
 ``tokenizer.json`` and ``tokenizer_config.json`` into ``path`` and returns it.
+``make_tiny_model_dir(path)`` (the ``llm-demo tiny-model`` command) does the same into a directory that
+must not exist or be empty, all or nothing: it writes a sibling temporary directory and renames it.
 Needs ``torch``, ``transformers`` and ``tokenizers`` (the ``serve`` extra); raises ``ImportError`` without.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+
+from .errors import ConfigError
 
 _CORPUS = (
     "the quick brown fox jumps over the lazy dog. "
@@ -72,4 +78,26 @@ def make_tiny_model(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(path), safe_serialization=True)
+    return path
+
+
+def make_tiny_model_dir(path: Path | str) -> Path:
+    """`make_tiny_model` into `path` (absolute result), all or nothing (module docstring).
+
+    Raises ConfigError (exit 2) when `path` is a file or a directory that holds anything.
+    """
+    path = Path(path).resolve()
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise ConfigError(f"{path} already exists and is not an empty directory",
+                          remediation="name a new directory for the tiny model", doc="docs/usage.md#tiny-model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        make_tiny_model(work)
+        if path.is_dir():
+            path.rmdir()
+        work.rename(path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return path

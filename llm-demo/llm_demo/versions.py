@@ -4,12 +4,18 @@ Specs are comma-separated clauses ``<op><version>`` with ``op`` in ``>= <= > < =
 matches by prefix), e.g. ``">=1.2,<1.3"``. Versions compare by their leading numeric components
 (``"1.2.1rc3"`` -> ``(1, 2, 1)``).
 
+``cuda_runtime_version()`` and ``cudnn_version()`` ask the shared libraries a build would load
+(``libcudart``, ``libcudnn``, found like the dynamic linker finds them) for their versions; each is None
+where the library is not installed or not loadable (a host without the CUDA toolkit or cuDNN).
+
 ``write_tooling_manifest(workspace)`` writes ``state/tooling-manifest.json``: the versions of
 llm-demo, Python and every package/tool the tool uses (seed 000: isolation manifest).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import platform
 import re
 import sys
@@ -87,6 +93,45 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _library_version(name: str, symbol: str, out_param: bool) -> int | None:
+    """Call `symbol` of shared library `name` (``cudart``...) for an integer version; None if absent."""
+    for soname in filter(None, (ctypes.util.find_library(name), f"lib{name}.so")):
+        try:
+            fn = getattr(ctypes.CDLL(soname), symbol)
+        except (OSError, AttributeError):
+            continue
+        if not out_param:
+            fn.restype = ctypes.c_size_t
+            return int(fn())
+        value = ctypes.c_int(0)
+        return value.value if fn(ctypes.byref(value)) == 0 else None
+    return None
+
+
+def cuda_version_text(number: int) -> str:
+    """CUDA's integer version (1000 * major + 10 * minor, e.g. 13010) as ``"13.1"``."""
+    return f"{number // 1000}.{(number % 1000) // 10}"
+
+
+def cudnn_version_text(number: int) -> str:
+    """cuDNN's integer version as ``"major.minor.patch"``: 9.x counts major * 10000 + minor * 100 + patch
+    (90100 = 9.1.0), 8.x and older major * 1000 + minor * 100 + patch (8907 = 8.9.7)."""
+    major, rest = divmod(number, 10000) if number >= 90000 else divmod(number, 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def cuda_runtime_version() -> str | None:
+    """Version of the CUDA runtime library (``cudaRuntimeGetVersion``), or None; no GPU needed."""
+    number = _library_version("cudart", "cudaRuntimeGetVersion", out_param=True)
+    return cuda_version_text(number) if number else None
+
+
+def cudnn_version() -> str | None:
+    """Version of the cuDNN library (``cudnnGetVersion``), or None."""
+    number = _library_version("cudnn", "cudnnGetVersion", out_param=False)
+    return cudnn_version_text(number) if number else None
 
 
 def tooling_versions() -> dict[str, str | None]:

@@ -4,13 +4,16 @@
 caches), writes one `inference.jsonl` line per request, takes NVML snapshots
 before and after, and merges its results into `logs/<run>/summary.json`:
 
-    {"run": ..., "success": {"inference": true, "golden": true, ...},
+    {"run": ..., "success": {"inference": true, "golden": true, "gpu": true},
      "inference": {"requests": 6, "failures": 0, "transport": "grpc", "streamed": true,
                    "ttft_s": {"p50": .., "p95": ..}, "latency_s": {"p50": .., "p95": ..},
                    "tokens_per_s": {"p50": .., "mean": ..}, "output_tokens": 96,
                    "token_count_method": "tokenizer" | "stream_chunks" | "whitespace"},
      "golden": {"file": ..., "threshold": 0.9, "recorded": false, "deviations": 0, ...},
      "gpu": {"before": <snapshot>, "after": <snapshot>, ...}}   (the CLI adds before_launch, after_teardown)
+
+`success.gpu` is true only when NVML took every GPU snapshot of the run (`gpu_captured`): false on
+a host without NVML, where the snapshots say why. It never fails the warm-up.
 
 Failure modes: a request that fails makes `success.inference` false and raises
 `SmokeTestError` (exit 10) after the summary is written; outputs below the
@@ -84,11 +87,17 @@ def update_summary(workspace: Workspace, run_id: str, section: str, data: dict, 
     return write_json_atomic(path, summary)
 
 
+def gpu_captured(snapshots: dict[str, dict]) -> bool:
+    """`success.gpu`: True when there are snapshots and NVML took every one; False otherwise (a host
+    without NVML: each snapshot then holds `"nvml": false` and the reason)."""
+    return bool(snapshots) and all(snap.get("nvml") for snap in snapshots.values())
+
+
 def add_gpu_snapshot(workspace: Workspace, run_id: str, key: str, snap: dict) -> None:
     """Keep one more NVML snapshot (e.g. `before_launch`, `after_teardown`) under summary.json `gpu`."""
     summary = read_json(workspace.run_dir(run_id) / "summary.json", default={}) or {}
-    update_summary(workspace, run_id, "gpu", {**summary.get("gpu", {}), key: snap},
-                   success=summary.get("success", {}).get("gpu", True))
+    snapshots = {**summary.get("gpu", {}), key: snap}
+    update_summary(workspace, run_id, "gpu", snapshots, success=gpu_captured(snapshots))
 
 
 def memory_delta_mib(first: dict, second: dict) -> list[float] | None:
@@ -158,7 +167,8 @@ def run_warmup(
         "token_count_method": method,
     }
     gpu = (read_json(workspace.run_dir(run_id) / "summary.json", default={}) or {}).get("gpu", {})
-    update_summary(workspace, run_id, "gpu", {**gpu, "before": before, "after": after}, success=True)
+    snapshots = {**gpu, "before": before, "after": after}
+    update_summary(workspace, run_id, "gpu", snapshots, success=gpu_captured(snapshots))
     ok = failures == 0 and bool(plan.prompts)
     summary_path = update_summary(workspace, run_id, "inference", redactor.redact_obj(inference), success=ok)
     if not ok:

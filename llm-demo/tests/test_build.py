@@ -3,8 +3,10 @@ and the prepare pipeline's stop-before-unsafe-stage behaviour."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_demo import acquire, build
+from llm_demo import acquire, build, versions
 from llm_demo.cli import app
 from llm_demo.config import load_config
 from llm_demo.errors import BuildError
@@ -25,7 +27,8 @@ SECRET = "hf_BuildLogSecret00000000000000000000"
 
 PREREQ = {
     "hardware": {"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}], "in_container": True},
-    "validated_versions": {"packages": {"tensorrt": "10.14.1", "tensorrt_llm": "1.2.1"}, "cuda_driver": "13.1", "driver": "590.48"},
+    "validated_versions": {"packages": {"tensorrt": "10.14.1", "tensorrt_llm": "1.2.1"}, "cuda_driver": "13.2",
+                           "cuda_runtime": "13.1", "cudnn": "9.10.2", "driver": "590.48"},
 }
 
 CONVERT = """
@@ -34,9 +37,11 @@ p = argparse.ArgumentParser()
 for a in ("--model_dir", "--output_dir", "--dtype", "--tp_size", "--pp_size", "--weight_only_precision"):
     p.add_argument(a)
 p.add_argument("--use_weight_only", action="store_true")
+p.add_argument("--int8_kv_cache", action="store_true")
 args = p.parse_args()
 out = pathlib.Path(args.output_dir); out.mkdir(parents=True, exist_ok=True)
-(out / "config.json").write_text(json.dumps({"dtype": args.dtype, "tp": args.tp_size}))
+flags = {"dtype": args.dtype, "tp": args.tp_size, "int8_kv_cache": args.int8_kv_cache}
+(out / "config.json").write_text(json.dumps(flags))
 (out / "rank0.safetensors").write_bytes(b"weights")
 print("converted", args.model_dir, "dtype", args.dtype, "token", os.environ.get("HF_TOKEN", ""))
 counter = pathlib.Path(os.environ["FAKE_TOOL_COUNTER"]); counter.write_text(str(int(counter.read_text() or 0) + 1) if counter.exists() else "1")
@@ -105,7 +110,9 @@ def test_engine_build_records_manifest(workspace: Workspace, tiny_model_dir: Pat
     assert saved["quantization"] == {"profile": "int8_wo", "dtype": "float16", "weight_only": "int8", "kv_cache_dtype": None}
     assert saved["tokenizer"]["sha256"] == got.tokenizer["content_sha256"]
     assert saved["build_flags"]["max_batch_size"] == 8 and saved["build_flags"]["extra_build_args"] == ["--use_paged_context_fmha", "enable"]
-    assert saved["versions"]["tensorrt_llm"] == "1.2.1" and saved["versions"]["cuda_driver"] == "13.1"
+    # the CUDA runtime and cuDNN the build links, and separately the newest CUDA the driver supports
+    assert saved["versions"]["tensorrt_llm"] == "1.2.1" and saved["versions"]["cuda_runtime"] == "13.1"
+    assert saved["versions"]["cuda_driver"] == "13.2" and saved["versions"]["cudnn"] == "9.10.2"
     assert saved["gpu"]["compute_capability"] == "9.0" and saved["deployment_target"] == "local-triton"
     assert set(saved["container_image"]) >= {"image", "digest", "digest_source"}
     assert {f["path"] for f in saved["engine_files"]} == {"config.json", "rank0.engine"}
@@ -115,6 +122,26 @@ def test_engine_build_records_manifest(workspace: Workspace, tiny_model_dir: Pat
     assert read_json(engine_dir / "engine-manifest.json")["engine_sha256"] == saved["engine_sha256"]
     log = (workspace.root / "logs" / "r1" / "build.log").read_text()
     assert "[TRT] building layer 2" in log and "converted" in log and SECRET not in log
+
+
+def test_int8_kv_cache_reaches_convert_checkpoint(workspace: Workspace, tiny_model_dir: Path, tools) -> None:
+    cfg = _engine_cfg(tiny_model_dir, **{"precision.kv_cache_dtype": "int8"})
+    saved = build.build(workspace, cfg, "r1", Redactor(), _acquired(workspace, cfg), prereq=PREREQ)
+    assert saved["quantization"]["kv_cache_dtype"] == "int8"
+    assert saved["commands"][0].endswith("--int8_kv_cache")
+    checkpoint = Path(saved["engine_dir"]).parent / "checkpoint" / "config.json"
+    assert json.loads(checkpoint.read_text())["int8_kv_cache"] is True  # the tool received the flag
+
+
+def test_cuda_and_cudnn_versions_come_from_their_libraries() -> None:
+    assert versions.cuda_version_text(13010) == "13.1" and versions.cuda_version_text(12040) == "12.4"
+    assert versions.cudnn_version_text(91002) == "9.10.2" and versions.cudnn_version_text(8907) == "8.9.7"
+    found = {name: ctypes.util.find_library(name) for name in ("cudart", "cudnn")}
+    for name, probe in (("cudart", versions.cuda_runtime_version), ("cudnn", versions.cudnn_version)):
+        if found[name]:  # a host with the library: its own answer, in the decoded form
+            assert re.fullmatch(r"\d+\.\d+(\.\d+)?", probe() or ""), (name, probe())
+        else:
+            assert probe() is None
 
 
 def test_engine_is_reused_when_inputs_match(workspace: Workspace, tiny_model_dir: Path, tools, tmp_path: Path) -> None:
@@ -169,6 +196,14 @@ def test_llmapi_prepares_options(workspace: Workspace, tiny_model_dir: Path) -> 
     options = yaml.safe_load((Path(manifest["engine_dir"]) / "llm_api_config.yaml").read_text())
     assert options["model"] == str(tiny_model_dir.resolve()) and options["tensor_parallel_size"] == 2 and options["backend"] == "pytorch"
     assert [f["path"] for f in manifest["engine_files"]] == ["llm_api_config.yaml"]
+
+
+def test_llmapi_passes_the_kv_cache_dtype(workspace: Workspace, tiny_model_dir: Path) -> None:
+    cfg = load_config(None, {"model.local_dir": str(tiny_model_dir), "build.runtime": "llmapi",
+                             "precision.kv_cache_dtype": "fp8"})
+    manifest = build.build(workspace, cfg, "r1", Redactor(), _acquired(workspace, cfg), prereq=PREREQ)
+    options = yaml.safe_load((Path(manifest["engine_dir"]) / "llm_api_config.yaml").read_text())
+    assert options["kv_cache_config"] == {"free_gpu_memory_fraction": 0.85, "dtype": "fp8"}
 
 
 def test_python_runtime_check(workspace: Workspace, tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ import json
 import pytest
 from conftest_triton import triton_options
 from triton_models import write_test_repository
+from typer.testing import CliRunner
 
 from llm_demo.chat import ChatSession, ChatSettings, RateLimiter
+from llm_demo.cli import app
 from llm_demo.client import InferenceFailed, TritonTextClient
 from llm_demo.redact import Redactor
 
@@ -83,3 +85,14 @@ def test_rate_limiter_blocks_beyond_burst():
     assert limiter.acquire() == 0 and limiter.acquire() == 0
     assert limiter.acquire() == pytest.approx(1.0)  # one request per second once the burst is spent
     assert slept == [pytest.approx(1.0)]
+
+
+def test_cli_transcript_names_the_model_dir_it_was_given(module_workspace, server, tmp_path):
+    """With --model-dir the transcript's model id is that directory, not model.yaml's hub id."""
+    model_dir = tmp_path / "local-model"
+    before = set(module_workspace.transcripts_dir.glob("*.jsonl"))
+    result = CliRunner().invoke(app, ["--root", str(module_workspace.root), "--model-dir", str(model_dir), "chat",
+                                      "--model", "echo", "--transport", "http", "-m", "hello", "-m", "/exit"])
+    assert result.exit_code == 0, result.output
+    (path,) = set(module_workspace.transcripts_dir.glob("*.jsonl")) - before
+    assert json.loads(path.read_text().splitlines()[0])["model_id"] == str(model_dir)

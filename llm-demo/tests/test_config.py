@@ -53,6 +53,12 @@ def test_unknown_sections_are_kept_for_other_parts(tmp_path: Path) -> None:
         ({"model.id": "a/b", "cache.retention_days": 0}, "retention_days must be > 0"),
         ({"model.id": "a/b", "model.allow_patterns": "*.json"}, "must be a list"),
         ({"model.id": "a/b", "credentials.source": "vault"}, "credentials.source"),
+        ({"model.id": "a/b", "precision.kv_cache_dtype": "fp8"},
+         "precision.kv_cache_dtype 'fp8' is not supported by the python runtime (supported: none, leave it null)"),
+        ({"model.id": "a/b", "build.runtime": "engine", "precision.kv_cache_dtype": "fp8"},
+         "not supported by the engine runtime (supported: int8)"),
+        ({"model.id": "a/b", "build.runtime": "llmapi", "precision.kv_cache_dtype": "int8"},
+         "not supported by the llmapi runtime (supported: fp8)"),
     ],
 )
 def test_invalid_configuration(overrides: dict, message: str) -> None:

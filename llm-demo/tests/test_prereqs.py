@@ -23,6 +23,8 @@ H100_IN_CONTAINER = {
     "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}],
     "driver_version": "590.48.01",
     "cuda_driver_version": "13.1",
+    "cuda_runtime_version": "13.0",
+    "cudnn_version": "9.10.2",
     "packages": {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "tritonclient": "2.73.0"},
     "executables": {"trtllm-build": "/usr/local/bin/trtllm-build", "convert_checkpoint": "/app/convert_checkpoint.py", "docker": None, "nvidia-ctk": None},
     "nvidia_ctk_version": None,
@@ -49,6 +51,8 @@ def test_compliant_engine_host_passes(workspace: Workspace, tmp_path: Path) -> N
     manifest = read_json(workspace.state_dir / "prereq-manifest.json")
     assert manifest["ok"] is True and manifest["runtime"] == "engine"
     assert manifest["validated_versions"]["packages"]["tensorrt_llm"] == "1.2.1"
+    versions = manifest["validated_versions"]
+    assert (versions["cuda_driver"], versions["cuda_runtime"], versions["cudnn"]) == ("13.1", "13.0", "9.10.2")
     assert manifest["support_matrix_row"]["min_driver"] == "590.44"
     assert manifest["hardware"]["gpus"][0]["compute_capability"] == "9.0"
     ids = {c["id"] for c in manifest["checks"]}
@@ -126,6 +130,7 @@ def test_real_probe_runs_without_raising(workspace: Workspace) -> None:
     facts = prereqs.probe_host(cfg, workspace)
     assert facts["python_version"].count(".") == 2
     assert isinstance(facts["gpus"], list) and facts["disk_free_bytes"] > 0
+    assert "cuda_runtime_version" in facts and "cudnn_version" in facts  # None where the library is absent
 
 
 def _anchors(markdown: str) -> set[str]:

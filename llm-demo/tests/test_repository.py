@@ -12,12 +12,13 @@ import yaml
 from typer.testing import CliRunner
 
 from llm_demo import repository
+from llm_demo.approvals import approve, withdraw
 from llm_demo.cli import app
 from llm_demo.config import load_config
 from llm_demo.errors import RepositoryError
 from llm_demo.events import EventLog, read_events
 from llm_demo.paths import Workspace, read_json
-from llm_demo.repo_validate import validate, validate_or_raise
+from llm_demo.repo_validate import parse_config, validate, validate_or_raise
 
 # Minimal stand-ins for tensorrtllm_backend's all_models templates (same placeholder convention).
 _TRTLLM_TEMPLATES = {
@@ -102,6 +103,28 @@ def test_python_runtime_layout_and_validation(workspace: Workspace, python_cfg, 
     meta = read_json(vdir / "version.json")
     assert meta["runtime"] == "python" and meta["version"] == 3 and meta["config_hash"] == python_cfg.config_hash()
     assert validate(repo) == []
+
+
+def test_approval_pin_survives_regeneration_and_refuses_a_foreign_policy(workspace: Workspace, python_cfg) -> None:
+    for version in (1, 2):
+        repository.generate(workspace, python_cfg, version=version)
+    config = workspace.models_dir / "tiny" / "config.pbtxt"
+    assert "version_policy" not in config.read_text()  # nothing approved: Triton's default, the highest
+    approve(workspace, "tiny", 1)
+    repository.generate(workspace, python_cfg, version=2)  # rewrites config.pbtxt
+    assert config.read_text().endswith("version_policy { specific { versions: [ 1 ] } }\n")
+    assert parse_config(config.read_text()).version_policy.specific.versions == [1]
+    assert validate(workspace.models_dir) == []
+    approve(workspace, "tiny", 2)
+    withdraw(workspace, "tiny", 2)
+    assert config.read_text().count("version_policy") == 1 and "versions: [ 1 ]" in config.read_text()
+    shutil.rmtree(workspace.models_dir / "tiny" / "1")
+    problems = {p.message for p in validate(workspace.models_dir)}
+    assert "version_policy serves version 1, which has no directory" in problems
+
+    config.write_text(config.read_text().split("# llm-demo:")[0] + "version_policy { latest { num_versions: 2 } }\n")
+    with pytest.raises(RepositoryError, match="declares its own version_policy"):
+        approve(workspace, "tiny", 2)
 
 
 def test_generate_without_sources_fails(workspace: Workspace) -> None:

@@ -51,6 +51,7 @@ def test_port_collision_aborts_before_starting(workspace):
 
 
 def test_same_port_twice_is_a_conflict(workspace):
+    write_test_repository(workspace.models_dir)
     port = free_port()
     result = serve_cli(workspace.root, "--http-port", str(port), "--grpc-port", str(port),
                        "--metrics-port", str(free_port()))
@@ -58,6 +59,7 @@ def test_same_port_twice_is_a_conflict(workspace):
 
 
 def test_missing_tls_files_abort_with_exit_8(workspace):
+    write_test_repository(workspace.models_dir)
     cert = workspace.root / "server.crt"
     cert.write_text("not checked: the key is missing first")
     result = serve_cli(workspace.root, "--grpc-tls-cert", str(cert), "--grpc-tls-key",
@@ -65,6 +67,18 @@ def test_missing_tls_files_abort_with_exit_8(workspace):
     assert result.exit_code == ExitCode.TLS_FILES == 8
     assert f"these files are missing: {workspace.root / 'absent.key'}\n" in result.output  # the cert exists
     assert launch_events(workspace.root) == ["preflight_failed"]
+
+
+def test_invalid_repository_is_not_served(workspace):
+    write_test_repository(workspace.models_dir)
+    config = workspace.models_dir / "echo" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 0\n", ""))
+    result = serve_cli(workspace.root, "--http-port", str(free_port()), "--grpc-port", str(free_port()),
+                       "--metrics-port", str(free_port()))
+    assert result.exit_code == ExitCode.REPOSITORY == 6, result.output
+    assert "echo: max_batch_size is not set" in result.output
+    assert not (workspace.root / "logs" / "run-serve" / "launch.jsonl").exists()  # nothing was started
+    assert not (workspace.state_dir / SERVE_STATE).exists()
 
 
 SLOW_LOAD = """
@@ -89,8 +103,8 @@ def test_readiness_timeout_stops_every_process(tmp_path):
     with pytest.raises(LaunchError) as info:
         launch(ws, "run-timeout", opts, timeout_s=4)
     assert "not ready after 4 s" in info.value.message
-    record = json.loads((ws.state_dir / SERVE_STATE).read_text())
-    assert group_pids(record["pgid"]) == []  # tritonserver and its Python stub are gone
+    assert group_pids(info.value.details["pgid"]) == []  # tritonserver and its Python stub are gone
+    assert not (ws.state_dir / SERVE_STATE).exists()  # no record of a server that is not there
     assert not any(port_in_use("127.0.0.1", p) for p in (opts.http_port, opts.grpc_port, opts.metrics_port))
     assert read_events(ws.run_dir("run-timeout") / "launch.jsonl")[-1]["event"] == "launch_failed"
 
