@@ -9,6 +9,8 @@ import os
 import unicodedata
 from urllib.parse import urlsplit
 
+from llem_ray.errors import ConfigError
+
 SYSTEM_DIRS: tuple[str, ...] = ("/proc", "/sys", "/dev")
 """Kernel file systems: nothing may be written under them."""
 
@@ -41,6 +43,14 @@ def output_dir(value: str) -> str:
     if under:
         raise ValueError(f"must not lie under {under} (a kernel file system)")
     return value
+
+
+def output_flag(value: str, flag: str) -> str:
+    """`output_dir` for a command-line flag: ConfigError naming `flag` instead of ValueError."""
+    try:
+        return output_dir(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {value[:200]!r}: {exc}") from None
 
 
 def webhook_problem(url: str) -> str | None:

@@ -70,12 +70,13 @@ MAX_RETRIES = 100
 def check_runs(n_experiments: int, n_cycles: int, source: str) -> None:
     """Raise ConfigError unless `n_experiments` x `n_cycles` runs fit MAX_CYCLES and MAX_RUNS.
 
-    Called before anything is planned or allocated; `source` names what set the numbers.
+    Called before anything is planned or allocated; `source` names what set the cycles (a flag, or
+    a file and field).
     """
     if not 1 <= n_cycles <= MAX_CYCLES:
-        raise ConfigError(f"{source}: n_cycles: must be between 1 and {MAX_CYCLES:,}, got {n_cycles:,}")
+        raise ConfigError(f"{source}: must be between 1 and {MAX_CYCLES:,}, got {n_cycles:,}")
     if n_experiments * n_cycles > MAX_RUNS:
         raise ConfigError(
-            f"{source}: n_cycles: {n_experiments:,} experiment(s) x {n_cycles:,} cycle(s) = "
+            f"{source}: {n_experiments:,} experiment(s) x {n_cycles:,} cycle(s) = "
             f"{n_experiments * n_cycles:,} runs; the limit is {MAX_RUNS:,}"
         )
