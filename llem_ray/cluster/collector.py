@@ -8,6 +8,7 @@ Study directory layout (all paths absolute, resolved by the driver before anythi
     <study_dir>/table/part-<key>.parquet one row per (experiment, cycle), temp name + os.replace
     <study_dir>/results.parquet          consolidated table of completed entries (at the end)
     <study_dir>/study_result.json        StudyResult (at the end)
+    <study_dir>/.llem.lock               held by the driver working here (results/study_dir.py)
 
 Fault tolerance: the actor restarts forever (`max_restarts=-1`) and Ray replays its pending calls
 (`max_task_retries=-1`), so every method is idempotent: a result already recorded is not written
