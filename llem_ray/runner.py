@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llem_ray.cluster.plan import cli_default_cycles
 from llem_ray.config import guards
 from llem_ray.config.experiment import ExperimentConfig
-from llem_ray.config.limits import check_runs
 from llem_ray.config.loader import is_study_file, load_study_config, resolve_experiment
 from llem_ray.display import notice, preview_experiment, preview_study
 from llem_ray.errors import ConfigError
@@ -64,15 +64,12 @@ def _run_study(
     if overrides:
         raise ConfigError(f"{path}: --{next(iter(overrides)).replace('_', '-')} applies to experiment YAMLs only; "
                           "set it in the study file")
-    if flags.get("n_cycles") is not None:
-        check_runs(len(study.experiments), flags["n_cycles"], "--cycles")
-    from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run  # Ray: only once the config is valid
-
-    n_cycles = cli_default_cycles(study, flags.get("n_cycles")) or study.execution.n_cycles
-    check_runs(len(study.experiments), n_cycles, f"{path}: execution.n_cycles")
+    n_cycles = cli_default_cycles(study, flags.get("n_cycles"), path) or study.execution.n_cycles
     if dry_run:
         print(preview_study(study, n_cycles))
         return
+    from llem_ray.cluster.driver import StudyOptions, run  # Ray: only once the config is valid
+
     options = StudyOptions(
         n_cycles=n_cycles,
         cycle_order=flags.get("cycle_order"),

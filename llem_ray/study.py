@@ -70,18 +70,20 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Load and check the study, then run it. The config is read before Ray is imported, so a
     configuration error is reported in milliseconds."""
-    from llem_ray.config.limits import check_runs
+    from llem_ray.cluster.plan import cli_default_cycles
+    from llem_ray.config import guards
     from llem_ray.config.loader import load_study_config
 
     study = load_study_config(args.config)
-    if args.cycles is not None:
-        check_runs(len(study.experiments), args.cycles, "--cycles")
+    n_cycles = cli_default_cycles(study, args.cycles, args.config)
     at = parse_at(args.at) if args.at else None
-    from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
+    if args.output is not None:
+        guards.output_flag(str(args.output), "--output")
+    from llem_ray.cluster.driver import StudyOptions, run  # Ray: only once the config is valid
 
     options = StudyOptions(
         resume_dir=args.resume,
-        n_cycles=cli_default_cycles(study, args.cycles),
+        n_cycles=n_cycles,
         cycle_order=args.order,
         no_gaps=args.no_gaps,
         dry_run=args.dry_run,

@@ -56,9 +56,6 @@ from llem_ray.results.manifest import StudyManifest
 from llem_ray.results.schema import StudyResult, StudySummary
 from llem_ray.results.study_dir import StudyLock, load_for_resume, new_study_dir
 
-CLI_DEFAULT_CYCLES = 3
-"""Cycles a CLI run uses when neither --cycles nor the study's `execution.n_cycles` says (CFG-15)."""
-
 RAY_START_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
     "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
@@ -91,13 +88,6 @@ class StudyOptions(BaseModel):
     address: str | None = Field(
         None, description="Ray address ('local' = always a new local Ray); None = RAY_ADDRESS, a running local cluster, or a new one."
     )
-
-
-def cli_default_cycles(study: StudyConfig, cycles: int | None) -> int | None:
-    """The --cycles a CLI passes: the flag, else None if the YAML set n_cycles, else CLI_DEFAULT_CYCLES."""
-    if cycles is not None:
-        return cycles
-    return None if "n_cycles" in study.execution.model_fields_set else CLI_DEFAULT_CYCLES
 
 
 def _utc(moment: datetime) -> datetime:

@@ -20,7 +20,7 @@ def post_webhook(url: str, payload: dict[str, Any], timeout_s: float = WEBHOOK_T
     """POST `payload` as JSON to `url` (http or https only). None on a 2xx answer, else why not."""
     problem = webhook_problem(url)  # the config refuses such a URL already; a direct caller is told too
     if problem:
-        return problem
+        return f"webhook URL {url[:80]!r} {problem} (http(s) only)"
     body = json.dumps(payload, default=str).encode()
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "llem_ray"}

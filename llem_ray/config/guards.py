@@ -60,5 +60,5 @@ def webhook_problem(url: str) -> str | None:
     except ValueError:  # e.g. an unclosed IPv6 bracket
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or control_characters(url):
-        return f"webhook URL must be http(s)://host..., got {url[:80]!r}"
+        return "must be an http:// or https:// URL with a host"
     return None

@@ -59,7 +59,8 @@ def _reader_error(path: Path, text: str, exc: yaml.reader.ReaderError) -> Config
     line = text.splitlines()[line_no - 1] if text else ""
     key = line.split(":", 1)[0].strip() if ":" in line else ""
     field = f" {key}:" if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else ""
-    return ConfigError(f"{path}:{line_no}:{field} YAML error: character {exc.character!r} is not allowed in YAML")
+    char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+    return ConfigError(f"{path}:{line_no}:{field} YAML error: character {char!r} is not allowed in YAML")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
