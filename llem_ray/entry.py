@@ -91,25 +91,30 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _say(prefix: str, lines: list[str]) -> None:
+    for line in lines:
+        print(f"{prefix} {terminal_safe(line)}", file=sys.stderr)
+
+
 def run_guarded(
     action: Callable[[], int | None], *, prefix: str, verbose: bool = False, resume_hint: str = ""
 ) -> int:
     """Run `action`; return its exit code (None = 0), or print why it failed and return the documented code.
 
     `prefix` starts every line on stderr (`error:`, `llem:`); `resume_hint` follows the line printed
-    on SIGINT or SIGTERM.
+    on SIGINT or SIGTERM. The cause comes first; notes on it (`__notes__`: what also failed while
+    stopping) follow, one line each.
     """
     try:
         with sigterm_raises():
             code = action()
     except KeyboardInterrupt as exc:  # Terminated included
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{prefix} {what}{'; ' + resume_hint if resume_hint else ''}", file=sys.stderr)
+        _say(prefix, [f"{what}{'; ' + resume_hint if resume_hint else ''}", *getattr(exc, "__notes__", [])])
         return exit_code(exc)
     except Exception as exc:
         if verbose and not isinstance(exc, LLEMError):
             traceback.print_exc()
-        for line in error_lines(exc):
-            print(f"{prefix} {terminal_safe(line)}", file=sys.stderr)
+        _say(prefix, [*error_lines(exc), *getattr(exc, "__notes__", [])])
         return exit_code(exc)
     return EXIT_OK if code is None else code

@@ -10,7 +10,6 @@ that way), and says with `retryable` whether another attempt of the same experim
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -80,21 +79,25 @@ class Terminated(KeyboardInterrupt):
     """
 
 
-def clean_up(steps: Iterable[Callable[[], object]], *, after_failure: bool, label: str) -> None:
-    """Run every clean-up step, whatever the others do, so that the first cause comes first.
+def add_note(exc: BaseException, text: str) -> None:
+    """Attach `text` to `exc` as a PEP 678 note (`__notes__`): the CLI prints notes after the cause."""
+    exc.__notes__ = [*getattr(exc, "__notes__", []), text]
 
-    After a failure (`after_failure`) an error in a step is printed on stderr (`label` first) and
-    dropped: the failure that came first propagates. Otherwise the first such error is raised once
-    every step has run.
+
+def clean_up(steps: Iterable[Callable[[], object]], *, first: BaseException | None) -> None:
+    """Run every clean-up step, whatever the others do, so that the first cause stays first.
+
+    After a failure (`first`, the exception in flight) an error in a step becomes a note on `first`
+    (`add_note`) and is dropped. Without one, the first such error is raised once every step has run.
     """
-    first: Exception | None = None
+    failed: Exception | None = None
     for step in steps:
         try:
             step()
         except Exception as exc:
-            first = first or exc
-            if after_failure:
+            failed = failed or exc
+            if first is not None:
                 name = getattr(step, "__qualname__", None) or getattr(getattr(step, "func", None), "__qualname__", "")
-                print(f"{label} also, while cleaning up ({name}): {type(exc).__name__}: {exc}", file=sys.stderr)
-    if first is not None and not after_failure:
-        raise first
+                add_note(first, f"also, while cleaning up ({name}): {type(exc).__name__}: {exc}")
+    if failed is not None and first is None:
+        raise failed

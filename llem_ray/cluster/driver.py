@@ -50,7 +50,7 @@ from llem_ray.cluster.scheduler import Policy, Scheduler, describe
 from llem_ray.config import guards
 from llem_ray.config.limits import check_runs
 from llem_ray.config.study import StudyConfig
-from llem_ray.errors import ConfigError, PreFlightError, StudyError, clean_up
+from llem_ray.errors import ConfigError, PreFlightError, StudyError, add_note, clean_up
 from llem_ray.measure.inputs import study_problems
 from llem_ray.results.manifest import StudyManifest
 from llem_ray.results.schema import StudyResult, StudySummary
@@ -171,7 +171,7 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     StudyError (cluster unreachable, bad or locked resume directory, circuit breaker, unplaceable
     work); KeyboardInterrupt (Terminated included) passes through after running entries are set
     back to pending. The first cause is what propagates: an error while finishing or shutting down
-    after it is printed on stderr, never raised instead. Items that fail for good do not raise:
+    after it becomes a note on it (`__notes__`, printed by the CLI after the cause), never raised instead. Items that fail for good do not raise:
     they are counted in `summary.failed`. `--dry-run` prints the plan and returns an empty result.
     """
     options = options or StudyOptions()
@@ -219,7 +219,7 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
         finally:
             steps = [functools.partial(ray.kill, collector, no_restart=True)] if collector is not None else []
             steps += [ray.shutdown] if started_ray else []
-            clean_up(steps, after_failure=first is not None, label="llem:")
+            clean_up(steps, first=first)
 
 
 def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, resuming: bool):
@@ -251,7 +251,7 @@ def _schedule(
     """Run what the manifest does not have completed, then finish the study directory.
 
     A StudyError or interrupt from the scheduler is re-raised after the study directory is
-    finished; an error while finishing then is printed, not raised in its place.
+    finished; an error while finishing then becomes a note on it, never raised in its place.
     """
     manifest = ray.get(collector.manifest.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
     done = set(manifest.keys_with("completed"))
@@ -273,7 +273,7 @@ def _schedule(
     except Exception as exc:
         if stopped is None:
             raise
-        print(f"llem: also, while finishing the stopped study: {describe(exc)}", file=sys.stderr)
+        add_note(stopped, f"also, while finishing the stopped study: {describe(exc)}")
     if stopped is not None:
         raise stopped
     return result

@@ -134,6 +134,7 @@ class Scheduler:
         self.calls: list[Any] = []
         self.report = Report()
         self.consecutive_failures = 0
+        self.unstored: list[str] = []
         self._stalled_since: float | None = None
 
     # ---- the loop -------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class Scheduler:
             ray.get(self.calls, timeout=COLLECTOR_TIMEOUT_S)
         except BaseException as exc:
             self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
-            clean_up([self.pool.release_all], after_failure=True, label="llem:")
+            clean_up([self.pool.release_all], first=exc)
             raise
         self.pool.release_all()
         return self.report
@@ -287,6 +288,7 @@ class Scheduler:
         try:
             ray.get(ref)
         except Exception as exc:
+            self.unstored.append(key)
             raise StudyError(f"the results actor could not store {key}: {describe(exc)}") from exc
         self.report.completed.append(key)
         self.progress.advance()
@@ -316,6 +318,7 @@ class Scheduler:
             self.queue.appendleft(item)
         else:
             self.report.failed.append(item.key)
+            self.progress.failed(item.name, item.cycle, error)
             self.progress.advance()
         if self.consecutive_failures >= self.policy.circuit_breaker:
             raise StudyError(
@@ -345,11 +348,14 @@ class Scheduler:
 
     # ---- stopping and display ---------------------------------------------------------------------
     def _stop(self, reason: str) -> None:
-        try:  # results that arrived are stored before anything is marked
-            ray.get(list(self.record_refs), timeout=COLLECTOR_TIMEOUT_S)
-        except Exception:  # a result not stored stays running in the manifest: a resume re-runs it
-            pass
-        keys = [a.item.key for a in self.running.values()]
+        """Store the results that arrived, kill running attempts, and set them, and every result
+        that could not be stored, back to pending with `reason`."""
+        for ref, (key, _) in list(self.record_refs.items()):
+            try:
+                ray.get(ref, timeout=COLLECTOR_TIMEOUT_S)
+            except Exception:  # not stored: measured again on resume
+                self.unstored.append(key)
+        keys = [a.item.key for a in self.running.values()] + self.unstored
         for attempt in self.running.values():
             ray.kill(attempt.actor, no_restart=True)
         self.running.clear()

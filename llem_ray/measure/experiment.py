@@ -129,7 +129,7 @@ def run(
     cleared = preflight(config, device, gpus)
     backend, meter = cleared.backend, cleared.meter
     phases: list[Phase] = []
-    measured: Measured | None = None
+    first: BaseException | None = None
     try:
         progress("load")
         info = backend.load(config, device)
@@ -190,11 +190,12 @@ def run(
             notes=[*cleared.warnings, *info.notes, *prompt_set.notes],
             placement=placement,
         )
-        measured = Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))
-        return measured
+        return Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))
+    except BaseException as exc:
+        first = exc
+        raise
     finally:
-        steps = [backend.unload] + ([meter.stop_sampling, meter.close] if meter is not None else [])
-        clean_up(steps, after_failure=measured is None, label="[llem]")
+        clean_up([backend.unload] + ([meter.stop_sampling, meter.close] if meter is not None else []), first=first)
 
 
 def _print_stage(stage: str) -> None:

@@ -30,6 +30,7 @@ from llem_ray.errors import (
     ExperimentError,
     PreFlightError,
     StudyError,
+    add_note,
 )
 from llem_ray.measure.experiment import run_and_save
 from llem_ray.measure.inputs import output_dir_problem, study_problems
@@ -114,6 +115,19 @@ def test_one_line_per_failure_with_the_documented_code(capsys):
     assert "n: Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
+def test_notes_on_the_cause_follow_it(capsys):
+    def stopped_then_more() -> None:
+        exc = StudyError("circuit breaker: 5 consecutive failed attempts")
+        add_note(exc, "also, while finishing the stopped study: OSError: disk full")
+        raise exc
+
+    assert run_guarded(stopped_then_more, prefix="llem:") == EXIT_ERROR
+    assert capsys.readouterr().err.splitlines() == [
+        "llem: circuit breaker: 5 consecutive failed attempts",
+        "llem: also, while finishing the stopped study: OSError: disk full",
+    ]
+
+
 def test_control_characters_never_reach_the_terminal(capsys):
     assert terminal_safe("a\x1b[31mb\x00c\u202ed\nnext") == "a\\x1b[31mb\\x00c\\u202ed next"
     run_guarded(lambda: (_ for _ in ()).throw(StudyError("held by \x1b]0;x\x07")), prefix="llem:")
@@ -151,7 +165,8 @@ def test_sigterm_of_a_real_llem_process_exits_143(fakes_env, tmp_path):
 
 @pytest.fixture
 def fakes_env():
-    return {**os.environ, "LLEM_PLUGINS": "tests.fakes", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "LLEM_PLUGINS": "tests.fakes", "PYTHONPATH": path}
 
 
 # ---- pre-flight from the file system -------------------------------------------------------------------------
@@ -177,9 +192,10 @@ def test_study_pre_flight_reports_every_input_problem_at_once(tmp_path):
     problems = study_problems(_bad_inputs(tmp_path), tmp_path / "a_file" / "out")
     text = "\n".join(problems)
     assert len(problems) == 8, text
-    for expected in ("missing.jsonl' is neither", "is a directory or device, not a file", "broken.jsonl:2: not valid JSON",
-                     "no row among the first 100 records has a text field", "holds no config.json",
-                     "broken.jsonl' is not a directory", "'./no/such/model': no such directory", "a_file is not a directory"):
+    for expected in ("missing.jsonl' is neither", "is a directory or device, not a file",
+                     "broken.jsonl:2: not valid JSON", "no row among the first 100 records has a text field",
+                     "holds no config.json", "broken.jsonl' is not a directory", "'./no/such/model': no such directory",
+                     "a_file is not a directory"):
         assert expected in text, (expected, text)
 
 
@@ -201,8 +217,8 @@ def test_output_dir_behind_a_symlink_into_proc(tmp_path):
 
 def test_single_experiment_refuses_an_unwritable_output_before_measuring(fakes, tmp_path):
     (tmp_path / "file").write_text("")
-    config = ExperimentConfig(model="llem/tiny-llama", dataset="synthetic", n=1, output_dir=str(tmp_path / "file" / "x"),
-                              warmup={"n_warmup": 0, "thermal_floor_s": 30})
+    config = ExperimentConfig(model="llem/tiny-llama", dataset="synthetic", n=1,
+                              output_dir=str(tmp_path / "file" / "x"), warmup={"n_warmup": 0, "thermal_floor_s": 30})
     start_s = time.monotonic()
     with pytest.raises(PreFlightError, match="is not a directory"):
         run_and_save(config)
