@@ -128,6 +128,32 @@ def test_notes_on_the_cause_follow_it(capsys):
     ]
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--cycles", "99999999999"], "--cycles: must be between 1 and 1,000, got 99,999,999,999"),
+    (["--output", "/proc/llem"], "--output '/proc/llem': must not lie under /proc (a kernel file system)"),
+])
+def test_hostile_flags_exit_2_at_once_through_both_entry_points(tmp_path, capsys, flags, expected):
+    import tracemalloc
+
+    from typer.testing import CliRunner
+
+    from llem_ray import study
+    from llem_ray.cli import app
+
+    config = tmp_path / "study.yaml"
+    config.write_text("model: llem/tiny-llama\ndataset: synthetic\nsweep:\n  random_seed: [1, 2]\n")
+    tracemalloc.start()
+    start_s = time.perf_counter()
+    code = study.main([str(config), "--dry-run", *flags])
+    elapsed_s, (_, peak_bytes) = time.perf_counter() - start_s, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert code == EXIT_CONFIG and capsys.readouterr().err == f"llem: {expected}\n"
+    assert elapsed_s < 1.0 and peak_bytes < 50 * 2**20, (elapsed_s, peak_bytes)
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run", *flags])
+    assert result.exit_code == EXIT_CONFIG and result.output == f"error: {expected}\n"
+    assert list(tmp_path.iterdir()) == [config]
+
+
 def test_control_characters_never_reach_the_terminal(capsys):
     assert terminal_safe("a\x1b[31mb\x00c\u202ed\nnext") == "a\\x1b[31mb\\x00c\\u202ed next"
     run_guarded(lambda: (_ for _ in ()).throw(StudyError("held by \x1b]0;x\x07")), prefix="llem:")
