@@ -3,7 +3,7 @@
 `llem` (cli.py) and `python -m llem_ray.study` (study.py) run their work through `run_guarded`:
 - `ConfigError`, pydantic `ValidationError`: exit 2, one line per problem, naming the file and field;
 - `PreFlightError`: exit 1, one line per failure;
-- any other `LLEMError`: its `exit_code`, its message on one line;
+- any other `LLEMError`: its `exit_code`, each line of its message on a line of its own;
 - SIGINT (`KeyboardInterrupt`): 130; SIGTERM: 143 (turned into `Terminated` while the work runs, so
   the same clean-up runs as for Ctrl-C: running entries go back to pending);
 - anything else (an OSError such as a full disk, RecursionError, MemoryError...): exit 1 and
@@ -61,32 +61,39 @@ def error_lines(exc: BaseException) -> list[str]:
     return [f"{type(exc).__name__}: {exc}"]
 
 
-def exit_code(exc: BaseException) -> int:
-    """The documented exit code for `exc` (llem_ray.errors)."""
+def exit_code(exc: Exception) -> int:
+    """The documented exit code for a failure (llem_ray.errors); SIGINT and SIGTERM are `run_guarded`'s."""
     from pydantic import ValidationError
 
-    if isinstance(exc, Terminated):
-        return EXIT_TERMINATED
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
     if isinstance(exc, ValidationError):
         return EXIT_CONFIG
     return exc.exit_code if isinstance(exc, LLEMError) else EXIT_ERROR
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signum}")
+class _SigtermSeen:
+    """Whether SIGTERM arrived. Ray's `ray.get`/`ray.wait` turn an exception raised by a signal
+    handler into their own KeyboardInterrupt, so the exception type alone cannot tell SIGTERM from
+    Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise Terminated(f"signal {signum}")
 
 
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises `Terminated` in the main thread (elsewhere: no change)."""
+def sigterm_raises() -> Iterator[_SigtermSeen]:
+    """While inside, SIGTERM raises `Terminated` in the main thread (elsewhere: no change); yields
+    what tells whether it arrived."""
+    handler = _SigtermSeen()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield handler
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield handler
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -105,13 +112,15 @@ def run_guarded(
     on SIGINT or SIGTERM. The cause comes first; notes on it (`__notes__`: what also failed while
     stopping) follow, one line each.
     """
+    sigterm = _SigtermSeen()
     try:
-        with sigterm_raises():
+        with sigterm_raises() as sigterm:
             code = action()
     except KeyboardInterrupt as exc:  # Terminated included
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        terminated = sigterm.seen or isinstance(exc, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
         _say(prefix, [f"{what}{'; ' + resume_hint if resume_hint else ''}", *getattr(exc, "__notes__", [])])
-        return exit_code(exc)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
         if verbose and not isinstance(exc, LLEMError):
             traceback.print_exc()

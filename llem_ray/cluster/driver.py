@@ -171,8 +171,9 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     StudyError (cluster unreachable, bad or locked resume directory, circuit breaker, unplaceable
     work); KeyboardInterrupt (Terminated included) passes through after running entries are set
     back to pending. The first cause is what propagates: an error while finishing or shutting down
-    after it becomes a note on it (`__notes__`, printed by the CLI after the cause), never raised instead. Items that fail for good do not raise:
-    they are counted in `summary.failed`. `--dry-run` prints the plan and returns an empty result.
+    after it becomes a note on it (`__notes__`, printed by the CLI after the cause), never raised
+    instead. Items that fail for good do not raise: they are counted in `summary.failed`.
+    `--dry-run` prints the plan and returns an empty result.
     """
     options = options or StudyOptions()
     started_s = time.monotonic()
