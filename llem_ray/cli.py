@@ -35,7 +35,7 @@ def main(
 
 def _guarded(action: Callable[[], None], verbose: bool) -> None:
     """Run `action`, turning errors into one line per failure on stderr and the documented exit code."""
-    code = run_guarded(action, prefix="error:", verbose=verbose, resume_hint="a study continues with --resume DIR")
+    code = run_guarded(action, prefix="error:", verbose=verbose)
     if code:
         raise typer.Exit(code)
 
