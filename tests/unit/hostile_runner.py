@@ -8,7 +8,7 @@ interpreter start. The child works in its own empty directory under SCRATCH_DIR,
 `RLIMIT_AS` to its inherited address space + MEMORY_LIMIT_BYTES and an alarm of TIME_LIMIT_S, then
 runs `llem run FILE --dry-run` (the typer app behind the `llem` console script) and
 `python -m llem_ray.study FILE --dry-run` (its `main`), capturing each one's exit code, stdout,
-stderr and seconds. The parent kills a child that outlives the limit, and reports what the child
+stderr, wall-clock seconds and CPU seconds. The parent kills a child that outlives the limit, and reports what the child
 left in its directory.
 """
 
@@ -63,14 +63,14 @@ def _child(
     report: dict = {}
     for name, entry in entries.items():
         out, err = io.StringIO(), io.StringIO()
-        start_s = time.perf_counter()
+        start_s, start_cpu_s = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = entry(path)
             except BaseException as exc:  # what the entry point let escape is exactly what the test looks for
                 code = f"raised {type(exc).__name__}: {exc}"
         report[name] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
-                        "seconds": time.perf_counter() - start_s}
+                        "seconds": time.perf_counter() - start_s, "cpu_seconds": time.process_time() - start_cpu_s}
     report["peak_rss_mib"] = _status_kib("VmHWM") / 1024
     os.write(write_fd, json.dumps(report, default=str).encode())
     os._exit(0)

@@ -1,6 +1,6 @@
 """The hostile-input corpus (issue 18): every file, through both entry points' dry run, exits 2 with one
 line that names the file and the field (or the line, for a syntax error), no traceback, nothing
-written, within TIME_LIMIT_S and MEMORY_LIMIT_BYTES and in under a second of work.
+written, within TIME_LIMIT_S and MEMORY_LIMIT_BYTES and in under a second of CPU time.
 
 One runner process (tests/unit/hostile_runner.py) imports llem_ray once and forks a limited child
 per file, so the ~100 files take seconds, not one interpreter start each.
@@ -21,7 +21,8 @@ from tests.unit.test_bad_configs import EXPECTED as BAD_CONFIG_EXPECTED
 HERE = Path(__file__).parent
 HOSTILE = HERE / "hostile_configs"
 MAX_WORK_S = 1.0
-"""Longest an entry point may take to refuse one file, imports done (the drill asked for < 1 s)."""
+"""Most CPU time an entry point may spend to refuse one file, imports done (the drill asked for < 1 s;
+CPU time, so that other work on a shared CI machine cannot fail the test; alone, wall time is the same)."""
 MAX_PEAK_RSS_MIB = 200
 """Largest resident memory of a child that refused one file, MiB (the drill asked for < 200 MB)."""
 
@@ -144,7 +145,7 @@ def test_hostile_file_exits_2_with_one_line_naming_file_and_field(reports, path)
         assert len(lines) == 1, f"{entry}: {len(lines)} lines: {run['stderr'][-2000:]}"
         assert path.name in lines[0] and CORPUS[path] in lines[0], f"{entry}: {lines[0]}"
         assert "Traceback" not in run["stdout"] + run["stderr"] and run["stdout"] == ""
-        assert run["seconds"] < MAX_WORK_S, f"{entry}: {run['seconds']:.2f} s"
+        assert run["cpu_seconds"] < MAX_WORK_S, f"{entry}: {run['cpu_seconds']:.2f} s of CPU"
 
 
 LIMIT_PROBE = """
