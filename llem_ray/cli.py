@@ -1,20 +1,19 @@
 """The `llem` command (CLI-01..14): `llem run`, `llem config`, `llem report`, `llem --version`.
 
-Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 130 interrupted.
-Results go to stdout; progress, notices and errors to stderr.
+Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 130 interrupted (SIGINT),
+143 terminated (SIGTERM). Results go to stdout; progress, notices and errors to stderr, one line per
+failure (llem_ray.entry).
 """
 
 from __future__ import annotations
 
-import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from llem_ray.errors import EXIT_ERROR, EXIT_INTERRUPTED, LLEMError
+from llem_ray.entry import run_guarded
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Measure the energy and speed of LLM inference.")
 
@@ -35,20 +34,10 @@ def main(
 
 
 def _guarded(action: Callable[[], None], verbose: bool) -> None:
-    """Run `action`, turning errors into one message on stderr and the documented exit code."""
-    try:
-        action()
-    except LLEMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception as exc:  # an unexpected failure still exits 1 with its cause, not a bare traceback
-        if verbose:
-            traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_ERROR) from None
+    """Run `action`, turning errors into one line per failure on stderr and the documented exit code."""
+    code = run_guarded(action, prefix="error:", verbose=verbose)
+    if code:
+        raise typer.Exit(code)
 
 
 def _experiment_overrides(**flags: Any) -> dict[str, Any]:

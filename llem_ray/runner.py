@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llem_ray.cluster.plan import cli_default_cycles
+from llem_ray.config import guards
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.loader import is_study_file, load_study_config, resolve_experiment
 from llem_ray.display import notice, preview_experiment, preview_study
@@ -30,6 +32,8 @@ def run_cli(
     verbose: bool,
 ) -> None:
     """Run `llem run`. Raises LLEMError subclasses; the CLI maps them to exit codes."""
+    if overrides.get("output_dir"):
+        guards.output_flag(overrides["output_dir"], "--output")
     if config_path is not None and is_study_file(config_path):
         _run_study(config_path, overrides, study_flags, dry_run=dry_run, quiet=quiet, verbose=verbose)
         return
@@ -54,18 +58,18 @@ def run_cli(
 def _run_study(
     path: Path, overrides: dict[str, Any], flags: dict[str, Any], *, dry_run: bool, quiet: bool, verbose: bool
 ) -> None:
-    from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
-
     study = load_study_config(path)
     if overrides.get("output_dir"):
         study.output_dir = overrides.pop("output_dir")
     if overrides:
         raise ConfigError(f"{path}: --{next(iter(overrides)).replace('_', '-')} applies to experiment YAMLs only; "
                           "set it in the study file")
-    n_cycles = cli_default_cycles(study, flags.get("n_cycles")) or study.execution.n_cycles
+    n_cycles = cli_default_cycles(study, flags.get("n_cycles"), path) or study.execution.n_cycles
     if dry_run:
         print(preview_study(study, n_cycles))
         return
+    from llem_ray.cluster.driver import StudyOptions, run  # Ray: only once the config is valid
+
     options = StudyOptions(
         n_cycles=n_cycles,
         cycle_order=flags.get("cycle_order"),

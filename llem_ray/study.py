@@ -3,7 +3,8 @@
 Works directly (starts a local Ray) and under `ray job submit --working-dir . -- python -m
 llem_ray.study study.yaml` (joins that cluster). Progress on stderr, summary table on stdout.
 Exit codes (llem_ray.errors): 0 every item completed, 1 an error or an item failed for good,
-2 usage or configuration error, 130 interrupted (running items go back to pending: `--resume`).
+2 usage or configuration error, 130 interrupted (SIGINT), 143 terminated (SIGTERM); on 130 and 143
+running items go back to pending (`--resume`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from llem_ray.errors import EXIT_CONFIG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LLEMError
+from llem_ray.entry import run_guarded
+from llem_ray.errors import EXIT_ERROR, EXIT_OK, ConfigError
 
 
 def parse_at(text: str, now: datetime | None = None) -> list[datetime]:
@@ -61,37 +61,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code (llem_ray.entry prints any failure as one line per problem)."""
     args = _parser().parse_args(argv)
-    try:
-        from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
-        from llem_ray.config.loader import load_study_config
+    return run_guarded(lambda: _run(args), prefix="llem:", verbose=args.verbose,
+                       resume_hint="continue with --resume <study directory>")
 
-        if args.cycles is not None and args.cycles < 1:
-            raise ConfigError(f"--cycles must be >= 1, got {args.cycles}")
-        study = load_study_config(args.config)
-        options = StudyOptions(
-            resume_dir=args.resume,
-            n_cycles=cli_default_cycles(study, args.cycles),
-            cycle_order=args.order,
-            no_gaps=args.no_gaps,
-            dry_run=args.dry_run,
-            quiet=args.quiet,
-            verbose=args.verbose,
-            at=parse_at(args.at) if args.at else None,
-            output_dir=args.output,
-            address=args.address,
-        )
-        result = run(study, options)
-    except KeyboardInterrupt:
-        print("llem: interrupted; continue with --resume <study directory>", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValidationError as exc:
-        print(f"llem: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except LLEMError as exc:
-        print(f"llem: {exc}", file=sys.stderr)
-        return exc.exit_code
+
+def _run(args: argparse.Namespace) -> int:
+    """Load and check the study, then run it. The config is read before Ray is imported, so a
+    configuration error is reported in milliseconds."""
+    from llem_ray.cluster.plan import cli_default_cycles
+    from llem_ray.config import guards
+    from llem_ray.config.loader import load_study_config
+
+    study = load_study_config(args.config)
+    n_cycles = cli_default_cycles(study, args.cycles, args.config)
+    at = parse_at(args.at) if args.at else None
+    if args.output is not None:
+        guards.output_flag(str(args.output), "--output")
+    from llem_ray.cluster.driver import StudyOptions, run  # Ray: only once the config is valid
+
+    options = StudyOptions(
+        resume_dir=args.resume,
+        n_cycles=n_cycles,
+        cycle_order=args.order,
+        no_gaps=args.no_gaps,
+        dry_run=args.dry_run,
+        quiet=args.quiet,
+        verbose=args.verbose,
+        at=at,
+        output_dir=args.output,
+        address=args.address,
+    )
+    result = run(study, options)
     if result.summary.failed:
         print(f"llem: {result.summary.failed} run(s) failed; see {result.output_dir}/manifest.json", file=sys.stderr)
         return EXIT_ERROR

@@ -8,6 +8,7 @@ Study directory layout (all paths absolute, resolved by the driver before anythi
     <study_dir>/table/part-<key>.parquet one row per (experiment, cycle), temp name + os.replace
     <study_dir>/results.parquet          consolidated table of completed entries (at the end)
     <study_dir>/study_result.json        StudyResult (at the end)
+    <study_dir>/.llem.lock               held by the driver working here (results/study_dir.py)
 
 Fault tolerance: the actor restarts forever (`max_restarts=-1`) and Ray replays its pending calls
 (`max_task_retries=-1`), so every method is idempotent: a result already recorded is not written
@@ -38,7 +39,9 @@ from llem_ray.results.manifest import (
     StudyManifest,
     write_json_atomic,
 )
+from llem_ray.results.atomic import remove_temp_files
 from llem_ray.results.persistence import RESULT_FILE, save_experiment
+from llem_ray.results.repair import repair_parts
 from llem_ray.results.schema import ExperimentResult
 from llem_ray.results.table import consolidate, result_row, write_part
 
@@ -49,6 +52,7 @@ RESULTS_TABLE = "results.parquet"
 STUDY_CONFIG_FILE = "study.json"
 STUDY_RESULT_FILE = "study_result.json"
 LEFT_RUNNING_ERROR = "interrupted: the driver running it stopped without closing it (found running on resume)"
+LOST_RESULT_ERROR = "result lost: {why}; measured again"
 COLLECTOR_FILES_TIMEOUT_S = 300.0
 """Longest wait for the results actor to consolidate the table or write a file, s."""
 
@@ -80,6 +84,21 @@ class ResultsActor:
         back to pending (ManifestWriter.release_running). Returns their keys."""
         return self.writer.release_running(LEFT_RUNNING_ERROR)
 
+    def repair(self) -> dict[str, Any]:
+        """On resume, before anything is dispatched: remove temporary files a killed writer left,
+        rebuild every bad or missing part file of a completed entry from its result.json, and set
+        entries whose result is gone back to pending. Returns rebuilt (keys), lost (keys) and
+        temp_files (how many were removed)."""
+        removed = remove_temp_files(self.dir) + remove_temp_files(self.dir / TABLE_DIR)
+        rebuilt, lost = self._repair_parts(self.writer.manifest.keys_with("completed"))
+        return {"rebuilt": rebuilt, "lost": lost, "temp_files": len(removed)}
+
+    def _repair_parts(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        repair = repair_parts(self.dir, self.dir / TABLE_DIR, [self.writer.entry(k) for k in keys])
+        for key, why in repair.lost.items():
+            self.writer.reopen(key, LOST_RESULT_ERROR.format(why=why))
+        return repair.rebuilt, sorted(repair.lost)
+
     def mark_pending(self, keys: list[str], error: str) -> None:
         """Running entries stopped by the driver (interrupt, circuit breaker) go back to pending."""
         for key in keys:
@@ -104,7 +123,9 @@ class ResultsActor:
         return self.writer.manifest
 
     def finish(self, keys: list[str]) -> dict[str, Any]:
-        """Consolidate `results.parquet` from the completed entries among `keys` (idempotent).
+        """Consolidate `results.parquet` from the completed entries among `keys` (idempotent). A bad
+        or missing part is rebuilt from its result.json first; an entry whose result is gone goes
+        back to pending (counted so).
 
         Returns results_table (path), result_files (absolute paths of result.json), counts (per
         status), total_energy_j (None without energy), table (the consolidated Arrow table) and
@@ -113,7 +134,12 @@ class ResultsActor:
         entries = self.writer.manifest.by_key()
         planned = sorted((entries[k] for k in keys), key=lambda e: e.order_index)
         completed = [e.key for e in planned if e.status == "completed"]
-        table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
+        try:
+            table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
+        except (OSError, ValueError):  # a part went bad under us: rebuild it (or reopen a lost entry), once
+            self._repair_parts(completed)
+            completed = [e.key for e in planned if e.status == "completed"]
+            table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
         energies = [e for e in table.column("energy_total_j").to_pylist() if e is not None]
         counts = {"pending": 0, "running": 0, "completed": 0, "failed": 0}
         configs: dict[str, tuple[str, int, int]] = {}

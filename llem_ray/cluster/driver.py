@@ -1,16 +1,20 @@
 """Run a study on Ray: `run(study, options) -> StudyResult` (LA-02, STU-06..11, CAMP-02..07).
 
-Steps: plan the items (experiments x cycles in the configured order), resolve the study directory
-to an absolute path (a new one, or `--resume DIR`), connect to Ray (plain `ray.init()`: inside
+Steps: plan the items (experiments x cycles in the configured order, their number checked against
+the limits first), pre-flight what needs only the file system (datasets, local models, the output
+directory: every problem at once, before Ray starts), lock the study directory (a new one, or
+`--resume DIR`; a second driver there is refused), connect to Ray (plain `ray.init()`: inside
 `ray job submit` it joins that cluster; run directly it starts a local Ray without dashboard),
-pre-flight every experiment against the cluster and the backends' environments (all problems at
-once, PreFlightError), start the results actor on this node, schedule (cluster/scheduler.py),
-consolidate `results.parquet`, write `study_result.json`, print the summary table on stdout,
-POST the optional webhook. On resume, only items not completed in the manifest run again.
+pre-flight every experiment against the cluster and the backends' environments, start the results
+actor on this node (on resume it closes what a stopped driver left running and rebuilds bad table
+parts from their result.json), schedule (cluster/scheduler.py), consolidate `results.parquet`,
+write `study_result.json`, print the summary table on stdout, POST the optional webhook. On resume,
+only items not completed in the manifest run again.
 
 The driver process never imports torch and never touches CUDA. Before it starts a local Ray it
-sets `RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1` (GPU-less workers see no GPU), `CUDA_DEVICE_ORDER=
-PCI_BUS_ID` and the raylet sub-reaper (engine child processes die with their actor).
+sets `RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1` (GPU-less workers see no GPU) and `CUDA_DEVICE_ORDER=
+PCI_BUS_ID`. `ray.init` installs a SIGTERM handler that exits 15; a handler the caller had (the
+CLI's, exit 143 after the same clean-up as Ctrl-C) is put back.
 
 Example:
     >>> from llem_ray.config.loader import load_study_config
@@ -21,9 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,15 +46,15 @@ from llem_ray.cluster.notify import post_webhook
 from llem_ray.cluster.placement import ClusterInventory, feasibility_problems, shape_for
 from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, unique_experiments
 from llem_ray.cluster.progress import Progress, summary_table
-from llem_ray.cluster.scheduler import Policy, Scheduler
+from llem_ray.cluster.scheduler import Policy, Scheduler, describe
+from llem_ray.config import guards
+from llem_ray.config.limits import check_runs
 from llem_ray.config.study import StudyConfig
-from llem_ray.errors import ConfigError, PreFlightError, StudyError
-from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter, StudyManifest
-from llem_ray.results.persistence import sanitise_name
+from llem_ray.errors import ConfigError, PreFlightError, StudyError, add_note, clean_up
+from llem_ray.measure.inputs import study_problems
+from llem_ray.results.manifest import StudyManifest
 from llem_ray.results.schema import StudyResult, StudySummary
-
-CLI_DEFAULT_CYCLES = 3
-"""Cycles a CLI run uses when neither --cycles nor the study's `execution.n_cycles` says (CFG-15)."""
+from llem_ray.results.study_dir import StudyLock, load_for_resume, new_study_dir
 
 RAY_START_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
@@ -82,13 +90,6 @@ class StudyOptions(BaseModel):
     )
 
 
-def cli_default_cycles(study: StudyConfig, cycles: int | None) -> int | None:
-    """The --cycles a CLI passes: the flag, else None if the YAML set n_cycles, else CLI_DEFAULT_CYCLES."""
-    if cycles is not None:
-        return cycles
-    return None if "n_cycles" in study.execution.model_fields_set else CLI_DEFAULT_CYCLES
-
-
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.astimezone().astimezone(timezone.utc)
 
@@ -99,10 +100,12 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
     schedule = options.at if options.at is not None else execution.schedule
     if schedule and order == "sequential":
         raise ConfigError("a cycle schedule needs cycle_order interleaved or shuffled (sequential runs one config at a time)")
+    n_cycles = options.n_cycles or execution.n_cycles
+    check_runs(len(study.experiments), n_cycles, "--cycles" if options.n_cycles else "execution.n_cycles")
     experiments = [cold_start(e) for e in study.experiments] if execution.force_cold_start else list(study.experiments)
     experiments, dropped = unique_experiments(experiments)
     notes = [f"{dropped} duplicate experiment(s) dropped (same measurement_config_hash)"] if dropped else []
-    items = plan_items(experiments, options.n_cycles or execution.n_cycles, order, study.study_design_hash)
+    items = plan_items(experiments, n_cycles, order, study.study_design_hash)
     policy = Policy(
         config_gap_s=0.0 if options.no_gaps else execution.config_gap_s,
         cycle_gap_s=0.0 if options.no_gaps else execution.cycle_gap_s,
@@ -115,35 +118,6 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
     return items, policy, notes
 
 
-def _new_study_dir(output_dir: Path, name: str) -> Path:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    base = f"{sanitise_name(name)}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    for counter in range(1000):
-        candidate = output_dir / (base if counter == 0 else f"{base}_{counter}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise StudyError(f"no free study directory name for {base} in {output_dir}")
-
-
-def _resume_manifest(resume_dir: Path, study: StudyConfig) -> StudyManifest:
-    path = resume_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise StudyError(f"{resume_dir} is not a study directory (no {MANIFEST_FILE})")
-    try:
-        manifest = ManifestWriter.load(path).manifest
-    except Exception as exc:
-        raise StudyError(f"{path} cannot be read: {exc}") from exc
-    if manifest.study_design_hash != study.study_design_hash:
-        raise StudyError(
-            f"{resume_dir} holds study {manifest.study_design_hash}, but this config is study "
-            f"{study.study_design_hash}: resume with the same experiments"
-        )
-    return manifest
-
-
 def _connect(options: StudyOptions) -> bool:
     """Connect to Ray unless already connected; True if this call did (and must shut it down)."""
     if ray.is_initialized():
@@ -151,6 +125,7 @@ def _connect(options: StudyOptions) -> bool:
     for key, value in RAY_START_ENV.items():
         os.environ.setdefault(key, value)
     local = options.address == "local" or (options.address is None and not os.environ.get("RAY_ADDRESS"))
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(
             address=options.address,
@@ -160,13 +135,15 @@ def _connect(options: StudyOptions) -> bool:
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise StudyError(f"cannot start or reach Ray: {exc}") from exc
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)  # ray.init replaces it with sys.exit(15); keep the CLI's (exit 143)
     return True
 
 
 def _preflight(study: StudyConfig, items: list[WorkItem], policy: Policy) -> ClusterInventory:
     inventory = ClusterInventory.from_ray()
     shapes = {i.name: shape_for(i.config, policy.isolation, inventory) for i in items}
-    problems = feasibility_problems(shapes, inventory) + runtime_env.static_problems(study)
+    problems = feasibility_problems(shapes, inventory)
     if not problems:
         problems = runtime_env.probe_problems(study, inventory, PROBE_TIMEOUT_S)
     if problems:
@@ -189,13 +166,19 @@ def _print_plan(study: StudyConfig, items: list[WorkItem], policy: Policy, notes
 def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     """Run `study` and return its StudyResult (also written to `<study_dir>/study_result.json`).
 
-    Raises ConfigError (bad options), StudyError (cluster unreachable, bad resume directory,
-    circuit breaker, unplaceable work) or PreFlightError; KeyboardInterrupt passes through after
-    running entries are set back to pending. Items that fail for good do not raise: they are
-    counted in `summary.failed`. `--dry-run` prints the plan and returns an empty result.
+    Raises ConfigError (bad options, too many runs), PreFlightError (every problem at once: inputs
+    and output directory before Ray starts, then the cluster and the backends' environments),
+    StudyError (cluster unreachable, bad or locked resume directory, circuit breaker, unplaceable
+    work); KeyboardInterrupt (Terminated included) passes through after running entries are set
+    back to pending. The first cause is what propagates: an error while finishing or shutting down
+    after it becomes a note on it (`__notes__`, printed by the CLI after the cause), never raised
+    instead. Items that fail for good do not raise: they are counted in `summary.failed`.
+    `--dry-run` prints the plan and returns an empty result.
     """
     options = options or StudyOptions()
     started_s = time.monotonic()
+    if options.output_dir is not None:
+        guards.output_flag(str(options.output_dir), "--output")
     items, policy, notes = _plan(study, options)
     protocol = {**policy.__dict__, "cycle_starts": {c: t.isoformat() for c, t in policy.cycle_starts.items()}}
     protocol.update(n_cycles=max(i.cycle for i in items), cycle_order=options.cycle_order or study.execution.cycle_order)
@@ -205,56 +188,118 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
         return _study_result(study, protocol, "", {}, len(items), 0.0)
     for note in notes:
         print(f"llem: {note}", file=sys.stderr)
-    previous = None
-    if options.resume_dir is not None:
-        study_dir = options.resume_dir.expanduser().resolve()
-        previous = _resume_manifest(study_dir, study)
-    done = set(previous.keys_with("completed")) if previous else set()
-    first_attempt = {e.key: e.attempts + 1 for e in previous.entries} if previous else {}
-    todo = [i for i in items if i.key not in done]
-
-    started_ray = _connect(options)
-    collector = None
-    try:
-        if previous is None:
-            output_dir = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
-            study_dir = _new_study_dir(output_dir, study.name)
-        print(f"llem: study directory {study_dir}", file=sys.stderr)
-        inventory = _preflight(study, items, policy)
-        protocol["cluster"] = {"nodes": len(inventory.nodes), "gpus": inventory.total_gpus, "cpus": inventory.total_cpus}
-        entries = [i.manifest_entry() for i in items]
-        manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash, entries=entries)
-        job = ray.get_runtime_context().get_job_id()
-        name = f"llem-results-{hashlib.sha256(str(study_dir).encode()).hexdigest()[:12]}-{job}"
-        collector = start_collector(study_dir, manifest, study.model_dump(mode="json"), name)
-        if previous is not None:
-            released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
-            if released:
-                print(f"llem: {len(released)} entries left running by the stopped driver are pending again", file=sys.stderr)
-        envs = {b: runtime_env.experiment_runtime_env(study, b) for b in {i.config.backend for i in items}}
-        progress = Progress(len(items), len(items) - len(todo), study.name, options.quiet)
-        stopped: BaseException | None = None
+    resume_dir = options.resume_dir.expanduser().resolve() if options.resume_dir is not None else None
+    output_dir = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
+    problems = study_problems(study.experiments, resume_dir or output_dir) + runtime_env.static_problems(study)
+    if problems:
+        raise PreFlightError(problems)
+    with contextlib.ExitStack() as held:
+        previous = None
+        if resume_dir is not None:
+            held.enter_context(StudyLock(resume_dir))
+            previous = load_for_resume(resume_dir, study.study_design_hash)
+            if previous is None:
+                print(f"llem: {resume_dir} has no manifest yet (its driver stopped first): starting there",
+                      file=sys.stderr)
+        started_ray = _connect(options)
+        collector = None
+        first: BaseException | None = None
         try:
-            report = Scheduler(todo, policy, collector, envs, progress, first_attempt).run()
-        except (StudyError, KeyboardInterrupt) as exc:
-            stopped, report = exc, None
+            study_dir = resume_dir or new_study_dir(output_dir, study.name)
+            if resume_dir is None:
+                held.enter_context(StudyLock(study_dir))
+            print(f"llem: study directory {study_dir}", file=sys.stderr)
+            inventory = _preflight(study, items, policy)
+            protocol["cluster"] = {"nodes": len(inventory.nodes), "gpus": inventory.total_gpus,
+                                   "cpus": inventory.total_cpus}
+            collector = _open_collector(study, items, study_dir, previous is not None)
+            return _schedule(study, items, policy, protocol, collector, study_dir, options, started_s)
+        except BaseException as exc:
+            first = exc
+            raise
         finally:
-            progress.close()
-        files = ray.get(collector.finish.remote([i.key for i in items]), timeout=COLLECTOR_FILES_TIMEOUT_S)
-        if report is not None and report.start_overheads_s:
-            protocol["mean_actor_start_s"] = sum(report.start_overheads_s) / len(report.start_overheads_s)
-        result = _study_result(study, protocol, str(study_dir), files, len(items), time.monotonic() - started_s)
-        ray.get(collector.write_study_result.remote(result.model_dump(mode="json")), timeout=COLLECTOR_FILES_TIMEOUT_S)
-        print(summary_table(files["table"], files["configs"]))
-        _notify(study, result, stopped)
-        if stopped is not None:
-            raise stopped
-        return result
+            steps = [functools.partial(ray.kill, collector, no_restart=True)] if collector is not None else []
+            steps += [ray.shutdown] if started_ray else []
+            clean_up(steps, first=first)
+
+
+def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, resuming: bool):
+    """The results actor of `study_dir`; on resume it first closes what a stopped driver left
+    running and repairs the table's part files from their result.json."""
+    entries = [i.manifest_entry() for i in items]
+    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash, entries=entries)
+    job = ray.get_runtime_context().get_job_id()
+    name = f"llem-results-{hashlib.sha256(str(study_dir).encode()).hexdigest()[:12]}-{job}"
+    collector = start_collector(study_dir, manifest, study.model_dump(mode="json"), name)
+    if resuming:
+        released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+        if released:
+            print(f"llem: {len(released)} entries left running by the stopped driver are pending again",
+                  file=sys.stderr)
+        repaired = ray.get(collector.repair.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+        if repaired["rebuilt"]:
+            print(f"llem: rebuilt {len(repaired['rebuilt'])} table part(s) from their result.json", file=sys.stderr)
+        if repaired["lost"]:
+            print(f"llem: {len(repaired['lost'])} completed entries lost their result files: measured again",
+                  file=sys.stderr)
+    return collector
+
+
+def _schedule(
+    study: StudyConfig, items: list[WorkItem], policy: Policy, protocol: dict, collector, study_dir: Path,
+    options: StudyOptions, started_s: float,
+) -> StudyResult:
+    """Run what the manifest does not have completed, then finish the study directory.
+
+    A StudyError or interrupt from the scheduler is re-raised after the study directory is
+    finished; an error while finishing then becomes a note on it, never raised in its place.
+    """
+    manifest = ray.get(collector.manifest.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+    done = set(manifest.keys_with("completed"))
+    first_attempt = {e.key: e.attempts + 1 for e in manifest.entries}
+    todo = [i for i in items if i.key not in done]
+    envs = {b: runtime_env.experiment_runtime_env(study, b) for b in {i.config.backend for i in items}}
+    progress = Progress(len(items), len(items) - len(todo), study.name, options.quiet)
+    stopped: BaseException | None = None
+    report = None
+    try:
+        report = Scheduler(todo, policy, collector, envs, progress, first_attempt).run()
+    except (StudyError, KeyboardInterrupt) as exc:
+        stopped = exc
     finally:
-        if collector is not None:
-            ray.kill(collector, no_restart=True)
-        if started_ray:
-            ray.shutdown()
+        progress.close()
+    result = None
+    try:
+        result = _conclude(study, items, protocol, collector, study_dir, report, started_s, stopped)
+    except Exception as exc:
+        if stopped is None:
+            raise
+        add_note(stopped, f"also, while finishing the stopped study: {describe(exc)}")
+    if stopped is not None:
+        raise stopped
+    return result
+
+
+def _conclude(
+    study: StudyConfig, items: list[WorkItem], protocol: dict, collector, study_dir: Path, report,
+    started_s: float, stopped: BaseException | None,
+) -> StudyResult:
+    """Consolidate the table, write study_result.json, print the summary, POST the webhook."""
+    try:
+        files = ray.get(collector.finish.remote([i.key for i in items]), timeout=COLLECTOR_FILES_TIMEOUT_S)
+    except Exception as exc:
+        raise StudyError(f"the results actor could not finish the study: {describe(exc)}") from exc
+    if report is not None and report.start_overheads_s:
+        protocol["mean_actor_start_s"] = sum(report.start_overheads_s) / len(report.start_overheads_s)
+    result = _study_result(study, protocol, str(study_dir), files, len(items), time.monotonic() - started_s)
+    ray.get(collector.write_study_result.remote(result.model_dump(mode="json")), timeout=COLLECTOR_FILES_TIMEOUT_S)
+    print(summary_table(files["table"], files["configs"]))
+    _notify(study, result, stopped)
+    lost = files["counts"]["pending"]
+    if stopped is None and lost:
+        raise StudyError(f"{lost} completed entries lost their result files while the study ran; "
+                         "--resume measures them again")
+    return result
 
 
 def _study_result(

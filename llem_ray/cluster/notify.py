@@ -11,13 +11,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from llem_ray.config.guards import webhook_problem
+
 WEBHOOK_TIMEOUT_S = 10.0
 
 
 def post_webhook(url: str, payload: dict[str, Any], timeout_s: float = WEBHOOK_TIMEOUT_S) -> str | None:
     """POST `payload` as JSON to `url` (http or https only). None on a 2xx answer, else why not."""
-    if not url.startswith(("http://", "https://")):
-        return f"webhook URL must be http(s), got {url!r}"
+    problem = webhook_problem(url)  # the config refuses such a URL already; a direct caller is told too
+    if problem:
+        return f"webhook URL {url[:80]!r} {problem} (http(s) only)"
     body = json.dumps(payload, default=str).encode()
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "llem_ray"}

@@ -13,12 +13,35 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
+from llem_ray.config.limits import check_runs
+from llem_ray.config.study import StudyConfig
 from llem_ray.results.manifest import ManifestEntry, entry_key
 
 CycleOrder = Literal["sequential", "interleaved", "shuffled"]
+
+CLI_DEFAULT_CYCLES = 3
+"""Cycles a CLI run uses when neither --cycles nor the study's `execution.n_cycles` says (CFG-15)."""
+
+
+def cli_default_cycles(study: StudyConfig, cycles: int | None, path: str | Path) -> int | None:
+    """The --cycles a CLI passes: the flag, else None if the YAML set n_cycles, else CLI_DEFAULT_CYCLES.
+
+    Checks first that the cycles that will run fit the limits (`limits.check_runs`): ConfigError
+    naming the flag, or the study file `path` and its field.
+    """
+    n = len(study.experiments)
+    if cycles is not None:
+        check_runs(n, cycles, "--cycles")
+        return cycles
+    if "n_cycles" in study.execution.model_fields_set:
+        check_runs(n, study.execution.n_cycles, f"{path}: execution.n_cycles")
+        return None
+    check_runs(n, CLI_DEFAULT_CYCLES, f"{path}: execution.n_cycles (the CLI default of {CLI_DEFAULT_CYCLES})")
+    return CLI_DEFAULT_CYCLES
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """What a study shows while it runs (stderr) and when it ends (stdout) (CLI-08..11).
 
 `Progress` is a tqdm bar on stderr: completed (or finally failed) items out of all, with running and
-failed counts and a countdown while the next item waits for a gap or a scheduled cycle.
+failed counts and a countdown while the next item waits for a gap or a scheduled cycle; an item that
+fails for good gets one line with its cause.
 `summary_table` is the plain-text table printed on stdout at the end: one line per configuration,
 aggregated over its cycles (J/token mean and coefficient of variation, tokens/s, energy).
 """
@@ -14,6 +15,8 @@ from collections import defaultdict
 
 import pyarrow as pa
 from tqdm import tqdm
+
+from llem_ray.entry import terminal_safe
 
 
 class Progress:
@@ -28,6 +31,10 @@ class Progress:
     def advance(self) -> None:
         """One more item finished (completed or failed for good)."""
         self._bar.update(1)
+
+    def failed(self, name: str, cycle: int, error: str) -> None:
+        """An item failed for good: one line on stderr with its cause, above the bar (even with quiet)."""
+        tqdm.write(terminal_safe(f"llem: {name} cycle {cycle} failed: {error}"), file=sys.stderr)
 
     def status(self, running: int, failed: int, waiting: str) -> None:
         """Refresh the postfix: running and failed counts, and what the next item waits for."""

@@ -9,7 +9,8 @@ results, results stored by the results actor, and ended actors being gone. Each 
    cluster has free GPUs, so the other GPUs keep working while one rests;
 3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
 4. on failure (exception, crash, deadline, lost node) re-queues the item at the head of the queue
-   until it has had `1 + max_retries` attempts in this run, then marks it failed; after
+   until it has had `1 + max_retries` attempts in this run, then marks it failed (at once when the
+   cause is an LLEMError no retry can fix: a pre-flight or configuration problem); after
    `circuit_breaker` consecutive failed attempts it stops the study (StudyError).
 A slot is reused only once its previous actor is gone (Ray #44821). On any exit, running actors
 are killed, their entries go back to pending in the manifest, and every placement group is removed.
@@ -32,7 +33,7 @@ from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
 from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
-from llem_ray.errors import StudyError
+from llem_ray.errors import LLEMError, StudyError, clean_up
 from llem_ray.results.manifest import AttemptRecord, utc_now
 
 KILL_GRACE_S = 30.0
@@ -41,6 +42,8 @@ COLLECTOR_TIMEOUT_S = 120.0
 """Longest wait for the results actor to store one result, s."""
 MAX_WAIT_S = 1.0
 """Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
+MAX_ERROR_CHARS = 500
+"""Longest error text recorded for one attempt."""
 ACTOR_START_TIMEOUT_S = 600.0
 """Longest wait for an experiment actor to start (process, runtime_env, placement), s. The
 experiment's own deadline (`timeout_s`) counts from the moment it has started."""
@@ -84,14 +87,23 @@ class Report:
     start_overheads_s: list[float] = field(default_factory=list)
 
 
+def cause_of(exc: BaseException) -> BaseException:
+    """The exception an actor raised, unwrapped from Ray's RayTaskError."""
+    return exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+
+
 def describe(exc: BaseException) -> str:
-    """One line saying why an attempt failed."""
-    if isinstance(exc, RayTaskError) and exc.cause is not None:
-        exc = exc.cause
+    """One line (at most MAX_ERROR_CHARS) saying why an attempt failed: the cause comes first.
+
+    An LLEMError's whole message is kept (a PreFlightError lists every failure); of anything else,
+    the first line (a RayTaskError without its cause would otherwise bring a whole traceback).
+    """
+    exc = cause_of(exc)
     if isinstance(exc, RayActorError):
         return "the experiment's actor process died (crash, out of memory or lost node)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(" ".join(lines).split()) if isinstance(exc, LLEMError) else (lines[0].strip() if lines else "")
+    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 
 class Scheduler:
@@ -122,6 +134,7 @@ class Scheduler:
         self.calls: list[Any] = []
         self.report = Report()
         self.consecutive_failures = 0
+        self.unstored: list[str] = []
         self._stalled_since: float | None = None
 
     # ---- the loop -------------------------------------------------------------------------
@@ -144,9 +157,9 @@ class Scheduler:
             ray.get(self.calls, timeout=COLLECTOR_TIMEOUT_S)
         except BaseException as exc:
             self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
+            clean_up([self.pool.release_all], first=exc)
             raise
-        finally:
-            self.pool.release_all()
+        self.pool.release_all()
         return self.report
 
     def _wait_and_handle(self, now: float) -> None:
@@ -259,7 +272,9 @@ class Scheduler:
         try:
             outcome = ray.get(ref)
         except Exception as exc:
-            self._on_failure(attempt, attempt.killed or describe(exc), actor_gone=isinstance(exc, RayActorError))
+            cause = cause_of(exc)
+            final = isinstance(cause, LLEMError) and not cause.retryable
+            self._on_failure(attempt, attempt.killed or describe(exc), isinstance(exc, RayActorError), final)
             return
         record = attempt.record.model_copy(update={"ended_at": utc_now(), "gpu_pids_seen": outcome.gpu_pids_seen})
         self.baselines.update(outcome.new_baselines)
@@ -273,6 +288,7 @@ class Scheduler:
         try:
             ray.get(ref)
         except Exception as exc:
+            self.unstored.append(key)
             raise StudyError(f"the results actor could not store {key}: {describe(exc)}") from exc
         self.report.completed.append(key)
         self.progress.advance()
@@ -288,7 +304,8 @@ class Scheduler:
         gone = attempt.actor.__ray_terminate__.remote()
         self.pool.drain(attempt.slot, gone, attempt.item.cycle, KILL_GRACE_S)
 
-    def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool) -> None:
+    def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool, final: bool = False) -> None:
+        """Record a failed attempt; retry it unless it had all its attempts or `final` (no retry can fix it)."""
         item = attempt.item
         record = attempt.record.model_copy(update={"ended_at": utc_now(), "status": "failed", "error": error})
         self.calls.append(self.collector.mark_failed.remote(item.key, error, record))
@@ -297,10 +314,11 @@ class Scheduler:
         else:
             self._drain(attempt)
         self.consecutive_failures += 1
-        if self.tries[item.key] <= self.policy.max_retries:
+        if not final and self.tries[item.key] <= self.policy.max_retries:
             self.queue.appendleft(item)
         else:
             self.report.failed.append(item.key)
+            self.progress.failed(item.name, item.cycle, error)
             self.progress.advance()
         if self.consecutive_failures >= self.policy.circuit_breaker:
             raise StudyError(
@@ -330,11 +348,14 @@ class Scheduler:
 
     # ---- stopping and display ---------------------------------------------------------------------
     def _stop(self, reason: str) -> None:
-        try:  # results that arrived are stored before anything is marked
-            ray.get(list(self.record_refs), timeout=COLLECTOR_TIMEOUT_S)
-        except Exception:  # a result not stored stays running in the manifest: a resume re-runs it
-            pass
-        keys = [a.item.key for a in self.running.values()]
+        """Store the results that arrived, kill running attempts, and set them, and every result
+        that could not be stored, back to pending with `reason`."""
+        for ref, (key, _) in list(self.record_refs.items()):
+            try:
+                ray.get(ref, timeout=COLLECTOR_TIMEOUT_S)
+            except Exception:  # not stored: measured again on resume
+                self.unstored.append(key)
+        keys = [a.item.key for a in self.running.values()] + self.unstored
         for attempt in self.running.values():
             ray.kill(attempt.actor, no_restart=True)
         self.running.clear()

@@ -1,18 +1,21 @@
 """Backend-specific sections of an experiment (CFG-06, CFG-10).
 
 Every field defaults to None, meaning "use the engine's own default" (CFG-10). Only what is set is
-passed to the engine, so results stay comparable across engine versions.
+passed to the engine, so results stay comparable across engine versions. Values are strict and
+bounded like the rest of the config (`limits.py`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from llem_ray.config.limits import MAX_BYTES, MAX_ENGINE_COUNT, MAX_GIB, MAX_PROMPTS, MAX_TOKENS, STRICT_MODEL
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_MODEL
 
     def explicit(self) -> dict[str, Any]:
         """Fields the user set (non-None), as a dict: what the backend passes to its engine."""
@@ -22,7 +25,7 @@ class _Section(BaseModel):
 class PyTorchConfig(_Section):
     """transformers `generate` on PyTorch."""
 
-    batch_size: int | None = Field(None, ge=1, description="Prompts per generate() call (default 1).")
+    batch_size: int | None = Field(None, ge=1, le=MAX_PROMPTS, description="Prompts per generate() call (default 1).")
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="Attention kernel passed to from_pretrained/from_config."
     )
@@ -61,16 +64,22 @@ class VLLMConfig(_Section):
     `max_num_partial_prefills` (values other than 1 refused by vLLM 0.25) are not offered.
     """
 
-    max_num_seqs: int | None = Field(None, ge=1, description="Maximum concurrent sequences per step.")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget of one scheduler step.")
-    max_model_len: int | None = Field(None, ge=1, description="Context length (prompt + output), tokens.")
+    max_num_seqs: int | None = Field(None, ge=1, le=MAX_PROMPTS, description="Maximum concurrent sequences per step.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="Token budget of one scheduler step."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="Context length (prompt + output), tokens."
+    )
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Fraction of GPU memory for weights, activations and KV cache."
     )
     kv_cache_memory_bytes: int | None = Field(
-        None, ge=1, description="KV-cache size, bytes (overrides gpu_memory_utilization for the cache)."
+        None, ge=1, le=MAX_BYTES, description="KV-cache size, bytes (overrides gpu_memory_utilization for the cache)."
     )
-    num_gpu_blocks_override: int | None = Field(None, ge=1, description="Fixed number of KV-cache blocks.")
+    num_gpu_blocks_override: int | None = Field(
+        None, ge=1, le=MAX_ENGINE_COUNT, description="Fixed number of KV-cache blocks."
+    )
     enforce_eager: bool | None = Field(None, description="Disable CUDA graphs (always run eagerly).")
     compilation_config: int | dict[str, Any] | None = Field(
         None, description="torch.compile / CUDA-graph settings: a level (0-3) or a dict (e.g. cudagraph_mode, "
@@ -78,14 +87,14 @@ class VLLMConfig(_Section):
     )
     enable_chunked_prefill: bool | None = Field(None, description="Split long prefills across scheduler steps.")
     long_prefill_token_threshold: int | None = Field(
-        None, ge=0, description="Prompts longer than this count as long for partial prefill, tokens."
+        None, ge=0, le=MAX_TOKENS, description="Prompts longer than this count as long for partial prefill, tokens."
     )
     enable_prefix_caching: bool | None = Field(
         None, description="Reuse KV blocks of shared prefixes (the backend clears the cache between workloads)."
     )
     kv_cache_dtype: str | None = Field(None, description="KV-cache dtype: auto, fp8, fp8_e4m3, fp8_e5m2.")
     calculate_kv_scales: bool | None = Field(None, description="Compute fp8 KV-cache scales on the fly.")
-    block_size: int | None = Field(None, ge=1, description="KV-cache block size, tokens.")
+    block_size: int | None = Field(None, ge=1, le=MAX_TOKENS, description="KV-cache block size, tokens.")
     quantization: str | None = Field(None, description="Weight quantisation method: fp8, awq, gptq, bitsandbytes...")
     attention_backend: str | None = Field(
         None, description="Attention kernel (e.g. FLASH_ATTN, FLASHINFER); vLLM versions without the argument reject it."
@@ -97,8 +106,12 @@ class VLLMConfig(_Section):
         None, description="Use NCCL instead of vLLM's custom all-reduce (TP > 1)."
     )
     enable_expert_parallel: bool | None = Field(None, description="Expert parallelism for MoE layers.")
-    cpu_offload_gb: float | None = Field(None, ge=0, description="Weights offloaded to CPU memory per GPU, GiB.")
-    max_lora_rank: int | None = Field(None, ge=1, description="Largest LoRA rank to support (with `lora:`).")
+    cpu_offload_gb: float | None = Field(
+        None, ge=0, le=MAX_GIB, description="Weights offloaded to CPU memory per GPU, GiB."
+    )
+    max_lora_rank: int | None = Field(
+        None, ge=1, le=MAX_ENGINE_COUNT, description="Largest LoRA rank to support (with `lora:`)."
+    )
     speculative_config: dict[str, Any] | None = Field(
         None, description="Speculative decoding, e.g. {method: ngram, num_speculative_tokens: 4, "
         "prompt_lookup_max: 4}."
@@ -125,19 +138,25 @@ class TensorRTConfig(_Section):
     runtime: Literal["pytorch", "engine"] | None = Field(
         None, description="TRT-LLM LLM-API backend: 'pytorch' (default) or a built TensorRT 'engine' (TRT-LLM <= 1.2)."
     )
-    max_batch_size: int | None = Field(None, ge=1, description="Maximum requests batched per iteration.")
-    max_num_tokens: int | None = Field(None, ge=1, description="Token budget of one iteration.")
-    max_seq_len: int | None = Field(None, ge=1, description="Context length (prompt + output), tokens.")
-    max_input_len: int | None = Field(None, ge=1, description="Engine runtime: longest prompt the engine is built for.")
+    max_batch_size: int | None = Field(
+        None, ge=1, le=MAX_PROMPTS, description="Maximum requests batched per iteration."
+    )
+    max_num_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Token budget of one iteration.")
+    max_seq_len: int | None = Field(None, ge=1, le=MAX_TOKENS, description="Context length (prompt + output), tokens.")
+    max_input_len: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="Engine runtime: longest prompt the engine is built for."
+    )
     kv_cache_free_gpu_memory_fraction: float | None = Field(
         None, gt=0, le=1, description="Fraction of free GPU memory given to the KV cache."
     )
-    kv_cache_max_tokens: int | None = Field(None, ge=1, description="Upper bound on KV-cache size, tokens.")
+    kv_cache_max_tokens: int | None = Field(
+        None, ge=1, le=MAX_ENGINE_COUNT, description="Upper bound on KV-cache size, tokens."
+    )
     kv_cache_dtype: str | None = Field(None, description="KV-cache dtype: auto or fp8.")
     kv_cache_enable_block_reuse: bool | None = Field(
         None, description="Reuse KV blocks of shared prefixes across requests (warm-up and measured prompts coincide)."
     )
-    tokens_per_block: int | None = Field(None, ge=1, description="KV-cache block size, tokens.")
+    tokens_per_block: int | None = Field(None, ge=1, le=MAX_TOKENS, description="KV-cache block size, tokens.")
     quantization: str | None = Field(None, description="e.g. FP8, INT8, W4A16_AWQ (QuantAlgo names).")
     enable_chunked_prefill: bool | None = Field(None, description="Split long prefills across iterations.")
     cuda_graphs: bool | None = Field(None, description="Capture CUDA graphs for decode (False disables them).")

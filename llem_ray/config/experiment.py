@@ -2,7 +2,9 @@
 
 Composition, not inheritance: shared fields at the top, sub-configs for decoding, warm-up,
 baseline, energy, dataset and resources, and one optional section per backend. `extra="forbid"`
-everywhere, so a typo is an error that names the field.
+everywhere, so a typo is an error that names the field. Values are taken as typed (strict: `true`
+is not 1, `"4"` is not 4), every float must be finite, and counts, durations and seeds have the upper
+bounds of `limits.py`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,23 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from llem_ray.config import guards
 from llem_ray.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
+from llem_ray.config.limits import (
+    MAX_BEAMS,
+    MAX_CPUS,
+    MAX_FLOOR_S,
+    MAX_GPUS,
+    MAX_PROMPTS,
+    MAX_SEED,
+    MAX_TIMEOUT_S,
+    MAX_TOKENS,
+    MAX_WARMUP,
+    MAX_WORKLOAD_TOKENS,
+    STRICT_MODEL,
+)
 from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
 
 BUILTIN_TINY_MODEL = "llem/tiny-llama"
@@ -21,7 +37,7 @@ BUILTIN_TINY_MODEL = "llem/tiny-llama"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_MODEL
 
 
 class DecoderConfig(_Strict):
@@ -29,10 +45,10 @@ class DecoderConfig(_Strict):
 
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (ignored when greedy).")
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=MAX_TOKENS)
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
-    num_beams: int = Field(1, ge=1, description="Beam search width; > 1 selects beam search.")
+    num_beams: int = Field(1, ge=1, le=MAX_BEAMS, description="Beam search width; > 1 selects beam search.")
     fixed_output_length: bool = Field(
         True, description="Force exactly max_output_tokens per request (min_new_tokens = max_new_tokens)."
     )
@@ -48,23 +64,25 @@ class DecoderConfig(_Strict):
 class WarmupConfig(_Strict):
     """Warm-up before the measured window (CM-21..24)."""
 
-    n_warmup: int = Field(5, ge=0, description="Fixed number of warm-up batches (CM-21).")
-    max_output_tokens: int = Field(16, ge=1, description="Output tokens per warm-up request (reduced).")
+    n_warmup: int = Field(5, ge=0, le=MAX_WARMUP, description="Fixed number of warm-up batches (CM-21).")
+    max_output_tokens: int = Field(16, ge=1, le=MAX_TOKENS, description="Output tokens per warm-up request (reduced).")
     thermal_floor_s: float = Field(
-        60.0, ge=0, description="Wait after warm-up before measuring, s (CM-22). < 30 s is flagged."
+        60.0, ge=0, le=MAX_FLOOR_S, description="Wait after warm-up before measuring, s (CM-22). < 30 s is flagged."
     )
     convergence_detection: bool = Field(False, description="Opt-in CV-based convergence (CM-23).")
     target_cv: float = Field(0.05, gt=0, description="Stop warm-up when latency CV falls below this.")
-    max_prompts: int = Field(20, ge=1, description="Upper bound on warm-up batches with convergence.")
-    window_size: int = Field(5, ge=2, description="Latencies in the rolling CV window.")
+    max_prompts: int = Field(20, ge=1, le=MAX_WARMUP, description="Upper bound on warm-up batches with convergence.")
+    window_size: int = Field(5, ge=2, le=MAX_WARMUP, description="Latencies in the rolling CV window.")
 
 
 class BaselineConfig(_Strict):
     """Idle-power baseline (CM-17..20)."""
 
     enabled: bool = True
-    duration_s: float = Field(30.0, gt=0, description="Idle measurement window, s.")
-    cache_ttl_s: float = Field(3600.0, ge=0, description="Reuse a baseline of the same GPU this long, s.")
+    duration_s: float = Field(30.0, gt=0, le=MAX_FLOOR_S, description="Idle measurement window, s.")
+    cache_ttl_s: float = Field(
+        3600.0, ge=0, le=MAX_TIMEOUT_S, description="Reuse a baseline of the same GPU this long, s."
+    )
 
 
 class EnergyConfig(_Strict):
@@ -83,7 +101,9 @@ class DatasetConfig(_Strict):
         "aienergyscore", description="'synthetic', 'aienergyscore' (hub, cached) or a path to a JSONL file."
     )
     order: Literal["interleaved", "grouped", "shuffled"] = "interleaved"
-    input_len_tokens: int = Field(128, ge=1, description="Prompt length of the synthetic dataset, tokens.")
+    input_len_tokens: int = Field(
+        128, ge=1, le=MAX_TOKENS, description="Prompt length of the synthetic dataset, tokens."
+    )
     text_field: str | None = Field(None, description="JSONL field holding the prompt (auto-detected if None).")
 
     @model_validator(mode="before")
@@ -91,12 +111,19 @@ class DatasetConfig(_Strict):
     def _from_string(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, str) else value
 
+    @field_validator("source")
+    @classmethod
+    def _source_printable(cls, value: str) -> str:
+        return guards.printable(value)
+
 
 class ResourcesConfig(_Strict):
     """What one experiment needs from the cluster: whole GPUs (= tensor-parallel size) and CPUs."""
 
-    gpus: int = Field(1, ge=1, description="Whole GPUs the experiment owns (TP size). CPU-only hosts ignore it.")
-    cpus: int = Field(1, ge=1, description="CPU cores reserved for the experiment actor.")
+    gpus: int = Field(
+        1, ge=1, le=MAX_GPUS, description="Whole GPUs the experiment owns (TP size). CPU-only hosts ignore it."
+    )
+    cpus: int = Field(1, ge=1, le=MAX_CPUS, description="CPU cores reserved for the experiment actor.")
 
 
 class LoRAConfig(_Strict):
@@ -104,6 +131,11 @@ class LoRAConfig(_Strict):
 
     adapter: str = Field(..., description="Hub id or local path of the adapter.")
     merge: bool = Field(False, description="Merge the adapter into the base weights before measuring.")
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_printable(cls, value: str) -> str:
+        return guards.printable(value)
 
 
 class ExperimentConfig(_Strict):
@@ -118,10 +150,10 @@ class ExperimentConfig(_Strict):
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA if visible, else CPU.")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    n: int = Field(100, ge=1, description="Number of prompts in the measured window.")
-    max_input_tokens: int = Field(512, ge=1, description="Prompts are truncated to this many tokens.")
-    max_output_tokens: int = Field(128, ge=1, description="New tokens per request.")
-    random_seed: int = 42
+    n: int = Field(100, ge=1, le=MAX_PROMPTS, description="Number of prompts in the measured window.")
+    max_input_tokens: int = Field(512, ge=1, le=MAX_TOKENS, description="Prompts are truncated to this many tokens.")
+    max_output_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="New tokens per request.")
+    random_seed: int = Field(42, ge=0, le=MAX_SEED, description="Seeds prompts, weights and sampling.")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
@@ -142,7 +174,17 @@ class ExperimentConfig(_Strict):
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        return value
+        return guards.printable(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name_printable(cls, value: str | None) -> str | None:
+        return value if value is None else guards.printable(value)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_allowed(cls, value: str | None) -> str | None:
+        return value if value is None else guards.output_dir(value)
 
     @model_validator(mode="after")
     def _cross_validate(self) -> ExperimentConfig:
@@ -162,6 +204,12 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"section '{other}' is set but backend is '{self.backend}'")
         if self.lora is not None and self.backend == "tensorrt":
             raise ValueError("lora is not supported by backend 'tensorrt'")
+        prompt_tokens = self.n * min(self.dataset.input_len_tokens, self.max_input_tokens)
+        if self.dataset.source == "synthetic" and prompt_tokens > MAX_WORKLOAD_TOKENS:
+            raise ValueError(
+                f"n x dataset.input_len_tokens = {prompt_tokens:,} synthetic prompt tokens; the limit is "
+                f"{MAX_WORKLOAD_TOKENS:,}"
+            )
         if self.model.startswith("llem/") and self.weights != "random":
             self.weights = "random"
         return self

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from llem_ray.config import limits
 from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
@@ -122,8 +123,36 @@ def render_markdown() -> str:
         "experiments. Grid points that fail validation are skipped and listed with their reason. "
         "See `configs/` for one example of each form.",
         "",
+        *_limits_section(),
     ]
     return "\n".join(out)
+
+
+def _limits_section() -> list[str]:
+    """What a document may hold beyond the per-field constraints above (`llem_ray/config/limits.py`)."""
+    return [
+        "## Limits (`llem_ray/config/limits.py`)",
+        "",
+        "Every value is taken as typed: `true` is not 1, `\"4\"` is not 4 (an integer may stand for a float), "
+        "and every number must be finite (`.inf`, `.nan` and `1e+400` are refused). A file that breaks a limit "
+        "is a configuration error (exit 2) naming the file and the field, before anything runs.",
+        "",
+        f"- a file: at most {limits.MAX_CONFIG_BYTES:,} bytes, nested at most {limits.MAX_YAML_DEPTH} levels, "
+        f"at most {limits.MAX_YAML_NODES:,} values with its YAML aliases expanded; a key given twice in one "
+        "mapping is refused (merge keys `<<` may be overridden); integers fit in 64 bits;",
+        f"- a study: at most {limits.MAX_EXPERIMENTS:,} experiments (grid points and explicit entries, counted "
+        f"before they are built), {limits.MAX_CYCLES:,} cycles and {limits.MAX_RUNS:,} runs (experiments x "
+        "cycles, checked before anything is planned);",
+        f"- a synthetic workload: at most {limits.MAX_WORKLOAD_TOKENS:,} prompt tokens "
+        "(`n` x `min(dataset.input_len_tokens, max_input_tokens)`);",
+        "- `output_dir` never under `/proc`, `/sys` or `/dev`; `execution.webhook_url` http(s) with a host; "
+        "names, `model`, `dataset.source` and `lora.adapter` without control characters (NUL, escape sequences).",
+        "",
+        "Pre-flight (exit 1, every problem at once, before Ray starts or the experiment loads) checks what "
+        "needs the file system: dataset files exist, are files and their first records parse; local model "
+        "and adapter paths hold a model; the output directory can be written.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

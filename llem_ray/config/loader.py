@@ -1,26 +1,40 @@
 """Load experiment and study YAML files (CFG-18..20).
 
-`yaml.safe_load` only (no `!!python/object`), files over `MAX_CONFIG_BYTES` refused, YAML syntax
-errors reported with file, line and column, validation errors with file and field path. Every
+PyYAML's safe loader only (no `!!python/object`), bounded by `safe_yaml` (aliases counted at their
+expanded size, depth, duplicate keys, finite numbers) and files over `MAX_CONFIG_BYTES` refused; YAML
+errors are reported with file, line and column, validation errors with file and field path. Every
 failure is a `ConfigError` (exit code 2); the original pydantic `ValidationError` is its `__cause__`.
 Building `ExperimentConfig(...)` directly in Python still raises `ValidationError` unchanged (CLI-14).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from llem_ray.config import safe_yaml
 from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.config.limits import MAX_CONFIG_BYTES
 from llem_ray.config.study import StudyConfig
 from llem_ray.config.sweep import expand_study, is_study_document
 from llem_ray.errors import ConfigError
 
-MAX_CONFIG_BYTES = 1_000_000
-"""Largest config file accepted, bytes: a real study is a few KiB; more is a mistake or an attack."""
+MAX_SHOWN_CHARS = 80
+"""A value quoted in a message is cut to this many characters."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        return ""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long for str()
+        text = "a number too long to show"
+    return f" (got {text[:MAX_SHOWN_CHARS]}{'...' if len(text) > MAX_SHOWN_CHARS else ''})"
 
 
 def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
@@ -31,29 +45,56 @@ def format_validation_error(exc: ValidationError, source: str, prefix: str = "")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        got = err.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        lines.append(f"{source}: {loc or '<document>'}: {msg}{shown}")
+        lines.append(f"{source}: {loc or '<document>'}: {msg}{_shown(err.get('input'))}")
     return "\n".join(lines)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _reader_error(path: Path, text: str, exc: yaml.reader.ReaderError) -> ConfigError:
+    """A character YAML does not allow (NUL, escape...): the line, and the key on that line if any."""
+    line_no = text.count("\n", 0, exc.position) + 1
+    line = text.splitlines()[line_no - 1] if text else ""
+    key = line.split(":", 1)[0].strip() if ":" in line else ""
+    field = f" {key}:" if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else ""
+    char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+    return ConfigError(f"{path}:{line_no}:{field} YAML error: character {char!r} is not allowed in YAML")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file into a mapping. Raises ConfigError (missing, too large, bad YAML, not a mapping)."""
+    """Parse a YAML file into a mapping with the bounded loader (`safe_yaml`).
+
+    Raises ConfigError (missing, too large, not UTF-8, bad or refused YAML, not a mapping), one line
+    that names the file, the line and column, and the field when the problem is in a value.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    size_bytes = path.stat().st_size
-    if size_bytes > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: config file is {size_bytes:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        size = max(path.stat().st_size, len(raw))
+        raise ConfigError(f"{path}: config file is {size:,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    try:
+        data = safe_yaml.parse(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(path, text, exc) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: YAML error: {problem}") from exc
+        problem = _one_line(exc.problem or exc.context or exc)
+        field = getattr(exc, "field", "")
+        raise ConfigError(f"{where}: {field}: {problem}" if field else f"{where}: YAML error: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {_one_line(exc)}") from exc
     if data is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):

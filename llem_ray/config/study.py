@@ -11,13 +11,15 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, field_validator
 
+from llem_ray.config import guards
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
+from llem_ray.config.limits import MAX_CYCLES, MAX_GAP_S, MAX_RETRIES, MAX_RUNS, MAX_TIMEOUT_S, STRICT_MODEL
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_MODEL
 
 
 class RuntimeEnvConfig(_Strict):
@@ -37,27 +39,42 @@ class RuntimeEnvConfig(_Strict):
 class ExecutionConfig(_Strict):
     """How a study runs: cycles, order, gaps, deadlines, retries, isolation (excluded from the design hash)."""
 
-    n_cycles: int = Field(1, ge=1, description="Repeat every experiment this many times (CLI default 3).")
+    n_cycles: int = Field(
+        1, ge=1, le=MAX_CYCLES, description="Repeat every experiment this many times (CLI default 3)."
+    )
     cycle_order: Literal["sequential", "interleaved", "shuffled"] = Field(
         "interleaved",
         description="sequential: all cycles of one config together; interleaved: round-robin configs per cycle; "
         "shuffled: random order per cycle, seeded from study_design_hash.",
     )
-    config_gap_s: float = Field(60.0, ge=0, description="Pause on a GPU between two experiments, s.")
-    cycle_gap_s: float = Field(300.0, ge=0, description="Pause on a GPU between cycles, s.")
-    timeout_s: float = Field(3600.0, gt=0, description="Deadline per experiment attempt, s; killed on overrun.")
-    max_retries: int = Field(1, ge=0, description="Extra attempts after a failed or killed experiment.")
+    config_gap_s: float = Field(60.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between two experiments, s.")
+    cycle_gap_s: float = Field(300.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between cycles, s.")
+    timeout_s: float = Field(
+        3600.0, gt=0, le=MAX_TIMEOUT_S, description="Deadline per experiment attempt, s; killed on overrun."
+    )
+    max_retries: int = Field(
+        1, ge=0, le=MAX_RETRIES, description="Extra attempts after a failed or killed experiment (not after a "
+        "pre-flight or configuration failure: no retry can fix those)."
+    )
     circuit_breaker: int = Field(
-        5, ge=1, description="Stop the study after this many consecutive failed attempts."
+        5, ge=1, le=MAX_RUNS, description="Stop the study after this many consecutive failed attempts."
     )
     isolation: Literal["gpu", "node"] = Field(
         "gpu", description="gpu: one experiment per GPU; node: one experiment per node while it measures."
     )
     force_cold_start: bool = Field(False, description="Fresh model load per experiment even if cached (CAMP-05).")
     schedule: list[datetime] | None = Field(
-        None, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
+        None, strict=False, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
     )
-    webhook_url: str | None = Field(None, description="POST a JSON summary on completion or failure.")
+    webhook_url: str | None = Field(None, description="POST a JSON summary on completion or failure (http/https).")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_http(cls, value: str | None) -> str | None:
+        problem = value and guards.webhook_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class SkippedPoint(_Strict):
@@ -76,6 +93,16 @@ class StudyConfig(_Strict):
     runtime_envs: dict[Literal["pytorch", "vllm", "tensorrt"], RuntimeEnvConfig] = Field(default_factory=dict)
     output_dir: str = Field("results", description="Study results go under this directory.")
     skipped: list[SkippedPoint] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name_printable(cls, value: str) -> str:
+        return guards.printable(value)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_allowed(cls, value: str) -> str:
+        return guards.output_dir(value)
 
     @property
     def study_design_hash(self) -> str:

@@ -6,6 +6,7 @@ fields shared by every experiment. `sweep:` maps field paths to non-empty lists:
 - paths whose first segment is a backend (`pytorch.batch_size`) vary only points of that backend.
 `experiments:` lists explicit experiments (merged onto the base). Grid points that fail validation
 are skipped and recorded with the reason (not fatal); an invalid explicit experiment is an error.
+The number of experiments is counted before anything is expanded and bounded by MAX_EXPERIMENTS.
 Keys are expanded in sorted order, so YAML key order never changes the experiment list.
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.config.limits import MAX_EXPERIMENTS
 from llem_ray.config.ssot import BACKENDS
 from llem_ray.config.study import SkippedPoint, StudyConfig
 from llem_ray.errors import ConfigError
@@ -86,6 +89,14 @@ def _short_reason(exc: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
+def _grid_size(base: dict[str, Any], sweep: dict[str, list[Any]]) -> int:
+    """How many points `_grid` yields, counted without enumerating them."""
+    scoped = [k for k in sweep if k.split(".")[0] in BACKENDS]
+    others = math.prod(len(v) for k, v in sweep.items() if k not in scoped and k != "backend")
+    backends = sweep.get("backend", [base.get("backend", "pytorch")])
+    return others * sum(math.prod(len(sweep[k]) for k in scoped if k.split(".")[0] == b) for b in backends)
+
+
 def _grid(base: dict[str, Any], sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every point of the grid as {path: value}, universal keys first, then the point's backend keys."""
     universal = sorted(k for k in sweep if k.split(".")[0] not in BACKENDS)
@@ -115,6 +126,10 @@ def expand_study(raw: dict[str, Any], source: str = "<study>") -> StudyConfig:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: sweep.{key}: must be a non-empty list")
         _check_path(str(key), source)
+    planned = (_grid_size(base, sweep) if sweep else 0) + len(explicit)
+    if planned > MAX_EXPERIMENTS:
+        field = "sweep" if sweep else "experiments"
+        raise ConfigError(f"{source}: {field}: {planned:,} experiments; the limit is {MAX_EXPERIMENTS:,}")
 
     experiments: list[ExperimentConfig] = []
     skipped: list[SkippedPoint] = []

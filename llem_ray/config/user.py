@@ -8,19 +8,21 @@ file: `LLEM_RUNNER_<BACKEND>`, `LLEM_CARBON_INTENSITY` (gCO2e/kWh), `LLEM_DATACE
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from llem_ray.config.limits import MAX_GAP_S, STRICT_MODEL
 from llem_ray.errors import ConfigError
 
 APP_NAME = "llenergymeasure"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_MODEL
 
 
 class OutputSection(_Strict):
@@ -33,8 +35,10 @@ class MeasurementSection(_Strict):
 
 
 class ExecutionSection(_Strict):
-    config_gap_s: float | None = Field(None, ge=0, description="Machine default gap between experiments, s.")
-    cycle_gap_s: float | None = Field(None, ge=0, description="Machine default gap between cycles, s.")
+    config_gap_s: float | None = Field(
+        None, ge=0, le=MAX_GAP_S, description="Machine default gap between experiments, s."
+    )
+    cycle_gap_s: float | None = Field(None, ge=0, le=MAX_GAP_S, description="Machine default gap between cycles, s.")
 
 
 class UserConfig(_Strict):
@@ -79,8 +83,8 @@ def _env_float(name: str, minimum: float) -> float | None:
         value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"environment variable {name}={raw!r}: not a number") from exc
-    if value < minimum:
-        raise ConfigError(f"environment variable {name}={raw!r}: must be >= {minimum}")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r}: must be a finite number >= {minimum}")
     return value
 
 

@@ -12,6 +12,7 @@ are truncated by the backend's tokenizer at that many tokens (tokenisation is th
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,23 +44,36 @@ def is_synthetic(config: ExperimentConfig) -> bool:
     return config.dataset.source == "synthetic"
 
 
+FIRST_RECORDS = 100
+"""Pre-flight parses this many records of a dataset file (the run reads them all)."""
+
+
 def _path(config: ExperimentConfig) -> Path:
     if config.dataset.source == "aienergyscore":
         return aienergyscore.resolve_path()
     path = Path(config.dataset.source).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise DatasetUnavailable(
             f"dataset '{config.dataset.source}' is neither 'synthetic', 'aienergyscore' nor an existing file"
         )
+    if not path.is_file():
+        raise DatasetUnavailable(f"dataset '{config.dataset.source}' is a directory or device, not a file")
     return path
 
 
-def check_accessible(config: ExperimentConfig) -> str | None:
-    """None if the dataset can be read, else why not (for pre-flight). May download aienergyscore."""
+def check_accessible(config: ExperimentConfig, *, fetch: bool = True) -> str | None:
+    """None if the dataset file exists, is a file and its first FIRST_RECORDS records parse, else why not.
+
+    With `fetch` (in the experiment's process) aienergyscore may be downloaded; without it (on the
+    driver, before Ray starts) it is checked only when `LLEM_AIENERGYSCORE_PATH` names a local copy,
+    since the experiment's node resolves its own hub cache.
+    """
     if is_synthetic(config):
         return None
+    if config.dataset.source == "aienergyscore" and not fetch and not os.environ.get(aienergyscore.ENV_VAR):
+        return None
     try:
-        read_text_rows(_path(config), config.dataset.text_field)
+        read_text_rows(_path(config), config.dataset.text_field, max_rows=FIRST_RECORDS)
     except (DatasetUnavailable, ValueError, OSError) as exc:
         return str(exc)
     return None

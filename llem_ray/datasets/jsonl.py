@@ -23,17 +23,32 @@ class TextRow:
     group: str | None
 
 
-def _rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".csv"):
-        import pyarrow.csv
-        import pyarrow.parquet
+def _table_rows(path: Path, max_rows: int | None) -> list[dict]:
+    import pyarrow.csv
+    import pyarrow.parquet
 
-        table = pyarrow.parquet.read_table(path) if suffix == ".parquet" else pyarrow.csv.read_csv(path)
-        return table.to_pylist()
+    if path.suffix.lower() == ".parquet":
+        if max_rows is None:
+            return pyarrow.parquet.read_table(path).to_pylist()
+        batch = next(pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=max_rows), None)
+        return batch.to_pylist() if batch is not None else []
+    if max_rows is None:
+        return pyarrow.csv.read_csv(path).to_pylist()
+    reader = pyarrow.csv.open_csv(path)  # a malformed table raises ArrowInvalid, a ValueError
+    try:
+        return reader.read_next_batch().to_pylist()[:max_rows]
+    except StopIteration:
+        return []
+
+
+def _rows(path: Path, max_rows: int | None) -> list[dict]:
+    if path.suffix.lower() in (".parquet", ".csv"):
+        return _table_rows(path, max_rows)
     rows = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
+            if max_rows is not None and len(rows) >= max_rows:
+                break
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -42,10 +57,14 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
-def read_text_rows(path: Path, text_field: str | None = None) -> list[TextRow]:
-    """Prompt rows of `path`, in file order. Raises ValueError when no row has a prompt field."""
+def read_text_rows(path: Path, text_field: str | None = None, max_rows: int | None = None) -> list[TextRow]:
+    """Prompt rows of `path` in file order, from its first `max_rows` records only when given.
+
+    Raises ValueError when no row read has a prompt field or a record does not parse (JSON lines
+    name the line), OSError (UnicodeDecodeError: a ValueError) when the file cannot be read.
+    """
     out = []
-    for row in _rows(path):
+    for row in _rows(path, max_rows):
         if not isinstance(row, dict):
             continue
         field = text_field or next((f for f in TEXT_FIELDS if isinstance(row.get(f), str)), None)
@@ -55,5 +74,6 @@ def read_text_rows(path: Path, text_field: str | None = None) -> list[TextRow]:
             out.append(TextRow(text, group))
     if not out:
         wanted = text_field or " / ".join(TEXT_FIELDS)
-        raise ValueError(f"{path}: no row has a text field '{wanted}' (set dataset.text_field)")
+        among = f" among the first {max_rows} records" if max_rows is not None else ""
+        raise ValueError(f"{path}: no row{among} has a text field '{wanted}' (set dataset.text_field)")
     return out

@@ -35,8 +35,10 @@ from llem_ray.datasets import load_prompts
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
 from llem_ray.energy.devices import visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
+from llem_ray.errors import PreFlightError, clean_up
 from llem_ray.measure.assemble import Observations, build_result
 from llem_ray.measure.environment import snapshot
+from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import ExperimentResult, Placement
@@ -133,6 +135,7 @@ def run(
     cleared = preflight(config, device, gpus)
     backend, meter = cleared.backend, cleared.meter
     phases: list[Phase] = []
+    first: BaseException | None = None
     try:
         progress("load")
         info = backend.load(config, device)
@@ -197,15 +200,12 @@ def run(
             notes=[*cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
-        result = build_result(observations)
-        return Measured(result, samples_to_table(samples, phases, measured_start_s))
+        return Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))
+    except BaseException as exc:
+        first = exc
+        raise
     finally:
-        try:
-            backend.unload()
-        finally:
-            if meter is not None:
-                meter.stop_sampling()
-                meter.close()
+        clean_up([backend.unload] + ([meter.stop_sampling, meter.close] if meter is not None else []), first=first)
 
 
 def _shape_notes(config: ExperimentConfig, shape_specialised: bool) -> list[str]:
@@ -226,8 +226,13 @@ def run_and_save(config: ExperimentConfig, *, export_csv: bool = False, quiet: b
     """`run(config)`, then save it under `config.output_dir` when that is set (LA-04: else no writes).
 
     `export_csv` also writes CSV copies of the result and timeseries (RES-18); `quiet=False` prints
-    each stage to stderr as it starts. The saved directory is `Measured.result_dir`.
+    each stage to stderr as it starts. The saved directory is `Measured.result_dir`. An output
+    directory that cannot be written is a PreFlightError before anything is measured.
     """
+    if config.output_dir is not None:
+        problem = output_dir_problem(config.output_dir)
+        if problem:  # before measuring: a result that cannot be saved would be lost
+            raise PreFlightError([problem])
     measured = run(config, on_progress=None if quiet else _print_stage)
     if config.output_dir is not None:
         from llem_ray.results.persistence import save_experiment

@@ -1,7 +1,8 @@
 """Pre-flight checks (CM-29..31): everything that would fail the run, reported at once.
 
 Failures (raise one `PreFlightError` listing all): a CUDA device asked for but none visible, the
-backend not installed, the dataset unreadable, an unknown built-in model, an explicitly named
+backend not installed, the dataset unreadable, a local model or adapter path that holds none
+(measure/inputs.py), an unknown built-in model, an explicitly named
 energy meter that cannot run, the VRAM estimate above the free memory of the experiment's GPUs.
 Warnings (returned): persistence mode off, other processes computing on the experiment's GPUs.
 """
@@ -12,7 +13,6 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from llem_ray import datasets
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends import shapes
 from llem_ray.backends.protocol import InferenceBackend
@@ -20,6 +20,7 @@ from llem_ray.energy.devices import VisibleGPUs, nvml
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
 from llem_ray.errors import BackendError, PreFlightError
+from llem_ray.measure.inputs import experiment_problems
 from llem_ray.measure.vram import estimate_vram_gb
 
 if TYPE_CHECKING:
@@ -81,9 +82,7 @@ def preflight(config: ExperimentConfig, device: str, gpus: VisibleGPUs) -> Clear
         backend = backend_registry.create(config.backend)
     except BackendError as exc:
         failures.append(str(exc))
-    dataset_problem = datasets.check_accessible(config)
-    if dataset_problem:
-        failures.append(f"dataset: {dataset_problem}")
+    failures += experiment_problems(config, fetch=True)
     meter: EnergyMeter | None = None
     try:
         meter, meter_warnings = select_meter(config.energy, gpus.uuids if device == "cuda" else [])

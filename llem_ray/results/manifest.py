@@ -18,12 +18,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from llem_ray.results.atomic import write_bytes_atomic
 
 MANIFEST_SCHEMA_VERSION = "1.0"
 MANIFEST_FILE = "manifest.json"
@@ -107,13 +108,8 @@ class StudyManifest(_Model):
 
 
 def write_json_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a dot-prefixed temp file, fsync, then `os.replace` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write `text` to `path` atomically (results/atomic.py: no temp file outlives a failed write)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 class ManifestWriter:
@@ -170,6 +166,13 @@ class ManifestWriter:
             if record.status == "running":
                 record.status, record.error, record.ended_at = "failed", error, record.ended_at or utc_now()
         entry.status, entry.error = "pending", error
+        self.write()
+
+    def reopen(self, key: str, error: str) -> None:
+        """A completed entry whose result files are gone goes back to pending (it is measured again);
+        its history is kept, the last attempt's error says why."""
+        entry = self._entries[key]
+        entry.status, entry.error, entry.result_path = "pending", error, None
         self.write()
 
     def release_running(self, error: str) -> list[str]:

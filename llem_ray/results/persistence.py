@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 from datetime import timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from llem_ray.results.atomic import write_atomic, write_bytes_atomic
 from llem_ray.results.schema import SCHEMA_VERSION, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA
 
@@ -39,20 +39,11 @@ def sanitise_name(name: str) -> str:
     return safe or "experiment"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def to_json(result: ExperimentResult, path: str | Path | None = None) -> str:
     """The result as indented JSON; also written atomically to `path` when given."""
     text = result.model_dump_json(indent=2)
     if path is not None:
-        _atomic_write_bytes(Path(path), text.encode())
+        write_bytes_atomic(Path(path), text.encode())
     return text
 
 
@@ -75,10 +66,8 @@ def from_json(source: str | Path) -> ExperimentResult:
 
 def to_parquet(timeseries: pa.Table, path: str | Path) -> None:
     """Write the timeseries atomically as Parquet with the explicit TIMESERIES_SCHEMA."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(timeseries.cast(TIMESERIES_SCHEMA), tmp)
-    os.replace(tmp, path)
+    table = timeseries.cast(TIMESERIES_SCHEMA)
+    write_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -105,10 +94,10 @@ def _write_csv(result: ExperimentResult, timeseries: pa.Table, directory: Path) 
     writer = csv.DictWriter(buffer, fieldnames=list(row))
     writer.writeheader()
     writer.writerow(row)
-    _atomic_write_bytes(directory / "result.csv", buffer.getvalue().encode())
+    write_bytes_atomic(directory / "result.csv", buffer.getvalue().encode())
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(timeseries.cast(TIMESERIES_SCHEMA), sink)
-    _atomic_write_bytes(directory / "timeseries.csv", sink.getvalue().to_pybytes())
+    write_bytes_atomic(directory / "timeseries.csv", sink.getvalue().to_pybytes())
 
 
 def _new_directory(output_dir: Path, base: str) -> Path:

@@ -11,7 +11,6 @@ No Ray here: the results actor calls these functions; tests call them directly.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llem_ray.results.atomic import write_atomic
 from llem_ray.results.schema import ExperimentResult, Percentiles
 
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -144,11 +144,7 @@ def result_row(result: ExperimentResult, *, key: str, order_index: int, result_p
 
 
 def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def part_path(dataset_dir: Path, key: str) -> Path:
@@ -165,13 +161,23 @@ def write_part(dataset_dir: Path, row: dict[str, Any]) -> Path:
     return path
 
 
+def read_part(dataset_dir: Path, key: str) -> pa.Table:
+    """The one-row part file of `key`. Raises OSError (FileNotFoundError: none) or ValueError
+    (pyarrow's ArrowInvalid: truncated or not Parquet; or not exactly the row of `key`)."""
+    table = pq.read_table(part_path(dataset_dir, key), schema=STUDY_TABLE_SCHEMA)
+    if table.num_rows != 1 or table.column("key")[0].as_py() != key:
+        raise ValueError(f"{part_path(dataset_dir, key)} does not hold the row of {key}")
+    return table
+
+
 def consolidate(dataset_dir: Path, out_path: Path, keys: Iterable[str]) -> pa.Table:
     """Merge the part files of `keys` into `out_path` (atomic), sorted by run order; returns the table.
 
-    Parts of keys not listed (stale from an earlier, larger study) are ignored. A listed key with no
-    part file raises FileNotFoundError: a completed entry must have its row.
+    Parts of keys not listed (stale from an earlier, larger study) are ignored. A listed key whose
+    part is missing or unreadable raises as `read_part` does: a completed entry must have its row
+    (results/repair.py rebuilds it from its result.json).
     """
-    tables = [pq.read_table(part_path(dataset_dir, k), schema=STUDY_TABLE_SCHEMA) for k in keys]
+    tables = [read_part(dataset_dir, k) for k in keys]
     table = pa.concat_tables(tables) if tables else STUDY_TABLE_SCHEMA.empty_table()
     table = table.sort_by([("order_index", "ascending")])
     _write_table_atomic(table, Path(out_path))

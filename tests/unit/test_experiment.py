@@ -72,6 +72,24 @@ def test_backend_is_unloaded_and_meter_closed_when_generate_fails():
     assert created["backend"].loaded is False and created["meter"].closed
 
 
+def test_an_unload_that_fails_after_a_failure_never_replaces_the_cause():
+    class BrokenTwice(FakeBackend):
+        def generate(self, prompts, max_new_tokens):
+            raise BackendError("boom")
+
+        def unload(self):
+            raise RuntimeError("engine shutdown hung")
+
+    meters = []
+    backend_registry.register("pytorch", BrokenTwice)
+    meter_registry.register("fake", lambda uuids, config: meters.append(FakeMeter(uuids)) or meters[-1])
+    with pytest.raises(BackendError, match="boom") as info:
+        run(ExperimentConfig(**QUICK))
+    assert info.value.__notes__ == ["also, while cleaning up (test_an_unload_that_fails_after_a_failure_never_replaces_"
+                                    "the_cause.<locals>.BrokenTwice.unload): RuntimeError: engine shutdown hung"]
+    assert meters[0].closed, "the meter was left open after the unload failed"
+
+
 def test_preflight_reports_every_failure_at_once(tmp_path):
     config = ExperimentConfig(device="cuda", dataset=str(tmp_path / "missing.jsonl"), energy={"backend": "nvml"})
     with pytest.raises(PreFlightError) as info:

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from llem_ray.cluster import runtime_env
-from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
+from llem_ray.cluster.driver import StudyOptions, run
 from llem_ray.cluster.notify import post_webhook
 from llem_ray.cluster.placement import ClusterInventory, NodeInfo, Slot, SlotShape, bundles_for, feasibility_problems, shape_for
-from llem_ray.cluster.plan import cold_start, plan_items, unique_experiments
+from llem_ray.cluster.plan import cli_default_cycles, cold_start, plan_items, unique_experiments
 from llem_ray.cluster.progress import summary_table
 from llem_ray.cluster.worker import CachedBaseline, StudyBaselineCache, foreign_process_warning
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
@@ -226,9 +226,16 @@ def test_parse_at():
 
 def test_cli_default_cycles():
     study = StudyConfig(experiments=_configs(1))
-    assert cli_default_cycles(study, None) == 3 and cli_default_cycles(study, 5) == 5
+    assert cli_default_cycles(study, None, "s.yaml") == 3 and cli_default_cycles(study, 5, "s.yaml") == 5
     explicit = StudyConfig(experiments=_configs(1), execution=ExecutionConfig(n_cycles=1))
-    assert cli_default_cycles(explicit, None) is None
+    assert cli_default_cycles(explicit, None, "s.yaml") is None
+    with pytest.raises(ConfigError, match="--cycles: must be between 1 and 1,000, got 99,999,999,999"):
+        cli_default_cycles(study, 99_999_999_999, "s.yaml")
+    with pytest.raises(ConfigError, match="--cycles: must be between 1 and 1,000, got 0"):
+        cli_default_cycles(study, 0, "s.yaml")
+    big = StudyConfig(experiments=_configs(101), execution=ExecutionConfig(n_cycles=1000))
+    with pytest.raises(ConfigError, match=r"s.yaml: execution.n_cycles: 101 experiment\(s\) x 1,000 cycle\(s\)"):
+        cli_default_cycles(big, None, "s.yaml")
 
 
 def test_webhook_posts_json_and_never_raises():
