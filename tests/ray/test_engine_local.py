@@ -14,6 +14,7 @@ import ray
 from llem_ray.cluster.collector import start_collector
 from llem_ray.cluster.driver import StudyOptions, run
 from llem_ray.cluster.plan import plan_items
+from llem_ray.cluster.scheduler import KILL_GRACE_S
 from llem_ray.config.experiment import measurement_config_hash
 from llem_ray.errors import StudyError
 from llem_ray.results.manifest import StudyManifest
@@ -108,7 +109,9 @@ def test_hung_experiment_is_killed_at_its_deadline_retried_then_failed_and_crash
     for record in hung_entry.history:
         assert "timed out" in record.error
         ran_s = (record.ended_at - record.started_at).total_seconds()
-        assert 5.0 <= ran_s < 5.0 + 5.0, f"hung attempt ended {ran_s:.1f} s after it started, deadline 5 s"
+        # killed at the deadline; Ray may take a while to report a killed actor on a busy host, and the
+        # scheduler gives up waiting (and drops the slot) after KILL_GRACE_S, so this holds at any speed
+        assert 5.0 <= ran_s < 5.0 + KILL_GRACE_S, f"hung attempt ended {ran_s:.1f} s after it started, deadline 5 s"
     assert [r.attempt for r in hung_entry.history] == [1, 2]
     assert crash_entry.status == "failed" and crash_entry.attempts == 2
     assert all("died" in r.error for r in crash_entry.history)

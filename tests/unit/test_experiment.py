@@ -32,7 +32,8 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     r = measured.result
     assert stages == ["environment", "preflight", "load", "baseline", "warmup", "thermal_floor", "measure", "prefill", "metrics"]
     assert r.energy_meter == "fake" and r.placement == placement
-    assert r.energy_total_j == pytest.approx(FAKE_POWER_W * r.duration_s, rel=0.05)
+    # the energy window encloses the timed generate call, by however much a busy host delays it
+    assert r.energy_total_j >= FAKE_POWER_W * r.duration_s
     assert r.energy_per_device_j == {"GPU-fake-0": r.energy_total_j}
     assert r.baseline_power_w == pytest.approx(FAKE_POWER_W) and r.energy_breakdown.baseline_source == "measured"
     assert r.energy_adjusted_j == pytest.approx(r.energy_total_j - FAKE_POWER_W * r.duration_s)
@@ -50,8 +51,11 @@ def test_timeseries_tags_phases_and_counts_excluded_samples(fakes):
     phases = measured.timeseries.column("phase").to_pylist()
     assert {"warmup", "thermal_floor", "measured", "prefill"} <= set(phases)
     assert measured.result.warmup_excluded_samples == phases.count("warmup") + phases.count("thermal_floor")
-    elapsed = [e for e, p in zip(measured.timeseries.column("elapsed_s").to_pylist(), phases) if p == "measured"]
-    assert min(elapsed) >= -0.02 and max(elapsed) <= measured.result.duration_s + 0.02
+    elapsed = measured.timeseries.column("elapsed_s").to_pylist()
+    in_window = [e for e, p in zip(elapsed, phases) if p == "measured"]
+    after = [e for e, p in zip(elapsed, phases) if p == "prefill"]
+    # elapsed_s counts from the start of the measured phase, which ends before the prefill loop starts
+    assert in_window and 0 <= min(in_window) and max(in_window) <= min(after)
 
 
 def test_backend_is_unloaded_and_meter_closed_when_generate_fails():
@@ -113,14 +117,20 @@ def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, m
     monkeypatch.setenv("LLEM_AIENERGYSCORE_PATH", str(jsonl_data))
     backend_registry.unregister("pytorch")  # keep the fake meter, use the real backend
     config = ExperimentConfig(
-        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=4, precision="fp32",
+        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=16, precision="fp32",
         warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, pytorch={"batch_size": 3},
     )
     r = run(config).result
     assert r.energy_meter == "fake" and r.energy_breakdown.baseline_source == "disabled"
     assert r.energy_adjusted_j is None and r.energy_total_j > 0
-    assert 6 <= r.input_tokens <= 6 * 32 and r.output_tokens == 24
-    assert r.decode.tokens == 24 and r.prefill.tokens == r.input_tokens
+    assert 6 <= r.input_tokens <= 6 * 32 and r.output_tokens == 6 * 16
+    assert r.prefill.tokens == r.input_tokens
+    # 16 decoding steps normally outlast one prefill pass by far; on a busy host the prefill pass can
+    # still take longer than the window, and then the split is omitted, saying so
+    if r.decode is None:
+        assert any("decode split omitted" in w for w in r.measurement_warnings)
+    else:
+        assert r.decode.tokens == 6 * 16 and r.decode.duration_s == pytest.approx(r.duration_s - r.prefill.duration_s)
     assert any("byte-level" in w for w in r.measurement_warnings)
     assert os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
 
