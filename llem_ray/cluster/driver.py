@@ -104,8 +104,8 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
     notes = [f"{dropped} duplicate experiment(s) dropped (same measurement_config_hash)"] if dropped else []
     items = plan_items(experiments, options.n_cycles or execution.n_cycles, order, study.study_design_hash)
     policy = Policy(
-        config_gap_s=0.0 if options.no_gaps else execution.config_gap_s,
-        cycle_gap_s=0.0 if options.no_gaps else execution.cycle_gap_s,
+        config_gap_seconds=0.0 if options.no_gaps else execution.config_gap_seconds,
+        cycle_gap_seconds=0.0 if options.no_gaps else execution.cycle_gap_seconds,
         timeout_s=execution.timeout_s,
         max_retries=execution.max_retries,
         circuit_breaker=execution.circuit_breaker,
@@ -177,7 +177,7 @@ def _preflight(study: StudyConfig, items: list[WorkItem], policy: Policy) -> Clu
 def _print_plan(study: StudyConfig, items: list[WorkItem], policy: Policy, notes: list[str]) -> None:
     configs = len({i.config_hash for i in items})
     print(f"study {study.name} ({study.study_design_hash}): {configs} configuration(s), {len(items)} run(s)")
-    print(f"gaps: config {policy.config_gap_s:g} s, cycle {policy.cycle_gap_s:g} s; timeout {policy.timeout_s:g} s")
+    print(f"gaps: config {policy.config_gap_seconds:g} s, cycle {policy.cycle_gap_seconds:g} s; timeout {policy.timeout_s:g} s")
     for note in [*notes, *(f"skipped grid point: {s.reason}" for s in study.skipped)]:
         print(f"note: {note}")
     for item in items[:50]:

@@ -4,7 +4,7 @@ One loop on `ray.wait` (always with a finite timeout: `timeout=None` silently re
 Ray #44909) over placement groups becoming ready, actors reporting where they run, experiment
 results, results stored by the results actor, and ended actors being gone. Each turn it:
 1. dispatches queue items strictly in run order onto idle slots of their shape whose per-GPU gap
-   has passed (`config_gap_s` after an experiment of the same cycle, `cycle_gap_s` across cycles);
+   has passed (`config_gap_seconds` after an experiment of the same cycle, `cycle_gap_seconds` across cycles);
 2. has the slot pool (slots.py) create placement groups for items no slot can serve while the
    cluster has free GPUs, so the other GPUs keep working while one rests;
 3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
@@ -50,8 +50,8 @@ experiment's own deadline (`timeout_s`) counts from the moment it has started.""
 class Policy:
     """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
 
-    config_gap_s: float
-    cycle_gap_s: float
+    config_gap_seconds: float
+    cycle_gap_seconds: float
     timeout_s: float
     max_retries: int
     circuit_breaker: int
@@ -113,7 +113,7 @@ class Scheduler:
         self.progress = progress
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
-        self.pool = SlotPool(policy.config_gap_s, policy.cycle_gap_s)
+        self.pool = SlotPool(policy.config_gap_seconds, policy.cycle_gap_seconds)
         self.shapes = {i.key: shape_for(i.config, policy.isolation, self.pool.inventory) for i in items}
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}

@@ -22,15 +22,27 @@ from llem_ray.errors import ConfigError
 MAX_CONFIG_BYTES = 1_000_000
 """Largest config file accepted, bytes: a real study is a few KiB; more is a mistake or an attack."""
 
+RENAMED_FIELDS: dict[str, str] = {
+    "execution.config_gap_s": "execution.config_gap_seconds",
+    "execution.cycle_gap_s": "execution.cycle_gap_seconds",
+}
+"""Old field paths (study and user config) -> the seed's names that replaced them (CFG-15). An old
+spelling is a configuration error that names the new one: no alias, so a file means one thing."""
+
 
 def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """One readable message: `source: field.path: problem (got value)` per error, no traceback."""
+    """One readable message: `source: field.path: problem (got value)` per error, no traceback.
+
+    An unknown field that is an old spelling (`RENAMED_FIELDS`) says what it is called now.
+    """
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            path = ".".join(str(p) for p in err["loc"])
+            renamed = RENAMED_FIELDS.get(path)
+            msg = f"renamed to {renamed}" if renamed else "unknown field"
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
         lines.append(f"{source}: {loc or '<document>'}: {msg}{shown}")

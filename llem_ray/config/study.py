@@ -43,8 +43,8 @@ class ExecutionConfig(_Strict):
         description="sequential: all cycles of one config together; interleaved: round-robin configs per cycle; "
         "shuffled: random order per cycle, seeded from study_design_hash.",
     )
-    config_gap_s: float = Field(60.0, ge=0, description="Pause on a GPU between two experiments, s.")
-    cycle_gap_s: float = Field(300.0, ge=0, description="Pause on a GPU between cycles, s.")
+    config_gap_seconds: float = Field(60.0, ge=0, description="Pause on a GPU between two experiments, s.")
+    cycle_gap_seconds: float = Field(300.0, ge=0, description="Pause on a GPU between cycles, s.")
     timeout_s: float = Field(3600.0, gt=0, description="Deadline per experiment attempt, s; killed on overrun.")
     max_retries: int = Field(1, ge=0, description="Extra attempts after a failed or killed experiment.")
     circuit_breaker: int = Field(

@@ -33,8 +33,8 @@ class MeasurementSection(_Strict):
 
 
 class ExecutionSection(_Strict):
-    config_gap_s: float | None = Field(None, ge=0, description="Machine default gap between experiments, s.")
-    cycle_gap_s: float | None = Field(None, ge=0, description="Machine default gap between cycles, s.")
+    config_gap_seconds: float | None = Field(None, ge=0, description="Machine default gap between experiments, s.")
+    cycle_gap_seconds: float | None = Field(None, ge=0, description="Machine default gap between cycles, s.")
 
 
 class UserConfig(_Strict):

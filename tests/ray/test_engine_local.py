@@ -76,7 +76,7 @@ def test_parallel_study_never_shares_a_gpu_and_stores_each_result_once(ray_4gpu,
 
 def test_gaps_rest_each_gpu_while_the_others_work(ray_4gpu, tmp_path):
     experiments = [fake_experiment(100 + seed, duration_s=0.2) for seed in range(4)]
-    study = fake_study(experiments, tmp_path, n_cycles=2, config_gap_s=1.0, cycle_gap_s=3.0)
+    study = fake_study(experiments, tmp_path, n_cycles=2, config_gap_seconds=1.0, cycle_gap_seconds=3.0)
     result = run(study, StudyOptions(quiet=True))
     assert result.summary.completed == 8
     assert_no_shared_gpu(result.output_dir)

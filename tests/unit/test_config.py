@@ -109,7 +109,7 @@ def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("runners: {vllm: 'docker.io/vllm/vllm-openai:v0.11'}\n"
                    "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
-                   "execution: {config_gap_s: 5}\n")
+                   "execution: {config_gap_seconds: 5}\n")
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     user = load_user_config()
     assert runner_for("vllm", user).startswith("docker.io") and runner_for("pytorch", user) == "local"
@@ -119,18 +119,57 @@ def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("LLEM_CARBON_INTENSITY", "50")
     assert carbon_intensity_g_per_kwh(user) == 50.0
     study = load_study_config(ROOT / "configs" / "study-grid.yaml")
-    assert study.execution.config_gap_s == 0  # set in the study file: the file wins
+    assert study.execution.config_gap_seconds == 0  # set in the study file: the file wins
     explicit = load_study_config(ROOT / "configs" / "study-combined.yaml")
-    assert explicit.execution.config_gap_s == 30
+    assert explicit.execution.config_gap_seconds == 30
 
 
 def test_user_config_gap_fills_unset_study_field(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("execution: {config_gap_s: 7, cycle_gap_s: 9}\n")
+    cfg.write_text("execution: {config_gap_seconds: 7, cycle_gap_seconds: 9}\n")
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     study = tmp_path / "s.yaml"
     study.write_text("experiments: [{n: 1}]\n")
-    assert load_study_config(study).execution.config_gap_s == 7
+    assert load_study_config(study).execution.config_gap_seconds == 7
+
+
+SEED_STUDY = """\
+name: seed-study
+model: llem/tiny-llama
+dataset: synthetic
+n: 4
+sweep:
+  precision: [fp32, bf16]
+  pytorch.batch_size: [1, 2]
+execution:
+  n_cycles: 2
+  cycle_order: interleaved
+  config_gap_seconds: 5
+  cycle_gap_seconds: 10
+"""
+
+
+def test_a_study_written_for_the_seeds_tool_loads(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(SEED_STUDY)
+    study = load_study_config(path)
+    assert len(study.experiments) == 4 and study.name == "seed-study"
+    execution = study.execution
+    assert (execution.n_cycles, execution.cycle_order) == (2, "interleaved")
+    assert (execution.config_gap_seconds, execution.cycle_gap_seconds) == (5, 10)
+
+
+@pytest.mark.parametrize("old, new", [("config_gap_s", "config_gap_seconds"), ("cycle_gap_s", "cycle_gap_seconds")])
+def test_an_old_spelling_is_a_config_error_naming_the_new_one(tmp_path, monkeypatch, old, new):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"experiments: [{{n: 1}}]\nexecution: {{{old}: 3}}\n")
+    with pytest.raises(ConfigError, match=f"study.yaml: execution.{old}: renamed to execution.{new}"):
+        load_study_config(study)
+    user = tmp_path / "config.yaml"
+    user.write_text(f"execution: {{{old}: 3}}\n")
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(user))
+    with pytest.raises(ConfigError, match=f"config.yaml: execution.{old}: renamed to execution.{new}"):
+        load_user_config()
 
 
 def test_bad_env_var_is_a_config_error(monkeypatch):

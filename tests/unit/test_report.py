@@ -193,7 +193,7 @@ baseline: {{enabled: false}}
 energy: {{sample_hz: 100}}
 sweep:
   pytorch.batch_size: [1, 4]
-execution: {{n_cycles: 2, config_gap_s: 0, cycle_gap_s: 0, timeout_s: 300}}
+execution: {{n_cycles: 2, config_gap_seconds: 0, cycle_gap_seconds: 0, timeout_s: 300}}
 """
 
 
