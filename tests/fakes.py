@@ -23,7 +23,7 @@ import time
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.energy import registry as meter_registry
-from llem_ray.energy.protocol import EnergyWindow, PowerSample
+from llem_ray.energy.protocol import EnergyWindow, PowerSample, refuse_open
 
 FAKE_N_PARAMETERS = 1_000_000
 FAKE_VOCAB_SIZE = 1000
@@ -81,9 +81,6 @@ class FakeBackend:
         n_batches = self._n_batches(prompts)
         return GenerationOutput(self._input_tokens(prompts), 0, [duration_s / n_batches] * n_batches)
 
-    def peak_memory_mb(self) -> float | None:
-        return None
-
     def unload(self) -> None:
         self.loaded = False
 
@@ -94,6 +91,7 @@ class FakeMeter:
     name = "fake"
     resolution_s = 0.0
     accuracy = "fake meter: exactly FAKE_POWER_W per device"
+    reproducibility_notes = "Energy is a test double's: FAKE_POWER_W x window time per device."
 
     def __init__(self, device_uuids: list[str], config=None):
         self.device_uuids = list(device_uuids) or [FAKE_DEVICE_UUID]
@@ -102,6 +100,7 @@ class FakeMeter:
         self.closed = False
 
     def begin_window(self, key: str) -> None:
+        refuse_open(key, self._windows)
         self._windows[key] = time.perf_counter()
 
     def end_window(self, key: str) -> EnergyWindow:

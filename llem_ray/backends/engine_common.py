@@ -1,4 +1,4 @@
-"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts, GPU memory,
+"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts,
 and `EngineBackend`, the load / generate / prefill / unload cycle of an offline `LLM` engine.
 
 Both engines need a Hugging Face model directory (config.json, plus weights unless they load dummy
@@ -144,27 +144,6 @@ def encode_prompts(prompts: list[Prompt], tokenizer: Any, max_input_tokens: int)
     return out
 
 
-def gpu_memory_used_mb(device: str) -> float | None:
-    """Memory in use on the GPUs this process sees, summed, MiB (NVML; None on CPU or without NVML).
-
-    The engines reserve their KV-cache pool up front in their own worker processes, so device
-    memory in use is their footprint; torch's allocator counters of this process would miss it.
-    """
-    if device != "cuda":
-        return None
-    from llem_ray.energy.devices import nvml, visible_gpus
-
-    gpus = visible_gpus()
-    if not gpus.uuids:
-        return None
-    try:
-        lib = nvml()
-        used = [lib.nvmlDeviceGetMemoryInfo(lib.nvmlDeviceGetHandleByUUID(u)).used for u in gpus.uuids]
-    except Exception:  # MeterUnavailable (no NVML) or NVMLError (memory info not supported)
-        return None
-    return sum(used) / 2**20
-
-
 class EngineBackend:
     """An offline `LLM` engine (vLLM, TensorRT-LLM), one model per instance. Raises BackendError.
 
@@ -280,10 +259,6 @@ class EngineBackend:
         inputs = self._inputs(prompts)
         _, wall_s = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
         return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
-
-    def peak_memory_mb(self) -> float | None:
-        """GPU memory in use on the visible GPUs (the engine reserves its KV-cache pool at load), MiB; None on CPU."""
-        return gpu_memory_used_mb(self._device)
 
     def unload(self) -> None:
         """Shut the engine down (`_shutdown`) and remove temporary files; safe to call twice."""

@@ -27,7 +27,7 @@ from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Promp
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.datasets import load_prompts
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
-from llem_ray.energy.devices import visible_gpus
+from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.measure.assemble import Observations, build_result
 from llem_ray.measure.environment import snapshot
@@ -160,6 +160,7 @@ def run(
             synchronize(device)
             duration_s = time.perf_counter() - t0
             window = meter.end_window("llem-measured") if meter is not None else None
+            memory_at_end_mib = memory_used_mib(gpus.uuids) if device == "cuda" else None
         prefill = None
         if config.prefill_split:
             progress("prefill")
@@ -183,7 +184,7 @@ def run(
             warmup=warmup,
             samples=samples,
             phases=phases,
-            peak_memory_mb=backend.peak_memory_mb(),
+            memory_at_end_mib=memory_at_end_mib,
             notes=[*cleared.warnings, *info.notes, *prompt_set.notes],
             placement=placement,
         )

@@ -7,6 +7,7 @@ import pytest
 from llem_ray.backends import registry as backend_registry
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy import registry as meter_registry
+from llem_ray.energy.accuracy import NO_METER_NOTES
 from llem_ray.errors import BackendError, PreFlightError
 from llem_ray.measure.defaults import embedded_default_config
 from llem_ray.measure.experiment import run, run_and_save
@@ -111,6 +112,7 @@ def test_embedded_default_runs_for_real_without_energy_here():
     assert r.latency.ttft.count == 16 and r.latency.itl.count == 16 * 31
     assert r.flops.total_flops == 2 * 336_192 * (16 * 64 + 16 * 32)
     assert r.environment_snapshot.pip_freeze and r.warmup_excluded_samples is None
+    assert r.reproducibility_notes == NO_METER_NOTES and r.peak_memory_mib is None
 
 
 def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, monkeypatch):
