@@ -135,7 +135,10 @@ class ExperimentConfig(_Strict):
     passthrough_kwargs: dict[str, Any] | None = Field(
         None, description="Passed untouched to the engine (escape hatch, CFG-03)."
     )
-    output_dir: str | None = Field(None, description="Write results here; None = no disk writes (LA-04).")
+    output_dir: str | None = Field(
+        None, description="Write results here. None: `llem run` uses the user config's output.results_dir; "
+        "run_experiment() writes nothing (LA-04)."
+    )
 
     @field_validator("model")
     @classmethod

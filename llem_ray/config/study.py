@@ -74,7 +74,10 @@ class StudyConfig(_Strict):
     experiments: list[ExperimentConfig] = Field(..., min_length=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     runtime_envs: dict[Literal["pytorch", "vllm", "tensorrt"], RuntimeEnvConfig] = Field(default_factory=dict)
-    output_dir: str = Field("results", description="Study results go under this directory.")
+    output_dir: str = Field(
+        "results", description="Study directories go under this one (unset in a file: the user config's "
+        "output.results_dir)."
+    )
     skipped: list[SkippedPoint] = Field(default_factory=list)
 
     @property

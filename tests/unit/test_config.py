@@ -10,6 +10,7 @@ from llem_ray.config.introspection import backend_fields, render_markdown
 from llem_ray.config.loader import load_experiment_config, load_study_config
 from llem_ray.config.ssot import DECODING_SUPPORT, PRECISION_SUPPORT
 from llem_ray.config.sweep import expand_study
+from llem_ray.cluster.runtime_env import experiment_runtime_env
 from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue, load_user_config, runner_for
 from llem_ray.errors import ConfigError
 
@@ -107,12 +108,12 @@ def test_every_example_config_is_valid(path):
 
 def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("runners: {vllm: 'docker.io/vllm/vllm-openai:v0.11'}\n"
+    cfg.write_text("runners: {vllm: 'docker:docker.io/vllm/vllm-openai:v0.11'}\n"
                    "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
                    "execution: {config_gap_seconds: 5}\n")
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     user = load_user_config()
-    assert runner_for("vllm", user).startswith("docker.io") and runner_for("pytorch", user) == "local"
+    assert runner_for("vllm", user).startswith("docker:docker.io") and runner_for("pytorch", user) == "local"
     monkeypatch.setenv("LLEM_RUNNER_VLLM", "local")
     assert runner_for("vllm", user) == "local"
     assert datacenter_pue(user) == 1.4
@@ -170,6 +171,59 @@ def test_an_old_spelling_is_a_config_error_naming_the_new_one(tmp_path, monkeypa
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(user))
     with pytest.raises(ConfigError, match=f"config.yaml: execution.{old}: renamed to execution.{new}"):
         load_user_config()
+
+
+def _user_config(tmp_path, monkeypatch, text: str) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
+
+
+def test_a_docker_runner_runs_that_backend_in_its_image_through_the_runtime_env(tmp_path, monkeypatch):
+    _user_config(tmp_path, monkeypatch, "runners: {vllm: 'docker:registry.example/llem-vllm:1', pytorch: local}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text("sweep: {backend: [pytorch, vllm]}\nprecision: fp16\n")
+    loaded = load_study_config(study)
+    assert set(loaded.runtime_envs) == {"vllm"}, "a local runner changes nothing"
+    assert experiment_runtime_env(loaded, "vllm")["image_uri"] == "registry.example/llem-vllm:1"
+    assert experiment_runtime_env(loaded, "pytorch") is None
+    monkeypatch.setenv("LLEM_RUNNER_PYTORCH", "docker:registry.example/llem-torch:2")  # the variable wins
+    assert load_study_config(study).runtime_envs["pytorch"].image_uri == "registry.example/llem-torch:2"
+
+
+def test_a_runner_and_a_study_runtime_env_for_one_backend_disagree(tmp_path, monkeypatch):
+    _user_config(tmp_path, monkeypatch, "runners: {vllm: 'docker:img'}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text("backend: vllm\nexperiments: [{n: 1}]\nruntime_envs: {vllm: {pip: [vllm]}}\n")
+    with pytest.raises(ConfigError, match="runtime_envs.vllm is set, and the runner of vllm"):
+        load_study_config(study)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("runners: {vllm: docker}\n", "name the image"),
+    ("runners: {vllm: 'podman:x'}\n", "expected 'local' or 'docker:<image>'"),
+    ("runners: {jax: local}\n", "unknown backend 'jax'"),
+])
+def test_a_bad_runner_names_the_file(tmp_path, monkeypatch, text, needle):
+    _user_config(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError, match=f"config.yaml: runners: .*{needle}"):
+        load_user_config()
+
+
+def test_a_bad_runner_variable_is_named(monkeypatch):
+    monkeypatch.setenv("LLEM_RUNNER_VLLM", "somewhere")
+    with pytest.raises(ConfigError, match="LLEM_RUNNER_VLLM='somewhere'"):
+        runner_for("vllm")
+
+
+def test_a_study_without_output_dir_writes_under_the_user_configs_results_dir(tmp_path, monkeypatch):
+    study = tmp_path / "study.yaml"
+    study.write_text("experiments: [{n: 1}]\n")
+    assert load_study_config(study).output_dir == "results"
+    _user_config(tmp_path, monkeypatch, f"output: {{results_dir: {tmp_path / 'mine'}}}\n")
+    assert load_study_config(study).output_dir == str(tmp_path / "mine")
+    study.write_text("experiments: [{n: 1}]\noutput_dir: /data/here\n")
+    assert load_study_config(study).output_dir == "/data/here", "the study file wins over the user config"
 
 
 def test_bad_env_var_is_a_config_error(monkeypatch):
