@@ -1,88 +1,51 @@
-"""`python -m llem_ray.study study.yaml [options]`: run a study on Ray (thin: parse, load, call the driver).
+"""`python -m llem_ray.study study.yaml [options]`: run a study on Ray (thin: parse, then runner).
 
-Works directly (starts a local Ray) and under `ray job submit --working-dir . -- python -m
-llem_ray.study study.yaml` (joins that cluster). Progress on stderr, summary table on stdout.
+The options are `llem run`'s, parsed by the same command (one option set: `runner.RunFlags`), and
+`--dry-run` prints the same plan; unlike `llem run`, a single-experiment YAML runs as a
+one-experiment study on Ray (CFG-17), experiment flags applied. Works directly (starts a local Ray)
+and under `ray job submit --working-dir . -- python -m llem_ray.study study.yaml` (joins that
+cluster). Progress on stderr, summary table and the study directory on stdout.
 Exit codes (llem_ray.errors): 0 every item completed, 1 an error or an item failed for good,
 2 usage or configuration error, 130 interrupted (running items go back to pending: `--resume`).
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
 import sys
-from datetime import datetime, timedelta
-from pathlib import Path
 
+import typer
 from pydantic import ValidationError
 
-from llem_ray.errors import EXIT_CONFIG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LLEMError
+from llem_ray.errors import EXIT_CONFIG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LLEMError
+from llem_ray.runner import RunFlags, run_study_cli
+
+PROG = "python -m llem_ray.study"
 
 
-def parse_at(text: str, now: datetime | None = None) -> list[datetime]:
-    """Comma-separated cycle start times: ISO datetimes, or HH:MM[:SS] meaning the next such local time.
+def _parse(argv: list[str]) -> RunFlags | int:
+    """The flags of `argv`, parsed by `llem run`'s own command (one option set); an exit code for
+    --help (0) or a usage error (2, one line on stderr)."""
+    from llem_ray.cli import run_command
 
-    Times must be increasing. Raises ConfigError naming the bad entry.
-    """
-    now = now or datetime.now()
-    times: list[datetime] = []
-    for raw in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            if "T" in raw or "-" in raw:
-                moment = datetime.fromisoformat(raw)
-            else:
-                clock = datetime.strptime(raw, "%H:%M:%S" if raw.count(":") == 2 else "%H:%M").time()
-                moment = datetime.combine(now.date(), clock)
-                while moment <= now or (times and moment <= times[-1]):
-                    moment += timedelta(days=1)
-        except ValueError as exc:
-            raise ConfigError(f"--at: cannot read {raw!r} as a time (HH:MM or ISO 8601): {exc}") from exc
-        if times and moment <= times[-1]:
-            raise ConfigError(f"--at: {raw!r} is not after the previous time")
-        times.append(moment)
-    if not times:
-        raise ConfigError("--at: give at least one time")
-    return times
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m llem_ray.study", description="Run an llem_ray study on Ray.")
-    parser.add_argument("config", type=Path, help="study YAML (or a single-experiment YAML)")
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue this study directory")
-    parser.add_argument("--cycles", type=int, metavar="N", help="cycles (default: the YAML's, else 3)")
-    parser.add_argument("--order", choices=["sequential", "interleaved", "shuffled"], help="cycle order")
-    parser.add_argument("--no-gaps", action="store_true", help="no config or cycle gaps")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--at", metavar="TIMES", help="start cycles at these times, e.g. 02:00,03:00 (daemon)")
-    parser.add_argument("--output", type=Path, metavar="DIR", help="write the study directory under DIR")
-    parser.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--verbose", action="store_true", help="forward worker logs")
-    return parser
+    command = copy.copy(run_command())  # the same parameters, this entry point's own description
+    command.help = "Run a study on Ray: a study YAML, or an experiment YAML as a one-experiment study."
+    try:
+        return RunFlags.from_params(command.make_context(PROG, list(argv)).params)
+    except typer.Exit as exc:  # --help printed
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value
+        print(f"llem: {exc.format_message() if hasattr(exc, 'format_message') else exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    args = _parser().parse_args(argv)
+    flags = _parse(sys.argv[1:] if argv is None else argv)
+    if isinstance(flags, int):
+        return flags
     try:
-        from llem_ray.cluster.driver import StudyOptions, cli_default_cycles, run
-        from llem_ray.config.loader import load_study_config
-
-        if args.cycles is not None and args.cycles < 1:
-            raise ConfigError(f"--cycles must be >= 1, got {args.cycles}")
-        study = load_study_config(args.config)
-        options = StudyOptions(
-            resume_dir=args.resume,
-            n_cycles=cli_default_cycles(study, args.cycles),
-            cycle_order=args.order,
-            no_gaps=args.no_gaps,
-            dry_run=args.dry_run,
-            quiet=args.quiet,
-            verbose=args.verbose,
-            at=parse_at(args.at) if args.at else None,
-            output_dir=args.output,
-            address=args.address,
-        )
-        result = run(study, options)
+        result = run_study_cli(flags)
     except KeyboardInterrupt:
         print("llem: interrupted; continue with --resume <study directory>", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -40,6 +40,7 @@ from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, unique_exper
 from llem_ray.cluster.progress import Progress, summary_table
 from llem_ray.cluster.scheduler import Policy, Scheduler
 from llem_ray.config.study import StudyConfig
+from llem_ray.display import preview_study
 from llem_ray.errors import ConfigError, PreFlightError, StudyError
 from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter, StudyManifest
 from llem_ray.results.persistence import sanitise_name
@@ -128,6 +129,14 @@ def _new_study_dir(output_dir: Path, name: str) -> Path:
     raise StudyError(f"no free study directory name for {base} in {output_dir}")
 
 
+def _target(study: StudyConfig, options: StudyOptions) -> str:
+    """Where the study's results go, in words (for the dry run)."""
+    if options.resume_dir is not None:
+        return f"continues {options.resume_dir.expanduser().resolve()}"
+    root = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
+    return f"{root}/{sanitise_name(study.name)}_<UTC timestamp>/"
+
+
 def _resume_manifest(resume_dir: Path, study: StudyConfig) -> StudyManifest:
     path = resume_dir / MANIFEST_FILE
     if not path.is_file():
@@ -174,18 +183,6 @@ def _preflight(study: StudyConfig, items: list[WorkItem], policy: Policy) -> Clu
     return inventory
 
 
-def _print_plan(study: StudyConfig, items: list[WorkItem], policy: Policy, notes: list[str]) -> None:
-    configs = len({i.config_hash for i in items})
-    print(f"study {study.name} ({study.study_design_hash}): {configs} configuration(s), {len(items)} run(s)")
-    print(f"gaps: config {policy.config_gap_seconds:g} s, cycle {policy.cycle_gap_seconds:g} s; timeout {policy.timeout_s:g} s")
-    for note in [*notes, *(f"skipped grid point: {s.reason}" for s in study.skipped)]:
-        print(f"note: {note}")
-    for item in items[:50]:
-        print(f"{item.order_index:>5}  cycle {item.cycle:<3} {item.config_hash}  {item.name}  gpus={item.config.resources.gpus}")
-    if len(items) > 50:
-        print(f"... and {len(items) - 50} more")
-
-
 def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     """Run `study` and return its StudyResult (also written to `<study_dir>/study_result.json`).
 
@@ -201,7 +198,7 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     protocol.update(n_cycles=max(i.cycle for i in items), cycle_order=options.cycle_order or study.execution.cycle_order)
     protocol.update(force_cold_start=study.execution.force_cold_start, ray_version=ray.__version__)
     if options.dry_run:
-        _print_plan(study, items, policy, notes)
+        print(preview_study(study, items, protocol, notes, _target(study, options)))
         return _study_result(study, protocol, "", {}, len(items), 0.0)
     for note in notes:
         print(f"llem: {note}", file=sys.stderr)

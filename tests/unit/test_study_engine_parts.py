@@ -26,7 +26,7 @@ from llem_ray.energy.protocol import EnergyWindow
 from llem_ray.errors import ConfigError
 from llem_ray.results.manifest import AttemptRecord, ManifestWriter, StudyManifest, entry_key, utc_now
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, consolidate, write_part
-from llem_ray.study import parse_at
+from llem_ray.runner import parse_at
 
 
 def _configs(n: int) -> list[ExperimentConfig]:
@@ -269,7 +269,7 @@ def test_dry_run_prints_the_plan_without_ray(capsys, tmp_path):
     study = StudyConfig(experiments=_configs(2), execution=ExecutionConfig(n_cycles=2), output_dir=str(tmp_path))
     result = run(study, StudyOptions(dry_run=True, cycle_order="sequential"))
     out = capsys.readouterr().out
-    assert "2 configuration(s), 4 run(s)" in out
+    assert "2 configuration(s) x 2 cycle(s) = 4 run(s)" in out
     assert [line.split()[2] for line in out.splitlines() if line.split()[1:2] == ["cycle"]] == ["1", "2", "1", "2"]
     assert result.summary.total_experiments == 4 and result.result_files == []
     assert not ray.is_initialized() and list(tmp_path.iterdir()) == []
