@@ -21,7 +21,7 @@ from tests.ray.helpers import PLUGINS  # noqa: E402
 @pytest.fixture(scope="module")
 def ray_4gpu():
     """One local Ray node with 4 logical GPUs and 8 logical CPUs for the whole module."""
-    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
     yield
     ray.shutdown()
 

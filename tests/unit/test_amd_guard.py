@@ -113,13 +113,13 @@ def test_ray_init_fails_without_guard_and_works_through_llem_ray(broken_amdsmi):
     """The real trap and the real fix: driver, raylet children and a worker that imports zeus."""
     plain = _run("""
         import ray
-        ray.init(num_cpus=1, include_dashboard=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False)
     """, broken_amdsmi)
     assert plain.returncode != 0 and "libamd_smi.so" in plain.stderr
     guarded = _run("""
         import llem_ray
         import ray
-        ray.init(num_cpus=1, include_dashboard=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False)
 
         @ray.remote
         def probe():

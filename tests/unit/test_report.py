@@ -211,7 +211,7 @@ def engine_study(tmp_path_factory):
     (root / "study.yaml").write_text(ENGINE_STUDY.format(out=root / "out"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLEM_PLUGINS", "tests.report_meter")
-        result = run_study(root / "study.yaml")
+        result = run_study(root / "study.yaml", address="local")
     return Path(result.output_dir), result
 
 
