@@ -7,7 +7,9 @@ registers `FakeBackend` as backend 'pytorch' and `FakeMeter` as energy meter 'fa
 FakeBackend reads `passthrough_kwargs`:
 - `fake_duration_s` (default 0.05): seconds each `generate` call sleeps (prefill: a tenth of it);
 - `fake_hang: true`: `generate` never returns;
-- `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`.
+- `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`;
+- `fake_report_process: true`: `load` adds a note `fake process: LLEM_COLD_START=<value the process
+  was started with, from /proc/self/environ> TORCHINDUCTOR_CACHE_DIR=<value now>` (Linux).
 Token counts are fixed: each prompt counts its token ids (or FAKE_TEXT_TOKENS for a text prompt)
 as input and exactly `max_new_tokens` as output.
 
@@ -33,6 +35,15 @@ FAKE_TEMPERATURE_C = 50.0
 FAKE_DEVICE_UUID = "GPU-fake-0"
 
 
+def _process_report() -> str:
+    """What this process was started with (its initial environment) and where inductor caches now."""
+    with open("/proc/self/environ", "rb") as handle:
+        initial = dict(pair.split(b"=", 1) for pair in handle.read().split(b"\0") if b"=" in pair)
+    started_for = initial.get(b"LLEM_COLD_START", b"").decode()
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    return f"fake process: LLEM_COLD_START={started_for} TORCHINDUCTOR_CACHE_DIR={cache}"
+
+
 class FakeBackend:
     """A backend that sleeps instead of computing (see module docstring)."""
 
@@ -47,7 +58,8 @@ class FakeBackend:
         self._kwargs = dict(config.passthrough_kwargs or {})
         self._batch_size = config.batch_size
         self.loaded = True
-        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE)
+        notes = (_process_report(),) if self._kwargs.get("fake_report_process") else ()
+        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE, notes=notes)
 
     def _input_tokens(self, prompts: list[Prompt]) -> int:
         return sum(len(p.token_ids) if p.token_ids is not None else FAKE_TEXT_TOKENS for p in prompts)

@@ -193,7 +193,8 @@ class EngineBackend:
 
     def _start(self, start_s: float, engine: Any, config: ExperimentConfig, device: str,
                build: Callable[[ModelSource], list[str]]) -> ModelInfo:
-        """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request.
+        """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request
+        (none for `config.cold_start`: its first measured request meets the engine cold).
 
         `start_s` is `time.perf_counter()` when loading began (load time covers the engine import).
         Any failure unloads again and raises BackendError.
@@ -203,7 +204,8 @@ class EngineBackend:
         notes = list(self._source.notes)
         try:
             notes += build(self._source)
-            self._run([list(WARMUP_PROMPT_IDS)], self._sampling(config, 2))
+            if not config.cold_start:
+                self._run([list(WARMUP_PROMPT_IDS)], self._sampling(config, 2))
         except BackendError:
             self.unload()
             raise

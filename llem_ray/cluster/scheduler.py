@@ -30,6 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from llem_ray.cluster.placement import Slot, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
+from llem_ray.cluster.runtime_env import cold_start_runtime_env
 from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
 from llem_ray.errors import StudyError
@@ -200,6 +201,8 @@ class Scheduler:
         record = AttemptRecord(attempt=number, dispatched_at=utc_now())
         options = actor_options(slot)
         env = self.runtime_envs.get(item.config.backend)
+        if item.config.cold_start:
+            env = cold_start_runtime_env(env, f"{item.key}-a{number}")
         if env:
             options["runtime_env"] = env
         actor = ExperimentActor.options(**options).remote()
@@ -250,6 +253,8 @@ class Scheduler:
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
+        if attempt.item.config.cold_start:  # force_cold_start: the next actor gets a new process, not a warm one
+            return
         env = self.runtime_envs.get(attempt.item.config.backend)
         target = NodeAffinitySchedulingStrategy(info.node_id, soft=True)
         prewarm.options(scheduling_strategy=target, **({"runtime_env": env} if env else {})).remote()

@@ -53,7 +53,10 @@ class ExecutionConfig(_Strict):
     isolation: Literal["gpu", "node"] = Field(
         "gpu", description="gpu: one experiment per GPU; node: one experiment per node while it measures."
     )
-    force_cold_start: bool = Field(False, description="Fresh model load per experiment even if cached (CAMP-05).")
+    force_cold_start: bool = Field(
+        False, description="Measure every experiment from a cold start (CAMP-05): cold_start: true, a new actor "
+        "process, no warm-up, empty compilation caches."
+    )
     schedule: list[datetime] | None = Field(
         None, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
     )

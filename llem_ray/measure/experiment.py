@@ -1,8 +1,8 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
-environment snapshot → pre-flight → load → idle baseline → warm-up → thermal floor → measured
-window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
-(PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
+environment snapshot → pre-flight → load → idle baseline → warm-up (none for a cold start,
+measure/cold.py) → thermal floor → measured window (energy window + sampler, devices synchronised
+before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
 loop; every sample is tagged with its phase in the timeseries, and only the measured window's
 samples enter the result's device statistics.
 
@@ -30,6 +30,7 @@ from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReadi
 from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.measure.assemble import Observations, build_result
+from llem_ray.measure.cold import fresh_compilation_caches
 from llem_ray.measure.environment import snapshot
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
@@ -113,9 +114,21 @@ def run(
     """Measure `config` once in this process and return its result and timeseries (writes nothing).
 
     `baseline_cache` defaults to the process-wide cache; `placement` (from a Ray worker) is copied
-    into the result. Raises PreFlightError (all failures at once), BackendError, or
+    into the result. With `config.cold_start` the compilation caches are empty ones of this run's
+    own (measure/cold.py). Raises PreFlightError (all failures at once), BackendError, or
     DatasetUnavailable/ValueError from the dataset; the backend is unloaded whatever happens.
     """
+    with fresh_compilation_caches(config.cold_start) as cold_notes:
+        return _measure(config, baseline_cache, placement, on_progress, cold_notes)
+
+
+def _measure(
+    config: ExperimentConfig,
+    baseline_cache: BaselineCache | None,
+    placement: Placement | None,
+    on_progress: ProgressCallback | None,
+    cold_notes: list[str],
+) -> Measured:
     progress = on_progress or (lambda stage: None)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     started_at = datetime.now(timezone.utc)
@@ -185,7 +198,7 @@ def run(
             samples=samples,
             phases=phases,
             memory_at_end_mib=memory_at_end_mib,
-            notes=[*cleared.warnings, *info.notes, *prompt_set.notes],
+            notes=[*cold_notes, *cleared.warnings, *info.notes, *prompt_set.notes],
             placement=placement,
         )
         result = build_result(observations)

@@ -226,6 +226,16 @@ def test_a_study_without_output_dir_writes_under_the_user_configs_results_dir(tm
     assert load_study_config(study).output_dir == "/data/here", "the study file wins over the user config"
 
 
+def test_cold_start_measures_without_any_warm_up():
+    cold = ExperimentConfig(cold_start=True)
+    assert cold.warmup.n_warmup == 0 and not cold.warmup.convergence_detection
+    assert measurement_config_hash(cold) != measurement_config_hash(ExperimentConfig())
+    assert ExperimentConfig(cold_start=True, warmup={"n_warmup": 0, "thermal_floor_s": 5}).warmup.thermal_floor_s == 5
+    for warmup in ({"n_warmup": 3}, {"convergence_detection": True}):
+        with pytest.raises(ValidationError, match="cold_start measures without warm-up"):
+            ExperimentConfig(cold_start=True, warmup=warmup)
+
+
 def test_bad_env_var_is_a_config_error(monkeypatch):
     monkeypatch.setenv("LLEM_DATACENTER_PUE", "high")
     with pytest.raises(ConfigError, match="LLEM_DATACENTER_PUE"):

@@ -1,6 +1,7 @@
 """The whole protocol of one experiment: with the deterministic fakes, and with the real PyTorch backend."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy import registry as meter_registry
 from llem_ray.energy.accuracy import NO_METER_NOTES
 from llem_ray.errors import BackendError, PreFlightError
+from llem_ray.measure.cold import COMPILATION_CACHE_VARS, WARM_PROCESS_NOTE
 from llem_ray.measure.defaults import embedded_default_config
 from llem_ray.measure.experiment import run, run_and_save
 from llem_ray.results.persistence import from_json
@@ -157,3 +159,32 @@ def test_plugins_env_var_installs_fakes_in_a_fresh_process_and_crash_exits(tmp_p
     crash = subprocess.run([sys.executable, "-c", code.replace("CRASH", "True")], cwd=root, env=env,
                            capture_output=True, text=True, timeout=120)
     assert crash.returncode == 1 and crash.stdout == ""
+
+
+def test_a_cold_start_skips_warm_up_and_compiles_into_empty_caches_of_its_own(fakes, monkeypatch):
+    import torch  # noqa: F401  (as earlier work in this process would have: the note below depends on it)
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/warm")
+    seen = {}
+
+    class Recording(FakeBackend):
+        def load(self, config, device):
+            seen.update({name: os.environ.get(name) for name in COMPILATION_CACHE_VARS})
+            return super().load(config, device)
+
+    backend_registry.register("pytorch", Recording)
+    r = run(ExperimentConfig(**{**QUICK, "warmup": {"thermal_floor_s": 0}}, cold_start=True)).result
+    assert r.warmup.iterations_completed == 0 and r.config["cold_start"]
+    roots = {str(Path(path).parent) for path in seen.values()}
+    assert len(roots) == 1 and "/somewhere/warm" not in seen.values()
+    assert not Path(roots.pop()).exists(), "the cold start's cache directory was left behind"
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/warm" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    # torch was imported before this run: the result says what a cold start in this process cannot undo
+    assert WARM_PROCESS_NOTE in r.measurement_warnings
+
+
+def test_a_warm_run_leaves_the_caches_alone(fakes, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/warm")
+    r = run(ExperimentConfig(**QUICK)).result
+    assert r.warmup.iterations_completed == 2 and WARM_PROCESS_NOTE not in r.measurement_warnings
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/warm"

@@ -129,8 +129,17 @@ def test_duplicates_dropped_and_cold_start_is_a_different_measurement():
     configs = _configs(2)
     kept, dropped = unique_experiments([*configs, configs[0].model_copy(update={"name": "renamed"})])
     assert (len(kept), dropped) == (2, 1)
-    cold = cold_start(configs[0])
-    assert cold.warmup.n_warmup == 0 and measurement_config_hash(cold) != measurement_config_hash(configs[0])
+    warm = configs[0].model_copy(update={"warmup": configs[0].warmup.model_copy(update={"convergence_detection": True})})
+    cold = cold_start(warm)
+    assert cold.cold_start and cold.warmup.n_warmup == 0 and not cold.warmup.convergence_detection
+    assert measurement_config_hash(cold) != measurement_config_hash(configs[0])
+
+
+def test_a_cold_start_actor_gets_a_runtime_env_no_idle_worker_has():
+    first = runtime_env.cold_start_runtime_env(None, "k-c1-a1")
+    assert first["env_vars"][runtime_env.COLD_START_ENV_VAR] == "k-c1-a1"
+    retry = runtime_env.cold_start_runtime_env({"pip": ["vllm"], "env_vars": {"A": "1"}}, "k-c1-a2")
+    assert retry == {"pip": ["vllm"], "env_vars": {"A": "1", runtime_env.COLD_START_ENV_VAR: "k-c1-a2"}}
 
 
 # ---- placement ------------------------------------------------------------------------------------------
