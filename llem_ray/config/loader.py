@@ -25,24 +25,33 @@ MAX_CONFIG_BYTES = 1_000_000
 RENAMED_FIELDS: dict[str, str] = {
     "execution.config_gap_s": "execution.config_gap_seconds",
     "execution.cycle_gap_s": "execution.cycle_gap_seconds",
+    "model_name": "model",
+    "fp_precision": "precision",
+    "num_input_prompts": "n",
+    "extra": "passthrough_kwargs",
 }
-"""Old field paths (study and user config) -> the seed's names that replaced them (CFG-15). An old
-spelling is a configuration error that names the new one: no alias, so a file means one thing."""
+"""Old field paths -> the seed's names that replaced them: this tool's gap names (CFG-15) and the
+seed's own v1 names (CFG-02, CFG-03). An old spelling is a configuration error that names the new
+one: no alias, so a file means one thing."""
 
 
-def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
-    """One readable message: `source: field.path: problem (got value)` per error, no traceback.
+def error_message(err: Any) -> str:
+    """The problem of one pydantic error (an `errors()` entry), without pydantic's prefixes.
 
     An unknown field that is an old spelling (`RENAMED_FIELDS`) says what it is called now.
     """
+    if err["type"] == "extra_forbidden":
+        renamed = RENAMED_FIELDS.get(".".join(str(p) for p in err["loc"]))
+        return f"renamed to {renamed}" if renamed else "unknown field"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One readable message: `source: field.path: problem (got value)` per error, no traceback."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            path = ".".join(str(p) for p in err["loc"])
-            renamed = RENAMED_FIELDS.get(path)
-            msg = f"renamed to {renamed}" if renamed else "unknown field"
+        msg = error_message(err)
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
         lines.append(f"{source}: {loc or '<document>'}: {msg}{shown}")

@@ -80,9 +80,11 @@ def _for_backend(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short_reason(exc: ValidationError) -> str:
+    from llem_ray.config.loader import error_message
+
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = error_message(first)
     return f"{loc}: {msg}" if loc else msg
 
 
