@@ -62,6 +62,15 @@ def test_results_go_under_the_user_configs_results_dir_and_never_overwrite(fakes
     assert not (tmp_path / "results").exists()
 
 
+def test_llem_config_says_where_results_go_and_which_runners_apply(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLEM_RUNNER_VLLM", "docker:registry.example/vllm:1")
+    out = CliRunner().invoke(app, ["config"])
+    assert out.exit_code == 0, out.output
+    assert f"results are saved under {tmp_path / 'results'}" in out.stdout
+    assert "vllm study experiments run in the container image registry.example/vllm:1" in out.stdout
+
+
 def test_a_dry_run_writes_nothing_and_says_where_results_would_go(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(app, ["run", "--dry-run"])
