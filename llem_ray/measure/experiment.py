@@ -2,9 +2,9 @@
 
 environment snapshot → pre-flight → load → idle baseline → warm-up (none for a cold start,
 measure/cold.py) → thermal floor → measured window (energy window + sampler, devices synchronised
-before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
-loop; every sample is tagged with its phase in the timeseries, and only the measured window's
-samples enter the result's device statistics.
+before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler
+runs from warm-up to the end of the prefill loop; every sample is tagged with its phase in the
+timeseries, and only the measured window's samples enter the result's device statistics.
 
 Without any energy meter (a CPU host, no NVML) the experiment still runs: energy fields are None
 and a warning says why.

@@ -129,7 +129,8 @@ def test_duplicates_dropped_and_cold_start_is_a_different_measurement():
     configs = _configs(2)
     kept, dropped = unique_experiments([*configs, configs[0].model_copy(update={"name": "renamed"})])
     assert (len(kept), dropped) == (2, 1)
-    warm = configs[0].model_copy(update={"warmup": configs[0].warmup.model_copy(update={"convergence_detection": True})})
+    converging = configs[0].warmup.model_copy(update={"convergence_detection": True})
+    warm = configs[0].model_copy(update={"warmup": converging})
     cold = cold_start(warm)
     assert cold.cold_start and cold.warmup.n_warmup == 0 and not cold.warmup.convergence_detection
     assert measurement_config_hash(cold) != measurement_config_hash(configs[0])
