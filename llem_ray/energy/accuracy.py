@@ -30,8 +30,8 @@ COMPARE_LIKE_WITH_LIKE = (
 
 NO_METER_NOTES = (
     "Energy was not measured (no energy meter could run here, or energy.backend is 'none'; "
-    "measurement_warnings says which): this result holds speed and latency figures (and GPU memory where "
-    "NVML can read it) only."
+    "measurement_warnings says which): this result holds speed and latency figures only, and the GPU "
+    "memory in use where it can be read."
 )
 
 

@@ -165,6 +165,7 @@ def test_a_cold_start_skips_warm_up_and_compiles_into_empty_caches_of_its_own(fa
     import torch  # noqa: F401  (as earlier work in this process would have: the note below depends on it)
 
     monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/warm")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
     seen = {}
 
     class Recording(FakeBackend):
