@@ -4,7 +4,7 @@ One loop on `ray.wait` (always with a finite timeout: `timeout=None` silently re
 Ray #44909) over placement groups becoming ready, actors reporting where they run, experiment
 results, results stored by the results actor, and ended actors being gone. Each turn it:
 1. dispatches queue items strictly in run order onto idle slots of their shape whose per-GPU gap
-   has passed (`config_gap_s` after an experiment of the same cycle, `cycle_gap_s` across cycles);
+   has passed (`config_gap_seconds` after an experiment of the same cycle, `cycle_gap_seconds` across cycles);
 2. has the slot pool (slots.py) create placement groups for items no slot can serve while the
    cluster has free GPUs, so the other GPUs keep working while one rests;
 3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from llem_ray.cluster.placement import Slot, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
+from llem_ray.cluster.runtime_env import cold_start_runtime_env
 from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
 from llem_ray.errors import LLEMError, StudyError, clean_up
@@ -53,8 +54,8 @@ experiment's own deadline (`timeout_s`) counts from the moment it has started.""
 class Policy:
     """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
 
-    config_gap_s: float
-    cycle_gap_s: float
+    config_gap_seconds: float
+    cycle_gap_seconds: float
     timeout_s: float
     max_retries: int
     circuit_breaker: int
@@ -125,7 +126,7 @@ class Scheduler:
         self.progress = progress
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
-        self.pool = SlotPool(policy.config_gap_s, policy.cycle_gap_s)
+        self.pool = SlotPool(policy.config_gap_seconds, policy.cycle_gap_seconds)
         self.shapes = {i.key: shape_for(i.config, policy.isolation, self.pool.inventory) for i in items}
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
@@ -213,6 +214,8 @@ class Scheduler:
         record = AttemptRecord(attempt=number, dispatched_at=utc_now())
         options = actor_options(slot)
         env = self.runtime_envs.get(item.config.backend)
+        if item.config.cold_start:
+            env = cold_start_runtime_env(env, f"{item.key}-a{number}")
         if env:
             options["runtime_env"] = env
         actor = ExperimentActor.options(**options).remote()
@@ -263,6 +266,8 @@ class Scheduler:
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
+        if attempt.item.config.cold_start:  # force_cold_start: the next actor gets a new process, not a warm one
+            return
         env = self.runtime_envs.get(attempt.item.config.backend)
         target = NodeAffinitySchedulingStrategy(info.node_id, soft=True)
         prewarm.options(scheduling_strategy=target, **({"runtime_env": env} if env else {})).remote()

@@ -184,7 +184,8 @@ def prewarm() -> int:
     Run on the node of a busy slot while its experiment measures, it leaves an idle worker process
     there with Ray and this module already imported, from which Ray starts the slot's next
     `ExperimentActor` instead of a cold Python process (Ray keeps idle workers up to the node's
-    CPU count). The worker sees no GPU and imports nothing heavy.
+    CPU count). The worker sees no GPU and imports nothing heavy. Not used for cold starts, whose
+    actors get a runtime_env of their own and so a new process (runtime_env.cold_start_runtime_env).
     """
     return os.getpid()
 

@@ -160,6 +160,11 @@ class ExperimentConfig(_Strict):
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     prefill_split: bool = Field(True, description="Measure a prefill-only loop to split prefill/decode (PREC-01).")
+    cold_start: bool = Field(
+        False,
+        description="Measure from a cold start (CAMP-05): no warm-up batches and no engine kernel warm-up at load, "
+        "empty compilation caches; in a study also a new process (execution.force_cold_start sets it everywhere).",
+    )
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
@@ -167,7 +172,10 @@ class ExperimentConfig(_Strict):
     passthrough_kwargs: dict[str, Any] | None = Field(
         None, description="Passed untouched to the engine (escape hatch, CFG-03)."
     )
-    output_dir: str | None = Field(None, description="Write results here; None = no disk writes (LA-04).")
+    output_dir: str | None = Field(
+        None, description="Write results here. None: `llem run` uses the user config's output.results_dir; "
+        "run_experiment() writes nothing (LA-04)."
+    )
 
     @field_validator("model")
     @classmethod
@@ -212,6 +220,12 @@ class ExperimentConfig(_Strict):
             )
         if self.model.startswith("llem/") and self.weights != "random":
             self.weights = "random"
+        if self.cold_start:
+            warmup = self.warmup
+            if warmup.convergence_detection or ("n_warmup" in warmup.model_fields_set and warmup.n_warmup):
+                raise ValueError("cold_start measures without warm-up: leave warmup.n_warmup and "
+                                 "warmup.convergence_detection unset")
+            self.warmup = warmup.model_copy(update={"n_warmup": 0})
         return self
 
     @property

@@ -20,6 +20,7 @@ from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
 from llem_ray.config.study import ExecutionConfig, RuntimeEnvConfig
+from llem_ray.config.user import UserConfig
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,12 @@ def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
 
 
 def reference_rows() -> dict[str, list[FieldRow]]:
-    """Every documented field, grouped by document section (experiment, execution, runtime_envs)."""
+    """Every documented field, grouped by document section (experiment, execution, runtime_envs, user config)."""
     return {
         "Experiment fields (top level of an experiment YAML, or the base of a study)": _walk(ExperimentConfig, "", "all"),
         "Study `execution:` block": _walk(ExecutionConfig, "execution.", "all"),
         "Study `runtime_envs.<backend>:` block": _walk(RuntimeEnvConfig, "runtime_envs.<backend>.", "all"),
+        "User config (`~/.config/llenergymeasure/config.yaml`, or `LLEM_CONFIG_PATH`)": _walk(UserConfig, "", "all"),
     }
 
 
@@ -124,6 +126,16 @@ def render_markdown() -> str:
         "See `configs/` for one example of each form.",
         "",
         *_limits_section(),
+        "## The user config",
+        "",
+        "Machine-local and optional (a missing file means the defaults above). Environment variables win over "
+        "it: `LLEM_RUNNER_<BACKEND>`, `LLEM_CARBON_INTENSITY`, `LLEM_DATACENTER_PUE`, `LLEM_NO_PROMPT`. A study "
+        "file wins over its `execution:` gaps and `output.results_dir`. A runner `docker:<image>` runs that "
+        "backend's study experiments in the image (the study's Ray runtime_env gets `image_uri`; Ray starts the "
+        "actors with podman, and the image needs Ray and llem_ray); a study that gives the backend its own "
+        "`runtime_envs:` entry as well is refused, and `llem run experiment.yaml` (in-process) refuses such a "
+        "backend: run it with `python -m llem_ray.study experiment.yaml`.",
+        "",
     ]
     return "\n".join(out)
 

@@ -83,9 +83,11 @@ def _for_backend(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short_reason(exc: ValidationError) -> str:
+    from llem_ray.config.loader import error_message
+
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = error_message(first)
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -153,16 +155,16 @@ def expand_study(raw: dict[str, Any], source: str = "<study>") -> StudyConfig:
         reasons = "; ".join(s.reason for s in skipped[:3])
         raise ConfigError(f"{source}: the study has no valid experiment ({len(skipped)} skipped: {reasons})")
 
+    fields = {
+        "name": str(raw.get("study_name") or raw.get("name") or "study"),
+        "experiments": experiments,
+        "execution": raw.get("execution") or {},
+        "runtime_envs": raw.get("runtime_envs") or {},
+        "skipped": skipped,
+    }
+    if raw.get("output_dir"):  # unset: the user config's output.results_dir (loader)
+        fields["output_dir"] = str(raw["output_dir"])
     try:
-        return StudyConfig.model_validate(
-            {
-                "name": str(raw.get("study_name") or raw.get("name") or "study"),
-                "experiments": experiments,
-                "execution": raw.get("execution") or {},
-                "runtime_envs": raw.get("runtime_envs") or {},
-                "output_dir": str(raw.get("output_dir") or "results"),
-                "skipped": skipped,
-            }
-        )
+        return StudyConfig.model_validate(fields)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from exc

@@ -1,10 +1,10 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
-environment snapshot → pre-flight → load → idle baseline → warm-up → thermal floor → measured
-window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
-(PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
-loop; every sample is tagged with its phase in the timeseries, and only the measured window's
-samples enter the result's device statistics.
+environment snapshot → pre-flight → load → idle baseline → warm-up (none for a cold start,
+measure/cold.py) → thermal floor → measured window (energy window + sampler, devices synchronised
+before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler
+runs from warm-up to the end of the prefill loop; every sample is tagged with its phase in the
+timeseries, and only the measured window's samples enter the result's device statistics.
 
 Warm-up reaches the window's steady state: each warm-up batch holds as many requests as the
 backend runs at once in the window (PyTorch `batch_size`; an engine's effective `max_num_seqs`),
@@ -33,10 +33,11 @@ from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Promp
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.datasets import load_prompts
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
-from llem_ray.energy.devices import visible_gpus
+from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.errors import PreFlightError, clean_up
 from llem_ray.measure.assemble import Observations, build_result
+from llem_ray.measure.cold import fresh_compilation_caches
 from llem_ray.measure.environment import snapshot
 from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
@@ -121,9 +122,21 @@ def run(
     """Measure `config` once in this process and return its result and timeseries (writes nothing).
 
     `baseline_cache` defaults to the process-wide cache; `placement` (from a Ray worker) is copied
-    into the result. Raises PreFlightError (all failures at once), BackendError, or
+    into the result. With `config.cold_start` the compilation caches are empty ones of this run's
+    own (measure/cold.py). Raises PreFlightError (all failures at once), BackendError, or
     DatasetUnavailable/ValueError from the dataset; the backend is unloaded whatever happens.
     """
+    with fresh_compilation_caches(config.cold_start) as cold_notes:
+        return _measure(config, baseline_cache, placement, on_progress, cold_notes)
+
+
+def _measure(
+    config: ExperimentConfig,
+    baseline_cache: BaselineCache | None,
+    placement: Placement | None,
+    on_progress: ProgressCallback | None,
+    cold_notes: list[str],
+) -> Measured:
     progress = on_progress or (lambda stage: None)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     started_at = datetime.now(timezone.utc)
@@ -173,6 +186,7 @@ def run(
             synchronize(device)
             duration_s = time.perf_counter() - t0
             window = meter.end_window("llem-measured") if meter is not None else None
+            memory_at_end_mib = memory_used_mib(gpus.uuids) if device == "cuda" else None
         prefill = None
         if config.prefill_split:
             progress("prefill")
@@ -196,8 +210,8 @@ def run(
             warmup=warmup,
             samples=samples,
             phases=phases,
-            peak_memory_mb=backend.peak_memory_mb(),
-            notes=[*cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
+            memory_at_end_mib=memory_at_end_mib,
+            notes=[*cold_notes, *cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
         return Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))

@@ -49,7 +49,7 @@ CI_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
 MEAN_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "energy_total_j": lambda r: r.energy_total_j,
     "duration_s": lambda r: r.duration_s,
-    "peak_memory_mb": lambda r: r.peak_memory_mb,
+    "peak_memory_mib": lambda r: r.peak_memory_mib,
     "mean_gpu_utilization_pct": lambda r: r.mean_gpu_utilization_pct,
     "mean_power_w": lambda r: r.mean_power_w,
     "request_latency_p50_ms": lambda r: r.latency.request.p50_ms if r.latency.request else None,

@@ -130,7 +130,7 @@ def _summary_html(rows: Sequence[dict[str, Any]]) -> str:
             str(r["n_cycles"]), e(r["measurement_methodology"]),
             _with_ci(r, "energy_per_output_token_j"), _fmt(r["energy_per_output_token_j_cv"], 2),
             _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "ttft_p50_ms"),
-            _fmt(r["peak_memory_mb_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
+            _fmt(r["peak_memory_mib_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
             str(r["n_warnings"]), e(r["ci_note"] or ""),
         ]
         for r in rows

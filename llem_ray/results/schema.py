@@ -12,14 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "2.1"
-
-REPRODUCIBILITY_NOTES = (
-    "Energy is read from the GPU's NVML energy counter (mJ since driver load) at window start and end. "
-    "NVML power on A100/H100 averages ~25 ms of each 100 ms period (Yang et al., SC'24): expect about "
-    "+/-5% on short windows. Windows under 10 s are flagged. Compare configurations measured on the same "
-    "GPU model, driver and power limit, repeated over cycles."
-)
+SCHEMA_VERSION = "3.0"
+"""3.0: `peak_memory_mb` became `peak_memory_mib` (one meaning for every backend), `vram_total_mb`
+`vram_total_mib`; `reproducibility_notes` is the measuring meter's own (no fixed text); added
+`energy_per_output_token_total_j`, `host_bound` and `prefix_caching`."""
 
 
 class _Model(BaseModel):
@@ -31,7 +27,7 @@ class GPUInfo(_Model):
     name: str
     uuid: str
     pci_bus_id: str | None = None
-    vram_total_mb: float | None = None
+    vram_total_mib: float | None = Field(None, description="Total GPU memory (NVML), MiB")
     power_limit_w: float | None = None
     persistence_mode: bool | None = None
 
@@ -162,7 +158,11 @@ class ExperimentResult(_Model):
     prefill: PhaseMetrics | None = None
     decode: PhaseMetrics | None = None
     latency: LatencyStats = Field(default_factory=LatencyStats)
-    peak_memory_mb: float | None = None
+    peak_memory_mib: float | None = Field(
+        None,
+        description="Highest GPU memory in use (NVML, all processes) on the experiment's GPUs, summed, during the "
+        "measured window, MiB: CUDA contexts plus torch's caching allocator or the engine's pools; None on CPU",
+    )
     mean_gpu_utilization_pct: float | None = None
     mean_power_w: float | None = None
     host_bound: bool | None = Field(
@@ -182,7 +182,9 @@ class ExperimentResult(_Model):
     environment_snapshot: EnvironmentSnapshot
     placement: Placement = Field(default_factory=Placement)
     measurement_warnings: list[str] = Field(default_factory=list)
-    reproducibility_notes: str = REPRODUCIBILITY_NOTES
+    reproducibility_notes: str = Field(
+        ..., description="What measured the energy, how, how far to trust it, how to compare (the meter's own)"
+    )
 
 
 class StudySummary(_Model):

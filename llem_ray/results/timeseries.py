@@ -2,7 +2,7 @@
 
 Columns: `t_s` (Unix time, s), `elapsed_s` (s since the measured window began; negative before
 it), `device_uuid`, `phase` (warmup, thermal_floor, measured, prefill, or other between phases),
-`power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mb` (MiB),
+`power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mib` (MiB),
 `sm_clock_mhz` (MHz), `throttle_reasons` (comma-separated clock-event reasons, '' when none).
 """
 
@@ -23,7 +23,7 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("power_w", pa.float64()),
         pa.field("temperature_c", pa.float64()),
         pa.field("utilization_pct", pa.float64()),
-        pa.field("memory_used_mb", pa.float64()),
+        pa.field("memory_used_mib", pa.float64()),
         pa.field("sm_clock_mhz", pa.float64()),
         pa.field("throttle_reasons", pa.string(), nullable=False),
     ]
@@ -49,7 +49,7 @@ def samples_to_table(samples: Sequence[PowerSample], phases: Sequence[Phase], wi
         columns["power_w"].append(s.power_w)
         columns["temperature_c"].append(s.temperature_c)
         columns["utilization_pct"].append(s.utilization_pct)
-        columns["memory_used_mb"].append(s.memory_used_mb)
+        columns["memory_used_mib"].append(s.memory_used_mib)
         columns["sm_clock_mhz"].append(s.sm_clock_mhz)
         columns["throttle_reasons"].append(",".join(s.throttle_reasons))
     return pa.Table.from_pydict(columns, schema=TIMESERIES_SCHEMA)

@@ -37,7 +37,7 @@ def fake_experiment(seed: int, duration_s: float = 0.2, **passthrough: Any) -> E
 
 def fake_study(experiments: list[ExperimentConfig], output_dir: Path, **execution: Any) -> StudyConfig:
     """A study of `experiments` with no gaps unless given, writing under `output_dir`."""
-    settings = {"n_cycles": 1, "config_gap_s": 0, "cycle_gap_s": 0, "timeout_s": 120, **execution}
+    settings = {"n_cycles": 1, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "timeout_s": 120, **execution}
     return StudyConfig(
         name="t", experiments=experiments, execution=ExecutionConfig(**settings), output_dir=str(output_dir)
     )

@@ -30,6 +30,8 @@ EXPECTED = {
     "study_all_skipped.yaml": "no valid experiment (1 skipped",
     "decoding_unsupported.yaml": "decoding mode 'beam_search' is not supported by backend 'vllm'",
     "empty.yaml": "the file is empty",
+    "study_old_gap_name.yaml": "execution.config_gap_s: renamed to execution.config_gap_seconds",
+    "seed_v1_name.yaml": "model_name: renamed to model",
 }
 
 

@@ -136,9 +136,9 @@ def test_unreadable_result_is_reported_missing_with_the_reason(tmp_path):
     manifest = json.loads((study / MANIFEST_FILE).read_text())
     result_json = study / manifest["entries"][1]["result_path"] / "result.json"
     data = json.loads(result_json.read_text())
-    result_json.write_text(json.dumps({**data, "schema_version": "3.0"}))
+    result_json.write_text(json.dumps({**data, "schema_version": "9.0"}))
     text = write_report(study).read_text(encoding="utf-8")
-    assert "schema_version 3.0" in text and "1 of 2 entries" in text
+    assert "schema_version 9.0" in text and "1 of 2 entries" in text
 
 
 def test_study_without_energy_renders_and_says_why(tmp_path):
@@ -193,7 +193,7 @@ baseline: {{enabled: false}}
 energy: {{sample_hz: 100}}
 sweep:
   pytorch.batch_size: [1, 4]
-execution: {{n_cycles: 2, config_gap_s: 0, cycle_gap_s: 0, timeout_s: 300}}
+execution: {{n_cycles: 2, config_gap_seconds: 0, cycle_gap_seconds: 0, timeout_s: 300}}
 """
 
 
@@ -211,7 +211,7 @@ def engine_study(tmp_path_factory):
     (root / "study.yaml").write_text(ENGINE_STUDY.format(out=root / "out"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLEM_PLUGINS", "tests.report_meter")
-        result = run_study(root / "study.yaml")
+        result = run_study(root / "study.yaml", address="local")
     return Path(result.output_dir), result
 
 
