@@ -235,3 +235,17 @@ def test_report_of_a_study_run_by_the_engine(engine_study, tmp_path):
     rows = {r["batch_size"]: r for r in summary}
     assert len(summary) == 2 and rows[4]["energy_per_output_token_j_n"] == 2
     assert rows[4]["energy_per_output_token_j_ci95_low"] <= rows[4]["energy_per_output_token_j_mean"]
+
+
+def test_a_host_bound_configuration_is_marked_in_the_report(tmp_path):
+    plan = [{"hash": "h" * 16, "cycle": c, "batch": 16, "status": "completed", "j": 0.3, "tps": 1200.0}
+            for c in (1, 2)]
+    study = build_study(tmp_path, plan)
+    for result_file in study.rglob("result.json"):  # as measure/metrics.host_bound would have flagged them
+        data = json.loads(result_file.read_text())
+        data["host_bound"] = True
+        result_file.write_text(json.dumps(data))
+    text = write_report(study).read_text(encoding="utf-8")
+    assert text.count(">host-bound</span>") == 1  # one configuration, marked once
+    unmarked = write_report(build_study(tmp_path, FULL_PLAN, name="clean")).read_text(encoding="utf-8")
+    assert ">host-bound</span>" not in unmarked
