@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -34,6 +35,14 @@ def is_study_document(raw: dict[str, Any]) -> bool:
     return "sweep" in raw or "experiments" in raw
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The sub-config model of a field typed `Model` or `Model | None` (e.g. `serving`), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _check_path(path: str, where: str) -> None:
     """Raise ConfigError unless `path` names a field of ExperimentConfig or of a backend section."""
     parts = path.split(".")
@@ -47,8 +56,7 @@ def _check_path(path: str, where: str) -> None:
         if part not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: sweep key '{path}': unknown field '{part}' (known here: {known})")
-        annotation = fields[part].annotation
-        nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        nested = _section_model(fields[part].annotation)
         if depth < len(parts) - 1:
             if nested is None:
                 raise ConfigError(f"{where}: sweep key '{path}': '{part}' has no sub-fields")
