@@ -249,6 +249,12 @@ class VLLMBackend(EngineBackend):
     def _generate_extras(self) -> dict[str, Any]:
         return {"lora_request": self._lora_request} if self._lora_request is not None else {}
 
+    def streaming_engine(self) -> Any:
+        """vLLM's in-process async engine, for `scenario: serving` (backends/vllm_serving.py)."""
+        from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+
+        return VLLMStreamingEngine()
+
     def _shutdown(self, llm: Any) -> None:
         processes, self._engine_processes = self._engine_processes, []
         shutdown_engine(llm, processes)
