@@ -33,7 +33,7 @@ from llem_ray.measure.metrics import (
     peak_memory_mib,
     percentiles,
 )
-from llem_ray.measure.steady_state import request_spans, steady_state
+from llem_ray.measure.steady_state import WindowEnergy, request_spans, steady_state
 from llem_ray.results.schema import (
     EnergyBreakdown,
     EnvironmentSnapshot,
@@ -70,6 +70,8 @@ class Observations:
     memory_at_end_mib: float | None
     notes: list[str] = field(default_factory=list)
     placement: Placement | None = None
+    steady: WindowEnergy | None = None
+    """J/token by methodology when the scenario found its window itself (serving); None: `steady_state` finds it."""
 
 
 def _per(value: float | None, count: float) -> float | None:
@@ -139,7 +141,7 @@ def build_result(obs: Observations) -> ExperimentResult:
     excluded = [s for s in obs.samples if phase_of(s.t_s, obs.phases) in ("warmup", "thermal_floor")]
     stats = device_stats(measured)
     batch_size = concurrent_batch(config, obs.info, len(out.requests))
-    steady = steady_state(
+    steady = obs.steady or steady_state(
         request_spans(config.backend, out, batch_size, obs.duration_s),
         batch_size=batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
         energy_total_j=total_j, samples=obs.samples,

@@ -74,7 +74,8 @@ def synchronize(device: str) -> None:
 
 
 @contextmanager
-def _phase(phases: list[Phase], name: str) -> Iterator[None]:
+def timed_phase(phases: list[Phase], name: str) -> Iterator[None]:
+    """Append (name, start, end) on `time.time()` to `phases` around the block, also when it raises."""
     start_s = time.time()
     try:
         yield
@@ -82,7 +83,8 @@ def _phase(phases: list[Phase], name: str) -> Iterator[None]:
         phases.append((name, start_s, time.time()))
 
 
-def _baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
+def idle_baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
+    """The idle baseline of `config` from `cache` (measured with `meter` if not cached); None when off or unmetered."""
     if meter is None or not config.baseline.enabled:
         return None
     return cache.get(meter, config.baseline.duration_s, config.baseline.cache_ttl_s)
@@ -123,10 +125,16 @@ def run(
 
     `baseline_cache` defaults to the process-wide cache; `placement` (from a Ray worker) is copied
     into the result. With `config.cold_start` the compilation caches are empty ones of this run's
-    own (measure/cold.py). Raises PreFlightError (all failures at once), BackendError, or
+    own (measure/cold.py). `scenario: serving` runs `scenarios.serving.run_serving` instead (same
+    result type). Raises PreFlightError (all failures at once), BackendError, or
     DatasetUnavailable/ValueError from the dataset; the backend is unloaded whatever happens.
     """
     with fresh_compilation_caches(config.cold_start) as cold_notes:
+        if config.scenario == "serving":
+            from llem_ray.scenarios.serving import run_serving
+
+            return run_serving(config, baseline_cache=baseline_cache, placement=placement, on_progress=on_progress,
+                               cold_notes=cold_notes)
         return _measure(config, baseline_cache, placement, on_progress, cold_notes)
 
 
@@ -154,7 +162,7 @@ def _measure(
         info = backend.load(config, device)
         synchronize(device)
         progress("baseline")
-        baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
+        baseline = idle_baseline(config, meter, baseline_cache or PROCESS_CACHE)
         prompt_set = load_prompts(config, config.n, info.vocab_size)
         prompts = prompt_set.prompts
         if meter is not None:
@@ -171,14 +179,14 @@ def _measure(
             backend.generate(warm_batch, warm_tokens)
             return time.perf_counter() - t0
 
-        with _phase(phases, "warmup"):
+        with timed_phase(phases, "warmup"):
             warmup = run_warmup(warm_once, config.warmup)
         progress("thermal_floor")
-        with _phase(phases, "thermal_floor"):
+        with timed_phase(phases, "thermal_floor"):
             time.sleep(config.warmup.thermal_floor_s)
         progress("measure")
         synchronize(device)
-        with _phase(phases, "measured"):
+        with timed_phase(phases, "measured"):
             if meter is not None:
                 meter.begin_window("llem-measured")
             t0 = time.perf_counter()
@@ -190,7 +198,7 @@ def _measure(
         prefill = None
         if config.prefill_split:
             progress("prefill")
-            with _phase(phases, "prefill"):
+            with timed_phase(phases, "prefill"):
                 prefill = _prefill_loop(backend, prompts, meter, device)
         samples = meter.stop_sampling() if meter is not None else []
         progress("metrics")

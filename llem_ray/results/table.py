@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic
 from llem_ray.results.schema import ExperimentResult, Percentiles
+from llem_ray.results.serving_columns import SERVING_TABLE_FIELDS, serving_columns
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 _STRINGS = pa.list_(pa.string())
@@ -77,6 +78,7 @@ STUDY_TABLE_SCHEMA = pa.schema(
         pa.field("measurement_warnings", _STRINGS),
         pa.field("result_path", pa.string()),
         pa.field("schema_version", pa.string()),
+        *SERVING_TABLE_FIELDS,
     ]
 )
 
@@ -140,6 +142,7 @@ def result_row(result: ExperimentResult, *, key: str, order_index: int, result_p
         "measurement_warnings": list(result.measurement_warnings),
         "result_path": result_path,
         "schema_version": result.schema_version,
+        **serving_columns(result),
     }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -21,28 +20,6 @@ from llem_ray.backends.vllm_serving import VLLMStreamingEngine
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 from tests.fakes import FakeBackend
-
-FAKES = Path(__file__).parent / "fake_engines"
-
-
-def _drop(prefix: str) -> None:
-    for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    _drop("vllm")
-    monkeypatch.syspath_prepend(str(FAKES))
-    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
-    import vllm
-    from vllm import _async
-
-    vllm.EVENTS.clear()
-    vllm.REFUSE_RESET = False
-    _async.FAIL_REQUEST_IDS.clear()
-    yield vllm
-    _drop("vllm")
 
 
 def _config(**overrides) -> ExperimentConfig:
@@ -93,36 +70,36 @@ def test_the_vllm_backend_offers_a_streaming_engine_and_others_do_not():
         streaming_engine_of(FakeBackend())
 
 
-def test_engine_arguments_and_delta_streaming(fake_vllm):
+def test_engine_arguments_and_delta_streaming(vllm_stand_in):
     config = _config(vllm={"max_num_seqs": 6, "compilation_config": 3}, passthrough_kwargs={"max_logprobs": 2})
     engine = VLLMStreamingEngine()
     info = engine.load(config, "cpu")
     try:
-        (args,) = _events(fake_vllm, "async_init")
+        (args,) = _events(vllm_stand_in, "async_init")
         assert args["load_format"] == "dummy" and args["dtype"] == "bfloat16" and args["seed"] == 42
         assert args["skip_tokenizer_init"] is True and args["disable_log_stats"] is False
         assert args["max_num_seqs"] == 6 and args["max_logprobs"] == 2
         assert args["compilation_config"] == {"mode": 3}  # a level, as vllm.LLM turns it into a CompilationConfig
         assert info.max_concurrent_requests == 6 and info.prefix_caching is True and info.vocab_size == 4096
-        (warm,) = _events(fake_vllm, "async_generate")  # one kernel warm-up request at load
+        (warm,) = _events(vllm_stand_in, "async_generate")  # one kernel warm-up request at load
         assert warm["params"].max_tokens == 2
         ids = engine.encode([Prompt(token_ids=(5, 6, 7))])
         assert ids == [[5, 6, 7]]
         chunks = engine.call(_collect(engine.stream("r1", ids[0], 5)))
         assert chunks == [1, 1, 1, 1, 1]  # DELTA outputs: one new token each
-        params = _events(fake_vllm, "async_generate")[-1]["params"]
-        assert params.output_kind == fake_vllm.sampling_params.RequestOutputKind.DELTA
+        params = _events(vllm_stand_in, "async_generate")[-1]["params"]
+        assert params.output_kind == vllm_stand_in.sampling_params.RequestOutputKind.DELTA
         assert params.min_tokens == params.max_tokens == 5 and params.temperature == 0.0 and not params.detokenize
     finally:
         engine.unload()
-    assert _events(fake_vllm, "async_shutdown") == [0]
+    assert _events(vllm_stand_in, "async_shutdown") == [0]
     assert not _loop_threads()
     engine.unload()  # twice is safe
     with pytest.raises(BackendError, match="not loaded"):
         engine.call(_collect(engine.stream("r2", [1], 1)))
 
 
-def test_a_request_from_another_event_loop_is_refused_by_the_engine(fake_vllm):
+def test_a_request_from_another_event_loop_is_refused_by_the_engine(vllm_stand_in):
     engine = VLLMStreamingEngine()
     engine.load(_config(), "cpu")
     try:
@@ -132,7 +109,7 @@ def test_a_request_from_another_event_loop_is_refused_by_the_engine(fake_vllm):
         engine.unload()
 
 
-def test_text_prompts_use_the_engine_tokenizer_truncated(fake_vllm, tmp_path):
+def test_text_prompts_use_the_engine_tokenizer_truncated(vllm_stand_in, tmp_path):
     data = tmp_path / "p.jsonl"
     data.write_text('{"prompt": "hello there"}\n')
     engine = VLLMStreamingEngine()
@@ -143,7 +120,7 @@ def test_text_prompts_use_the_engine_tokenizer_truncated(fake_vllm, tmp_path):
         engine.unload()
 
 
-def test_failures_are_backend_errors(fake_vllm):
+def test_failures_are_backend_errors(vllm_stand_in):
     from vllm import _async
 
     engine = VLLMStreamingEngine()
@@ -152,19 +129,19 @@ def test_failures_are_backend_errors(fake_vllm):
         _async.FAIL_REQUEST_IDS.add("bad")
         with pytest.raises(BackendError, match="vLLM request bad failed: ValueError: stand-in failure of bad"):
             engine.call(_collect(engine.stream("bad", [1], 4)))
-        fake_vllm.REFUSE_RESET = True
+        vllm_stand_in.REFUSE_RESET = True
         with pytest.raises(BackendError, match="refused to clear its prefix cache"):
             engine.call(engine.clear_cache())
-        fake_vllm.REFUSE_RESET = False
+        vllm_stand_in.REFUSE_RESET = False
         engine.call(engine.clear_cache())
-        assert _events(fake_vllm, "async_reset_prefix_cache") == [0, 0]
+        assert _events(vllm_stand_in, "async_reset_prefix_cache") == [0, 0]
     finally:
         engine.unload()
     with pytest.raises(BackendError, match="lora.merge is not supported"):
         VLLMStreamingEngine().load(_config(lora={"adapter": "a", "merge": True}), "cpu")
 
 
-def test_an_engine_that_cannot_start_leaves_no_loop_behind(fake_vllm):
+def test_an_engine_that_cannot_start_leaves_no_loop_behind(vllm_stand_in):
     engine = VLLMStreamingEngine()
     with pytest.raises(BackendError, match="vLLM could not start serving .*unexpected keyword argument 'nope'"):
         engine.load(_config(passthrough_kwargs={"nope": 1}), "cpu")
@@ -172,7 +149,6 @@ def test_an_engine_that_cannot_start_leaves_no_loop_behind(fake_vllm):
 
 
 def test_without_vllm_installed_the_error_names_the_extra(monkeypatch):
-    _drop("vllm")
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(BackendError, match=r"vLLM is not installed.*llem-ray\[vllm\]"):
         VLLMStreamingEngine().load(_config(), "cpu")
