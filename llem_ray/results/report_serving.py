@@ -51,8 +51,12 @@ def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         (axes[0], "energy_per_slo_request_j", 1.0, "energy per SLO-meeting request (J)"),
         (axes[1], "slo_attainment", 100.0, "SLO attainment (% of requests)"),
     ):
-        for label, group in sorted(curves.items()):
-            group = [r for r in group if r[f"{metric}_mean"] is not None]
+        drawn = [(label, [r for r in group if r[f"{metric}_mean"] is not None])
+                 for label, group in sorted(curves.items())]
+        if not any(group for _, group in drawn):
+            ax.text(0.5, 0.5, "not measured: no accepted steady window with energy\n(or no request met the SLO)",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
+        for label, group in drawn:
             if not group:
                 continue
             xs = [r["offered_rate_req_s_mean"] for r in group]
@@ -71,12 +75,13 @@ def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         ax.set_xlabel("offered load (requests/s)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_yscale("log")
-    plain_log_axis(axes[0].yaxis, axes[0].get_ylim(), plt)
+    if axes[0].lines:
+        axes[0].set_yscale("log")
+        plain_log_axis(axes[0].yaxis, axes[0].get_ylim(), plt)
     axes[1].set_ylim(-3, 103)
     axes[0].set_title("Energy per request that met its SLO (bars: 95 % CI)")
     axes[1].set_title("Share of requests meeting the SLO")
-    axes[0].legend(fontsize=8)
+    next((ax for ax in axes if ax.lines), axes[1]).legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -18,6 +18,9 @@ from llem_ray.results.persistence import RESULT_FILE, from_json, save_experiment
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, result_row
 
 
+NO_WARMUP = {"n_warmup": 0, "thermal_floor_s": 0}
+
+
 def _config(serving: dict, **overrides) -> ExperimentConfig:
     base = dict(
         backend="vllm", model="llem/tiny-llama", dataset="synthetic", max_input_tokens=16, max_output_tokens=6,
@@ -72,7 +75,7 @@ def test_a_rate_mode_serving_experiment_end_to_end(vllm_stand_in, fakes, tmp_pat
 
 
 def test_a_fixed_concurrency_serving_experiment(vllm_stand_in, fakes):
-    result = run(_config({"concurrency": 2, "duration_s": 0.5, "warmup_requests": 2}, warmup={"n_warmup": 0, "thermal_floor_s": 0})).result
+    result = run(_config({"concurrency": 2, "duration_s": 0.5, "warmup_requests": 2}, warmup=NO_WARMUP)).result
     serving = result.serving
     assert result.name == "tiny-llama_vllm_bf16_c2" and serving.mode == "concurrency" and serving.concurrency == 2
     assert serving.target_rate_req_s is None and serving.burstiness is None
@@ -88,7 +91,7 @@ def test_a_run_in_which_every_request_fails_raises_and_still_shuts_the_engine_do
     from vllm import _async
 
     _async.FAIL_REQUEST_IDS.update(f"llem-serve-{i}" for i in range(20))
-    config = _config({"request_rate_req_s": 40, "duration_s": 0.5, "warmup_requests": 2}, warmup={"n_warmup": 0, "thermal_floor_s": 0})
+    config = _config({"request_rate_req_s": 40, "duration_s": 0.5, "warmup_requests": 2}, warmup=NO_WARMUP)
     with pytest.raises(BackendError, match="every request of the serving run failed"):
         run(config)
     assert [name for name, _ in vllm_stand_in.EVENTS][-1] == "async_shutdown"
