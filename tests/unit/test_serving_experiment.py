@@ -15,6 +15,7 @@ from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 from llem_ray.measure.experiment import run
 from llem_ray.results.persistence import RESULT_FILE, from_json, save_experiment
+from llem_ray.results.summary import format_result
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, result_row
 
 
@@ -65,6 +66,10 @@ def test_a_rate_mode_serving_experiment_end_to_end(vllm_stand_in, fakes, tmp_pat
     assert names.index("async_reset_prefix_cache") < names.index("async_generate", 34)
     assert names[-1] == "async_shutdown"
     assert "measured" in measured.timeseries.column("phase").to_pylist()
+
+    text = format_result(result)
+    assert "  serving       40 req/s for 1.5 s: offered 40 req/s" in text and "(rejected: < 30 s)" in text
+    assert "  SLO           100.0% met" in text
 
     run_dir = save_experiment(result, measured.timeseries, tmp_path)
     assert from_json(run_dir / RESULT_FILE).serving == serving
