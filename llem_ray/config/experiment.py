@@ -294,6 +294,7 @@ class ExperimentConfig(_Strict):
 
 
 _NON_MEASUREMENT_FIELDS = {"name", "output_dir"}
+_OFFLINE_DEFAULTS = {"scenario", "serving"}
 
 
 def measurement_config_hash(config: ExperimentConfig) -> str:
@@ -301,6 +302,9 @@ def measurement_config_hash(config: ExperimentConfig) -> str:
 
     Excludes labels and output location, so renaming an experiment or moving its output does not
     change its identity; stable across key orderings because the dump is serialised with sorted keys.
+    An offline experiment leaves out `scenario` and `serving` too, so its hash is the one it had
+    before the serving scenario existed (studies measured then still resume and compare).
     """
-    data = config.model_dump(mode="json", exclude=_NON_MEASUREMENT_FIELDS)
+    offline = _OFFLINE_DEFAULTS if config.scenario == "offline" and config.serving is None else set()
+    data = config.model_dump(mode="json", exclude=_NON_MEASUREMENT_FIELDS | offline)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -66,6 +66,9 @@ def test_offline_stays_the_default_and_its_hash_is_unchanged_by_the_new_fields()
     config = ExperimentConfig(backend="vllm")
     assert config.scenario == "offline" and config.serving is None
     assert config.display_name() == "tiny-llama_vllm_bf16_bs100"
+    # the hashes these configs had before the serving scenario existed: old studies still resume
+    assert measurement_config_hash(ExperimentConfig()) == "5cac9381fb6e786c"
+    assert measurement_config_hash(ExperimentConfig(backend="vllm", vllm={"max_num_seqs": 32})) == "a3a2db5c399dfb14"
     with pytest.raises(ValidationError, match="exactly one"):
         ExperimentConfig(backend="vllm", scenario="serving", serving={"duration_s": 40})
 
