@@ -261,12 +261,12 @@ def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) 
         "<h2>Summary</h2>", _statistics_note(rows), _summary_html(rows),
         '<p>Download: <a href="summary.csv">summary.csv</a> · <a href="summary.parquet">summary.parquet</a></p>',
         *(offline_figures if offline_rows or not serving_rows else []),
-        *report_serving.serving_section(serving_rows, out_dir),
         "<h2>Power and temperature timelines</h2>",
         "<p class=note>Grey: the measured window; green: the steady-state window where J/token was taken from it.</p>",
         *(timelines or ["<p class=note>No timeseries samples (no energy meter): no timelines.</p>"]),
         f"<p class=note>Timelines of {omitted} more configurations omitted; see their timeseries.parquet.</p>"
         if omitted else "",
+        *report_serving.serving_section(serving_rows, out_dir),
         "<h2>Warnings</h2>", _warnings_html([r for r, _ in data.results]),
         "</body></html>",
     ]
