@@ -99,3 +99,24 @@ def test_grid_points_of_a_backend_that_cannot_serve_are_skipped_with_the_reason(
     assert [e.backend for e in study.experiments] == ["vllm"]
     (skipped,) = study.skipped
     assert skipped.params == {"backend": "pytorch"} and "not supported by backend 'pytorch'" in skipped.reason
+
+
+def test_the_two_gpu_studies_differ_only_in_their_load_so_they_draw_one_curve():
+    from pathlib import Path
+
+    from llem_ray.config.loader import load_study_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    rates = load_study_config(configs / "study-serving-slo.yaml").experiments
+    saturation, offline = load_study_config(configs / "study-serving-saturation.yaml").experiments
+
+    def without_load(config: ExperimentConfig) -> dict:
+        data = config.model_dump(mode="json")
+        data["serving"].pop("request_rate_req_s")
+        data["serving"].pop("concurrency")
+        return data
+
+    assert [c.serving.request_rate_req_s for c in rates] == [2, 8, 32] and saturation.serving.concurrency == 256
+    assert all(without_load(c) == without_load(saturation) for c in rates)
+    assert offline.scenario == "offline" and offline.n == 2048
+    assert offline.vllm == saturation.vllm and offline.max_output_tokens == saturation.max_output_tokens == 256
