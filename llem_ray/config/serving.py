@@ -80,6 +80,17 @@ class ServingConfig(_Strict):
             )
         return self
 
+    def describe(self) -> str:
+        """One line for a person: the load, how long, and the SLO."""
+        if self.concurrency is not None:
+            load = f"fixed concurrency {self.concurrency}"
+        else:
+            shape = "Poisson" if self.burstiness == 1 else f"gamma shape {self.burstiness:g}"
+            load = f"{self.request_rate_req_s:g} req/s ({shape})"
+        bounds = [f"{name} <= {value:g} ms" for name, value in (("TTFT", self.slo.ttft_ms), ("TPOT", self.slo.tpot_ms))
+                  if value is not None]
+        return f"{load} for {self.duration_s:g} s, SLO {', '.join(bounds) or 'none'}"
+
     def scheduled_requests(self) -> int:
         """Requests the rate mode sends: request_rate_req_s x duration_s, rounded (0 in concurrency mode)."""
         if self.request_rate_req_s is None:

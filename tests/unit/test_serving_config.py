@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from llem_ray.cli import app
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
+from llem_ray.config.serving import ServingConfig
 from llem_ray.config.sweep import expand_study
 
 SERVING = {"request_rate_req_s": 4, "duration_s": 40}
@@ -60,6 +61,7 @@ def test_a_valid_serving_config_passes_the_dry_run(tmp_path):
     })
     assert code == 0, output
     assert "tiny-llama_vllm_bf16_4rps" in output
+    assert "serving: 4 req/s (Poisson) for 40 s, SLO TTFT <= 500 ms, TPOT <= 50 ms" in output
 
 
 def test_offline_stays_the_default_and_its_hash_is_unchanged_by_the_new_fields():
@@ -69,6 +71,10 @@ def test_offline_stays_the_default_and_its_hash_is_unchanged_by_the_new_fields()
     # the hashes these configs had before the serving scenario existed: old studies still resume
     assert measurement_config_hash(ExperimentConfig()) == "5cac9381fb6e786c"
     assert measurement_config_hash(ExperimentConfig(backend="vllm", vllm={"max_num_seqs": 32})) == "a3a2db5c399dfb14"
+    concurrency = ServingConfig(concurrency=8, duration_s=30, slo={"tpot_ms": 40})
+    assert concurrency.describe() == "fixed concurrency 8 for 30 s, SLO TPOT <= 40 ms"
+    assert ServingConfig(request_rate_req_s=2, burstiness=0.5).describe() == (
+        "2 req/s (gamma shape 0.5) for 60 s, SLO none")
     with pytest.raises(ValidationError, match="exactly one"):
         ExperimentConfig(backend="vllm", scenario="serving", serving={"duration_s": 40})
 
