@@ -1,5 +1,8 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
+This is the offline scenario; `scenario: serving` is dispatched to `scenarios/serving.py` (open-loop
+load at an SLO), which reuses the baseline and phase helpers here.
+
 environment snapshot → pre-flight → load → idle baseline → warm-up (none for a cold start,
 measure/cold.py) → thermal floor → measured window (energy window + sampler, devices synchronised
 before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler
