@@ -11,12 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
-from llem_ray.config.limits import MAX_PROMPTS, MAX_TIMEOUT_S, STRICT_MODEL
-
-MAX_RATE_REQ_S = 100_000.0
-"""Highest request rate, req/s: far above what one engine serves."""
-MAX_SLO_MS = MAX_TIMEOUT_S * 1000
-"""Loosest latency bound, ms (the longest attempt deadline)."""
+from llem_ray.config.limits import MAX_BURSTINESS, MAX_PROMPTS, MAX_RATE_REQ_S, MAX_SLO_MS, MAX_TIMEOUT_S, STRICT_MODEL
 
 
 class _Strict(BaseModel):
@@ -45,7 +40,7 @@ class ServingConfig(_Strict):
         "finished (open loop).",
     )
     burstiness: float = Field(
-        1.0, gt=0, le=1000,
+        1.0, gt=0, le=MAX_BURSTINESS,
         description="Gamma shape of the gaps between arrivals: 1 = Poisson, < 1 burstier, > 1 more regular. Rate "
         "mode only.",
     )
