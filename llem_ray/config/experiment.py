@@ -226,6 +226,12 @@ class ExperimentConfig(_Strict):
         if self.prefill_split and "prefill_split" in self.model_fields_set:
             raise ValueError("prefill_split: the serving scenario has no prefill-only loop (offline only): "
                              "remove it or set it false")
+        prompt_tokens = self.serving.scheduled_requests() * min(self.dataset.input_len_tokens, self.max_input_tokens)
+        if self.dataset.source == "synthetic" and prompt_tokens > MAX_WORKLOAD_TOKENS:
+            raise ValueError(
+                f"serving.request_rate_req_s x serving.duration_s x dataset.input_len_tokens = {prompt_tokens:,} "
+                f"synthetic prompt tokens (encoded before the run); the limit is {MAX_WORKLOAD_TOKENS:,}"
+            )
 
     @model_validator(mode="after")
     def _cross_validate(self) -> ExperimentConfig:

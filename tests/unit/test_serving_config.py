@@ -45,6 +45,9 @@ def _dry_run(tmp_path, name: str, document: dict) -> tuple[int, str]:
          "n applies to the offline scenario"),
         ({"backend": "vllm", "scenario": "serving", "prefill_split": True, "serving": SERVING},
          "prefill_split: the serving scenario has no prefill-only loop"),
+        ({"backend": "vllm", "scenario": "serving", "dataset": {"source": "synthetic", "input_len_tokens": 4096},
+          "max_input_tokens": 4096, "serving": {"request_rate_req_s": 1000, "duration_s": 30}},
+         "= 122,880,000 synthetic prompt tokens (encoded before the run); the limit is 100,000,000"),
     ],
 )
 def test_invalid_serving_configs_exit_2_naming_file_and_field(tmp_path, document, expected):
