@@ -26,7 +26,7 @@ def test_the_schedule_is_deterministic_for_a_seed():
 def test_every_schedule_sends_rate_x_duration_requests_in_order_inside_the_duration(rate, duration, burstiness, seed):
     arrivals = arrival_schedule(rate, duration, burstiness, seed)
     assert len(arrivals) == round(rate * duration)
-    assert all(0 < a < duration for a in arrivals)
+    assert all(0 <= a <= duration for a in arrivals)
     assert arrivals == sorted(arrivals)
 
 
