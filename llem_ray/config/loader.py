@@ -43,10 +43,12 @@ RENAMED_FIELDS: dict[str, str] = {
     "fp_precision": "precision",
     "num_input_prompts": "n",
     "extra": "passthrough_kwargs",
+    "serving.request_rate": "serving.request_rate_req_s",
 }
-"""Old field paths -> the seed's names that replaced them: this tool's gap names (CFG-15) and the
-seed's own v1 names (CFG-02, CFG-03). An old spelling is a configuration error that names the new
-one: no alias, so a file means one thing."""
+"""Old field paths -> the names that replaced them: this tool's gap names (CFG-15), the seed's own
+v1 names (CFG-02, CFG-03), and the serving rate as issue #17 first spelled it (the unit joined the
+name). An old spelling is a configuration error that names the new one: no alias, so a file means
+one thing."""
 
 
 def error_message(err: Any) -> str:

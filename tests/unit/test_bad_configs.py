@@ -13,6 +13,7 @@ CORPUS = Path(__file__).parent / "bad_configs"
 
 # file -> text the message must contain (besides the file name)
 EXPECTED = {
+    "serving_old_rate_name.yaml": "serving.request_rate: renamed to serving.request_rate_req_s",
     "wrong_type.yaml": "n: Input should be a valid integer",
     "unknown_key.yaml": "batchsize: unknown field",
     "unknown_backend.yaml": "backend: Input should be 'pytorch', 'vllm' or 'tensorrt'",
