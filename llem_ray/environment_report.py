@@ -1,7 +1,7 @@
 """`llem config`: what this machine offers llem_ray, and what to install next (CLI-06).
 
 Package presence is read from installed metadata, never by importing: importing `zeus` pulls in
-`amdsmi`, which breaks Ray's accelerator probe on non-AMD hosts (spec NOTES-energy "A trap").
+`amdsmi`, which breaks Ray's accelerator probe on non-AMD hosts (energy/amd_guard.py).
 """
 
 from __future__ import annotations

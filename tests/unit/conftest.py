@@ -45,7 +45,7 @@ def jsonl_data():
     for root in (repo.parent / "shared", repo / "shared"):
         if (root / "data" / "aienergyscore.jsonl").is_file():
             return root / "data" / "aienergyscore.jsonl"
-    pytest.skip("shared dataset copy ../shared/data/aienergyscore.jsonl not found")
+    pytest.skip("the AI Energy Score sample data/aienergyscore.jsonl is not in a shared/ folder here")
 
 
 @pytest.fixture
