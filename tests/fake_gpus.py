@@ -9,32 +9,44 @@ restores NVML after). Every quantity is a field of a `FakeGPU` that a test sets 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from llem_ray.device import DeviceError, GPUId, MemoryMiB
 
 
 @dataclass
 class FakeGPU:
-    """One fake physical GPU; units in the names."""
+    """One fake physical GPU: each field is what the `GPUDevices` call of the same name returns."""
 
     uuid: str
     pci_bus_id: str
-    name: str = "NVIDIA H100 80GB HBM3"
-    capability: tuple[int, int] = (9, 0)
+    gpu_name: str = "NVIDIA H100 80GB HBM3"
+    compute_capability: tuple[int, int] = (9, 0)
     energy_mj: int = 1_000_000
     power_w: float = 300.0
     power_limit_w: float = 700.0
     enforced_power_limit_w: float = 650.0
     temperature_c: float = 61.0
     utilization_pct: float = 97.0
-    memory: MemoryMiB = MemoryMiB(total_mib=81_559.0, used_mib=1_024.0, free_mib=80_535.0)
+    memory_mib: MemoryMiB = MemoryMiB(total_mib=81_559.0, used_mib=1_024.0, free_mib=80_535.0)
     sm_clock_mhz: float = 1_980.0
     clock_event_reasons: int = 0
     persistence_mode: bool = True
     compute_pids: list[int] = field(default_factory=list)
     mig_slices: list[str] = field(default_factory=list)
     unsupported: set[str] = field(default_factory=set)
+
+
+def _reading(call: str) -> Callable[[FakeGPUs, str], Any]:
+    """The `GPUDevices` call `call`: the FakeGPU field of the same name."""
+
+    def read(self: FakeGPUs, uuid: str) -> Any:
+        return getattr(self._gpu(uuid, call), call)
+
+    read.__name__ = call
+    return read
 
 
 class FakeGPUs:
@@ -69,47 +81,22 @@ class FakeGPUs:
                 return gpu.uuid
         raise DeviceError("Not Found")
 
-    def gpu_name(self, uuid: str) -> str:
-        return self._gpu(uuid, "gpu_name").name
-
-    def pci_bus_id(self, uuid: str) -> str:
-        return self._gpu(uuid, "pci_bus_id").pci_bus_id
-
-    def compute_capability(self, uuid: str) -> tuple[int, int]:
-        return self._gpu(uuid, "compute_capability").capability
-
-    def energy_mj(self, uuid: str) -> int:
-        return self._gpu(uuid, "energy_mj").energy_mj
-
-    def power_w(self, uuid: str) -> float:
-        return self._gpu(uuid, "power_w").power_w
-
-    def power_limit_w(self, uuid: str) -> float:
-        return self._gpu(uuid, "power_limit_w").power_limit_w
-
-    def enforced_power_limit_w(self, uuid: str) -> float:
-        return self._gpu(uuid, "enforced_power_limit_w").enforced_power_limit_w
-
-    def temperature_c(self, uuid: str) -> float:
-        return self._gpu(uuid, "temperature_c").temperature_c
-
-    def utilization_pct(self, uuid: str) -> float:
-        return self._gpu(uuid, "utilization_pct").utilization_pct
-
-    def memory_mib(self, uuid: str) -> MemoryMiB:
-        return self._gpu(uuid, "memory_mib").memory
-
-    def sm_clock_mhz(self, uuid: str) -> float:
-        return self._gpu(uuid, "sm_clock_mhz").sm_clock_mhz
-
-    def clock_event_reasons(self, uuid: str) -> int:
-        return self._gpu(uuid, "clock_event_reasons").clock_event_reasons
-
-    def persistence_mode(self, uuid: str) -> bool:
-        return self._gpu(uuid, "persistence_mode").persistence_mode
-
     def compute_pids(self, uuid: str) -> list[int]:
         return list(self._gpu(uuid, "compute_pids").compute_pids)
 
     def driver_version(self) -> str:
         return self.driver
+
+    gpu_name = _reading("gpu_name")
+    pci_bus_id = _reading("pci_bus_id")
+    compute_capability = _reading("compute_capability")
+    energy_mj = _reading("energy_mj")
+    power_w = _reading("power_w")
+    power_limit_w = _reading("power_limit_w")
+    enforced_power_limit_w = _reading("enforced_power_limit_w")
+    temperature_c = _reading("temperature_c")
+    utilization_pct = _reading("utilization_pct")
+    memory_mib = _reading("memory_mib")
+    sm_clock_mhz = _reading("sm_clock_mhz")
+    clock_event_reasons = _reading("clock_event_reasons")
+    persistence_mode = _reading("persistence_mode")

@@ -108,7 +108,7 @@ def test_preflight_warns_of_persistence_and_other_processes(fakes, fake_gpus):
 
 def test_preflight_fails_when_the_model_needs_more_than_the_free_memory(fakes, fake_gpus):
     tiny = device.MemoryMiB(total_mib=81_559.0, used_mib=81_550.0, free_mib=9.0)
-    fake_gpus.gpus[0].memory = tiny
+    fake_gpus.gpus[0].memory_mib = tiny
     with pytest.raises(PreFlightError) as info:
         _preflight(ExperimentConfig(dataset="synthetic", n=2, model="llem/llama-3.1-8b"), [A])
     assert any("exceeds the free 9 MiB" in f for f in info.value.failures)
@@ -135,7 +135,7 @@ def test_llem_config_rows_and_tensorrt_capability(fake_gpus, monkeypatch):
     assert why is None
     assert rows[0] == ["0", "NVIDIA H100 80GB HBM3", A, "85.5", "700"]
     assert compute_capability() == "sm90"
-    fake_gpus.gpus[1].capability = (8, 0)
+    fake_gpus.gpus[1].compute_capability = (8, 0)
     assert compute_capability() == "sm80+sm90"
 
 
