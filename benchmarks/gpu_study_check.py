@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llem_ray  # noqa: E402,F401  (amdsmi guard before Ray)
 import pyarrow.parquet as pq  # noqa: E402
-import pynvml  # noqa: E402
 
+from llem_ray import device  # noqa: E402
 from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
 from llem_ray.config.study import ExecutionConfig, StudyConfig  # noqa: E402
@@ -45,22 +45,18 @@ class ProcessPoll(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        pynvml.nvmlInit()
-        self.handles = {}
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            uuid = pynvml.nvmlDeviceGetUUID(handle)
-            self.handles[uuid.decode() if isinstance(uuid, bytes) else uuid] = handle
+        self.gpus = device.current()
+        self.uuids = [g.uuid for g in self.gpus.list_gpus()]
         self.samples: list[tuple[float, str, frozenset[int]]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
             now = time.time()
-            for uuid, handle in self.handles.items():
+            for uuid in self.uuids:
                 try:
-                    pids = frozenset(p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
-                except pynvml.NVMLError:
+                    pids = frozenset(self.gpus.compute_pids(uuid))
+                except device.DeviceError:
                     continue
                 self.samples.append((now, uuid, pids))
 

@@ -14,7 +14,7 @@ Both arms are warmed at the window's full shape first (compilation never lands i
 `--backend vllm`: a fresh vLLM engine per arm (default Llama-3.1-8B shape, random weights, bf16,
 `--max-num-seqs 128`, 1,024 prompts × 128 in / 256 out), the same token ids and the same engine
 arguments (`backends.vllm.engine_kwargs`, so the bare engine also keeps vLLM's per-request stats):
-- bare: `vllm.LLM(**kwargs).generate(...)`, the NVML energy counter read around it (pynvml only);
+- bare: `vllm.LLM(**kwargs).generate(...)`, the NVML energy counter read around it (the device layer only);
 - bare_default_stats (optional arm): the same without `disable_log_stats=False`, i.e. vLLM's own
   default, which shows what llem's per-request timing costs the engine;
 - llem: `VLLMBackend.generate` inside llem's measured window (NVMLMeter window + sampler).
@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
 from llem_ray.datasets.synthetic import synthetic_prompts  # noqa: E402
-from llem_ray.energy.devices import nvml, visible_gpus  # noqa: E402
+from llem_ray import device  # noqa: E402
+from llem_ray.energy.devices import visible_gpus  # noqa: E402
 from llem_ray.energy.nvml import NVMLMeter  # noqa: E402
 from llem_ray.energy.protocol import MeterUnavailable  # noqa: E402
 from llem_ray.measure.experiment import synchronize  # noqa: E402
@@ -168,28 +169,28 @@ def _meter(device: str) -> NVMLMeter | None:
 # --- vLLM ----------------------------------------------------------------------------------------
 
 
-def _counter_j(handle) -> float:
-    return nvml().nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0
+def _counter_j(uuid) -> float:
+    return device.current().energy_mj(uuid) / 1000.0
 
 
-def _memory_used_mib(handle) -> float:
-    return nvml().nvmlDeviceGetMemoryInfo(handle).used / 2**20
+def _memory_used_mib(uuid) -> float:
+    return device.current().memory_mib(uuid).used_mib
 
 
-def _wait_gpu_released(handle, timeout_s: float = 60.0, idle_mib: float = 4096.0) -> float:
+def _wait_gpu_released(uuid, timeout_s: float = 60.0, idle_mib: float = 4096.0) -> float:
     """Wait until the GPU's used memory falls under `idle_mib` (the last engine's process is gone); MiB left.
 
     The driver frees an exited process's memory shortly after it exits: a new engine started before
     that would size its KV cache from too little free memory, or refuse to start.
     """
     deadline = time.monotonic() + timeout_s
-    while _memory_used_mib(handle) > idle_mib and time.monotonic() < deadline:
+    while _memory_used_mib(uuid) > idle_mib and time.monotonic() < deadline:
         time.sleep(0.5)
-    return _memory_used_mib(handle)
+    return _memory_used_mib(uuid)
 
 
 def bare_vllm_arm(vllm, config: ExperimentConfig, inputs: list[dict], repeats: int, default_stats: bool,
-                  handle) -> list[tuple[float, float]]:
+                  uuid) -> list[tuple[float, float]]:
     """(tok/s, J/token) of `repeats` workloads on a fresh bare `vllm.LLM`; the engine is shut down after."""
     from llem_ray.backends.engine_common import ModelSource
     from llem_ray.backends.vllm import child_processes, engine_kwargs, sampling_kwargs, shutdown_engine, started_since
@@ -206,9 +207,9 @@ def bare_vllm_arm(vllm, config: ExperimentConfig, inputs: list[dict], repeats: i
     runs = []
     for _ in range(repeats):
         llm.reset_prefix_cache()
-        start_j, start_s = _counter_j(handle), time.perf_counter()
+        start_j, start_s = _counter_j(uuid), time.perf_counter()
         outputs = llm.generate(inputs, params, use_tqdm=False)
-        elapsed_s, energy_j = time.perf_counter() - start_s, _counter_j(handle) - start_j
+        elapsed_s, energy_j = time.perf_counter() - start_s, _counter_j(uuid) - start_j
         tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
         runs.append((tokens / elapsed_s, energy_j / tokens))
     shutdown_engine(llm, engine_processes)
@@ -243,7 +244,7 @@ def run_vllm(args: argparse.Namespace) -> dict:
     config = ExperimentConfig(backend="vllm", model=model, weights="random", precision=args.precision,
                               dataset="synthetic", n=args.prompts, max_input_tokens=input_len,
                               max_output_tokens=new_tokens, vllm={"max_num_seqs": args.max_num_seqs})
-    handle = nvml().nvmlDeviceGetHandleByUUID(visible_gpus().uuids[0])
+    uuid = visible_gpus().uuids[0]
     from llem_ray.backends.engine_common import ModelSource
 
     vocab = ModelSource.prepare(config).vocab_size or 32000
@@ -255,17 +256,17 @@ def run_vllm(args: argparse.Namespace) -> dict:
         if arm == "llem":
             runs = llem_vllm_arm(config, prompts, args.repeats)
         else:
-            runs = bare_vllm_arm(vllm, config, inputs, args.repeats, arm == "bare_default_stats", handle)
+            runs = bare_vllm_arm(vllm, config, inputs, args.repeats, arm == "bare_default_stats", uuid)
         arms[arm] = {"tok_s": spread([r[0] for r in runs]), "j_per_token": spread([r[1] for r in runs]),
                      "runs": runs, "arm_wall_s": time.perf_counter() - start_s,
-                     "memory_used_after_mib": _wait_gpu_released(handle)}
+                     "memory_used_after_mib": _wait_gpu_released(uuid)}
         a = arms[arm]
         print(f"{arm:>18}: {a['tok_s']['median']:>10,.1f} tok/s ({a['tok_s']['min']:,.1f}-{a['tok_s']['max']:,.1f})"
               f"   {a['j_per_token']['median']:.5f} J/token ({a['j_per_token']['min']:.5f}-"
               f"{a['j_per_token']['max']:.5f})   arm {a['arm_wall_s']:.0f} s, GPU memory after "
               f"{a['memory_used_after_mib']:,.0f} MiB", flush=True)
     result = {"backend": "vllm", "vllm": vllm.__version__, "model": model, "precision": args.precision,
-              "gpu": nvml().nvmlDeviceGetName(handle), "prompts": args.prompts, "input": input_len,
+              "gpu": device.current().gpu_name(uuid), "prompts": args.prompts, "input": input_len,
               "output": new_tokens, "max_num_seqs": args.max_num_seqs, "repeats": args.repeats, "arms": arms}
     if "bare" in arms and "llem" in arms:
         bare, llem = arms["bare"], arms["llem"]

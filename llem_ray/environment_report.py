@@ -1,7 +1,7 @@
 """`llem config`: what this machine offers llem_ray, and what to install next (CLI-06).
 
 Package presence is read from installed metadata, never by importing: importing `zeus` pulls in
-`amdsmi`, which breaks Ray's accelerator probe on non-AMD hosts (spec NOTES-energy "A trap").
+`amdsmi`, which breaks Ray's accelerator probe on non-AMD hosts (energy/amd_guard.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import importlib.metadata as md
 import platform
 from pathlib import Path
 
+from llem_ray import device
 from llem_ray.config.ssot import BACKENDS
 from llem_ray.config.user import load_user_config, runner_for, user_config_path
+from llem_ray.device import DeviceError, DeviceUnavailable
 from llem_ray.display import format_table
 from llem_ray.errors import ConfigError
 
@@ -28,24 +30,16 @@ def _version(dist: str) -> str | None:
 
 
 def gpu_rows() -> tuple[list[list[str]], str | None]:
-    """One row per GPU via NVML (index, name, UUID, memory GB, power limit W), or why there are none."""
+    """One row per GPU via the device layer (index, name, UUID, memory GB, power limit W), or why there are none."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVML raises library-specific errors when no driver is present
-        return [], f"NVML unavailable ({type(exc).__name__}: {exc})"
-    try:
-        rows = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem_gb = pynvml.nvmlDeviceGetMemoryInfo(h).total / 1e9
-            limit_w = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
-            rows.append([str(i), pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetUUID(h), f"{mem_gb:.1f}",
-                         f"{limit_w:.0f}"])
-        return rows, None if rows else "NVML found no GPU"
-    finally:
-        pynvml.nvmlShutdown()
+        gpus = device.current()
+        rows = [[str(g.index), gpus.gpu_name(g.uuid), g.uuid, f"{gpus.memory_mib(g.uuid).total_mib * 2**20 / 1e9:.1f}",
+                 f"{gpus.power_limit_w(g.uuid):.0f}"] for g in gpus.list_gpus()]
+    except DeviceUnavailable as exc:  # no nvidia-ml-py or no driver: the reason the meters give too
+        return [], str(exc)
+    except DeviceError as exc:
+        return [], f"NVML could not list GPUs: {exc}"
+    return rows, None if rows else "NVML found no GPU"
 
 
 def render(verbose: bool = False) -> str:

@@ -1,6 +1,6 @@
 """Settings every test process needs, before anything imports Ray.
 
-`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` keeps Ray on 127.0.0.1 (spec NOTES-ray); the user config is
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` keeps Ray on 127.0.0.1; the user config is
 pointed at a path that does not exist so a developer's own ~/.config never changes test outcomes.
 """
 

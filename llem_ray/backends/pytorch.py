@@ -37,6 +37,7 @@ from transformers.generation.streamers import BaseStreamer
 from llem_ray.backends import pytorch_loading as loading
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.config.backends import PyTorchConfig
+from llem_ray.device.sync import synchronize
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
@@ -186,11 +187,6 @@ class PyTorchBackend:
     def _batches(self, prompts: list[Prompt]) -> list[list[Prompt]]:
         return [prompts[i : i + self._batch_size] for i in range(0, len(prompts), self._batch_size)]
 
-    def _synchronize(self) -> None:
-        if self._device == "cuda":
-            for index in range(torch.cuda.device_count()):
-                torch.cuda.synchronize(index)
-
     def _tokens_per_row(self, new_tokens: torch.Tensor) -> list[int]:
         """Generated tokens of each row: all of them with a fixed length, else up to the first EOS."""
         rows, width = new_tokens.shape
@@ -220,7 +216,7 @@ class PyTorchBackend:
                         streamer=timer,
                         **extra,
                     )
-                self._synchronize()
+                synchronize(self._device)
             except (RuntimeError, ValueError, TypeError) as exc:
                 raise BackendError(f"generate failed: {type(exc).__name__}: {exc}") from exc
             latency_s = time.perf_counter() - start_s
@@ -250,7 +246,7 @@ class PyTorchBackend:
             start_s = time.perf_counter()
             with torch.inference_mode():
                 model(input_ids=input_ids, attention_mask=mask, use_cache=True, **self._prefill_kwargs)
-            self._synchronize()
+            synchronize(self._device)
             out.batch_latencies_s.append(time.perf_counter() - start_s)
             out.input_tokens += int(mask.sum())
         return out

@@ -189,13 +189,14 @@ def request_timing(output: Any, batch_wall_s: float) -> RequestTiming:
 
 def compute_capability() -> str | None:
     """'sm90'-style compute capability of the visible GPUs ('sm80+sm90' if mixed); None without NVML."""
-    from llem_ray.energy.devices import nvml, visible_gpus
+    from llem_ray import device
+    from llem_ray.energy.devices import visible_gpus
 
     gpus = visible_gpus()
     try:
-        lib = nvml()
-        caps = {lib.nvmlDeviceGetCudaComputeCapability(lib.nvmlDeviceGetHandleByUUID(u)) for u in gpus.uuids}
-    except Exception:  # MeterUnavailable (no NVML) or NVMLError
+        layer = device.current()
+        caps = {layer.compute_capability(u) for u in gpus.uuids}
+    except Exception:  # DeviceUnavailable (no NVML) or DeviceError
         return None
     return "+".join(f"sm{major}{minor}" for major, minor in sorted(caps)) or None
 

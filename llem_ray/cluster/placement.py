@@ -1,4 +1,4 @@
-"""Placement groups that give each experiment whole GPUs, never shared (NOTES-ray: placement groups).
+"""Placement groups that give each experiment whole GPUs, never shared.
 
 A `Slot` is one placement group the driver holds: a STRICT_PACK group whose first bundle holds the
 whole GPUs and the CPUs of one experiment actor. The driver keeps a slot after its experiment ends

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import ray
 
+from llem_ray import device
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache, BaselineReading
 from llem_ray.energy.protocol import EnergyMeter
@@ -104,24 +105,24 @@ class Outcome:
 class GPUProcessWatcher:
     """Lists the compute processes on `uuids` every GPU_PROCESS_POLL_S while `active` is set.
 
-    Uses NVML (`nvmlDeviceGetComputeRunningProcesses`), which never creates a CUDA context. Does
-    nothing when NVML or the GPUs are unavailable.
+    Uses the device layer (`GPUDevices.compute_pids`; NVML's `nvmlDeviceGetComputeRunningProcesses`,
+    which never creates a CUDA context). Does nothing when there is no device layer or no GPU.
     """
 
     def __init__(self, uuids: list[str]):
         self.pids: set[int] = set()
         self.active = threading.Event()
         self._stop = threading.Event()
-        self._handles = []
+        self._uuids: list[str] = []
         if uuids:
             try:
-                from llem_ray.energy.devices import nvml
-
-                lib = nvml()
-                self._lib = lib
-                self._handles = [lib.nvmlDeviceGetHandleByUUID(u) for u in uuids]
-            except Exception:  # no NVML (CPU host, logical GPUs): nothing to watch
-                self._handles = []
+                gpus = device.current()
+                for uuid in uuids:
+                    gpus.index(uuid)
+            except (device.DeviceUnavailable, device.DeviceError):  # no NVML (CPU host), logical GPUs
+                pass
+            else:
+                self._gpus, self._uuids = gpus, list(uuids)
         self._thread = threading.Thread(target=self._loop, name="llem-gpu-processes", daemon=True)
 
     def _loop(self) -> None:
@@ -130,14 +131,15 @@ class GPUProcessWatcher:
                 self.poll()
 
     def poll(self) -> None:
-        for handle in self._handles:
+        """Add the pids computing on the watched GPUs now to `pids` (a GPU that cannot answer is skipped)."""
+        for uuid in self._uuids:
             try:
-                self.pids.update(p.pid for p in self._lib.nvmlDeviceGetComputeRunningProcesses(handle))
-            except Exception:  # a transient NVML error loses one poll, not the experiment
+                self.pids.update(self._gpus.compute_pids(uuid))
+            except Exception:  # a transient driver error loses one poll, not the experiment
                 continue
 
     def __enter__(self) -> GPUProcessWatcher:
-        if self._handles:
+        if self._uuids:
             self._thread.start()
         return self
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from llem_ray.config.limits import MAX_BYTES, MAX_ENGINE_COUNT, MAX_GIB, MAX_PROMPTS, MAX_TOKENS, STRICT_MODEL
+from llem_ray.config.limits import MAX_BYTES, MAX_ENGINE_COUNT, MAX_GIB, MAX_PROMPTS, MAX_TOKENS, StrictModel
 
 
-class _Section(BaseModel):
-    model_config = STRICT_MODEL
-
+class _Section(StrictModel):
     def explicit(self) -> dict[str, Any]:
         """Fields the user set (non-None), as a dict: what the backend passes to its engine."""
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llem_ray.config import guards
 from llem_ray.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
@@ -28,7 +28,7 @@ from llem_ray.config.limits import (
     MAX_TOKENS,
     MAX_WARMUP,
     MAX_WORKLOAD_TOKENS,
-    STRICT_MODEL,
+    StrictModel,
 )
 from llem_ray.config.serving import ServingConfig
 from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT, SCENARIO_SUPPORT
@@ -37,11 +37,8 @@ BUILTIN_TINY_MODEL = "llem/tiny-llama"
 """Name of the built-in tiny random-weight Llama used when a config gives no `model`."""
 
 
-class _Strict(BaseModel):
-    model_config = STRICT_MODEL
 
-
-class DecoderConfig(_Strict):
+class DecoderConfig(StrictModel):
     """Decoding parameters. Greedy by default so energy is comparable run to run."""
 
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
@@ -62,7 +59,7 @@ class DecoderConfig(_Strict):
         return "sampling" if self.do_sample else "greedy"
 
 
-class WarmupConfig(_Strict):
+class WarmupConfig(StrictModel):
     """Warm-up before the measured window (CM-21..24)."""
 
     n_warmup: int = Field(5, ge=0, le=MAX_WARMUP, description="Fixed number of warm-up batches (CM-21).")
@@ -76,7 +73,7 @@ class WarmupConfig(_Strict):
     window_size: int = Field(5, ge=2, le=MAX_WARMUP, description="Latencies in the rolling CV window.")
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(StrictModel):
     """Idle-power baseline (CM-17..20)."""
 
     enabled: bool = True
@@ -86,7 +83,7 @@ class BaselineConfig(_Strict):
     )
 
 
-class EnergyConfig(_Strict):
+class EnergyConfig(StrictModel):
     """Which energy meter measures, and the timeseries sampling rate (CM-11..16)."""
 
     backend: Literal["auto", "nvml", "zeus", "codecarbon", "none"] = Field(
@@ -95,7 +92,7 @@ class EnergyConfig(_Strict):
     sample_hz: float = Field(10.0, gt=0, le=100, description="Timeseries sampler rate, Hz.")
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     """Where prompts come from. A plain string in YAML means `source`."""
 
     source: str = Field(
@@ -118,7 +115,7 @@ class DatasetConfig(_Strict):
         return guards.printable(value)
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(StrictModel):
     """What one experiment needs from the cluster: whole GPUs (= tensor-parallel size) and CPUs."""
 
     gpus: int = Field(
@@ -127,7 +124,7 @@ class ResourcesConfig(_Strict):
     cpus: int = Field(1, ge=1, le=MAX_CPUS, description="CPU cores reserved for the experiment actor.")
 
 
-class LoRAConfig(_Strict):
+class LoRAConfig(StrictModel):
     """Optional LoRA adapter (CFG-07)."""
 
     adapter: str = Field(..., description="Hub id or local path of the adapter.")
@@ -139,7 +136,7 @@ class LoRAConfig(_Strict):
         return guards.printable(value)
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(StrictModel):
     """One experiment: model x backend x precision x decoding x batch, and how to measure it."""
 
     name: str | None = Field(None, description="Label for output directories; derived if None.")

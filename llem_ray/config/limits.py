@@ -8,13 +8,20 @@ docs/configuration.md lists them; the document-level ones are described there to
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from llem_ray.errors import ConfigError
 
 STRICT_MODEL = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 """Model config of every config model: unknown fields are errors, values are taken as typed (`true` is
 not 1, `"4"` is not 4; an int may stand for a float) and every float must be finite."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config model and section (STRICT_MODEL): a typo or a value of the wrong type is a
+    pydantic ValidationError when the file is loaded."""
+
+    model_config = STRICT_MODEL
 
 # ---- the document -----------------------------------------------------------------------------
 MAX_CONFIG_BYTES = 1_000_000

@@ -9,16 +9,13 @@ docs/methodology.md ("Serving scenario"); the code is `llem_ray/scenarios/`.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from llem_ray.config.limits import MAX_BURSTINESS, MAX_PROMPTS, MAX_RATE_REQ_S, MAX_SLO_MS, MAX_TIMEOUT_S, STRICT_MODEL
-
-
-class _Strict(BaseModel):
-    model_config = STRICT_MODEL
+from llem_ray.config.limits import MAX_BURSTINESS, MAX_PROMPTS, MAX_RATE_REQ_S, MAX_SLO_MS, MAX_TIMEOUT_S, StrictModel
 
 
-class SLOConfig(_Strict):
+
+class SLOConfig(StrictModel):
     """Latency bounds a request must meet to count as served within its SLO (both, when both are set)."""
 
     ttft_ms: float | None = Field(
@@ -31,7 +28,7 @@ class SLOConfig(_Strict):
     )
 
 
-class ServingConfig(_Strict):
+class ServingConfig(StrictModel):
     """Open-loop load for `scenario: serving` (see module docstring). Exactly one of rate or concurrency."""
 
     request_rate_req_s: float | None = Field(

@@ -11,18 +11,15 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from llem_ray.config import guards
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
-from llem_ray.config.limits import MAX_CYCLES, MAX_GAP_S, MAX_RETRIES, MAX_RUNS, MAX_TIMEOUT_S, STRICT_MODEL
+from llem_ray.config.limits import MAX_CYCLES, MAX_GAP_S, MAX_RETRIES, MAX_RUNS, MAX_TIMEOUT_S, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = STRICT_MODEL
 
-
-class RuntimeEnvConfig(_Strict):
+class RuntimeEnvConfig(StrictModel):
     """A Ray runtime_env for one backend's experiments (isolates vLLM / TRT-LLM environments)."""
 
     pip: list[str] | None = None
@@ -36,7 +33,7 @@ class RuntimeEnvConfig(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class ExecutionConfig(_Strict):
+class ExecutionConfig(StrictModel):
     """How a study runs: cycles, order, gaps, deadlines, retries, isolation (excluded from the design hash)."""
 
     n_cycles: int = Field(
@@ -82,14 +79,14 @@ class ExecutionConfig(_Strict):
         return value
 
 
-class SkippedPoint(_Strict):
+class SkippedPoint(StrictModel):
     """A grid point that failed validation: recorded with its reason, not fatal (CFG-14)."""
 
     params: dict[str, Any]
     reason: str
 
 
-class StudyConfig(_Strict):
+class StudyConfig(StrictModel):
     """Resolved study: experiments + execution. Built by `sweep.expand_study` from a study YAML."""
 
     name: str = "study"

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from llem_ray.config.limits import MAX_GAP_S, STRICT_MODEL
+from llem_ray.config.limits import MAX_GAP_S, StrictModel
 from llem_ray.config.ssot import BACKENDS
 from llem_ray.errors import ConfigError
 
@@ -29,9 +29,6 @@ APP_NAME = "llenergymeasure"
 LOCAL_RUNNER = "local"
 DOCKER_PREFIX = "docker:"
 
-
-class _Strict(BaseModel):
-    model_config = STRICT_MODEL
 
 
 def check_runner(value: str) -> str:
@@ -43,18 +40,18 @@ def check_runner(value: str) -> str:
     raise ValueError(f"expected 'local' or 'docker:<image>', got {value!r}")
 
 
-class OutputSection(_Strict):
+class OutputSection(StrictModel):
     results_dir: str = Field(
         "results", description="Where `llem run` writes results and studies (relative: to the working directory)."
     )
 
 
-class MeasurementSection(_Strict):
+class MeasurementSection(StrictModel):
     carbon_intensity_g_per_kwh: float | None = Field(None, ge=0, description="Grid carbon intensity, gCO2e/kWh.")
     datacenter_pue: float | None = Field(None, ge=1, description="Power usage effectiveness of the facility.")
 
 
-class ExecutionSection(_Strict):
+class ExecutionSection(StrictModel):
     config_gap_seconds: float | None = Field(
         None, ge=0, le=MAX_GAP_S, description="Machine default gap between experiments, s."
     )
@@ -63,7 +60,7 @@ class ExecutionSection(_Strict):
     )
 
 
-class UserConfig(_Strict):
+class UserConfig(StrictModel):
     output: OutputSection = Field(default_factory=OutputSection)
     runners: dict[str, str] = Field(
         default_factory=dict, description="backend (pytorch, vllm, tensorrt) -> 'local' or 'docker:<image>' (CFG-24)"

@@ -2,7 +2,7 @@
 
 Every meter states, from what it knows of the devices it is bound to, its `accuracy` (one line,
 recorded as `energy_meter_accuracy`) and its `reproducibility_notes` (recorded as the result's
-`reproducibility_notes`). Nothing here claims more than spec NOTES-energy.md supports:
+`reproducibility_notes`). Nothing here claims more than these measured facts support:
 - NVML's energy counter (`nvmlDeviceGetTotalEnergyConsumption`, mJ since driver load) exists from
   Volta (compute capability 7.0) on and updates about every 100 ms: windows under ~0.1 s can read 0 J.
 - On GA100 (A100, 8.0) and GH100 (H100/H200, 9.0) each 100 ms NVML update averages only ~25 ms of

@@ -1,4 +1,4 @@
-"""Keep a broken `amdsmi` from killing Ray on non-AMD hosts (spec NOTES-energy, "A trap").
+"""Keep a broken `amdsmi` from killing Ray on non-AMD hosts.
 
 `pip install zeus` pulls in `amdsmi`. On a host without AMD's `libamd_smi.so` (every NVIDIA or CPU
 host) `import amdsmi` raises `KeyError: 'libamd_smi.so'` instead of ImportError. Ray's AMD probe

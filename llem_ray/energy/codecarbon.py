@@ -37,8 +37,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from llem_ray.device import DeviceError
 from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
-from llem_ray.energy.devices import device_facts, nvml
+from llem_ray.energy.devices import device_facts, gpu_layer
 from llem_ray.energy.nvml import NVMLMeter
 from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 from llem_ray.energy.sampler import Sampler
@@ -86,11 +87,10 @@ class CodeCarbonMeter:
         from codecarbon import __version__ as version
 
         if device_uuids:
-            lib = nvml()
+            gpus = gpu_layer()
             try:
-                handles = {u: lib.nvmlDeviceGetHandleByUUID(u) for u in device_uuids}
-                gpu_ids = {u: lib.nvmlDeviceGetIndex(h) for u, h in handles.items()}
-            except lib.NVMLError as exc:
+                gpu_ids = {u: gpus.index(u) for u in device_uuids}
+            except DeviceError as exc:
                 raise MeterUnavailable(f"a bound GPU is unknown to NVML ({exc})") from None
             try:
                 self._sampler = NVMLMeter(list(device_uuids), config)
@@ -100,7 +100,7 @@ class CodeCarbonMeter:
                 source = "polled power"
             self.device_uuids = list(device_uuids)
             trackers = {u: self._tracker([index], country_iso_code) for u, index in gpu_ids.items()}
-            devices = [device_facts(lib, h) for h in handles.values()]
+            devices = [device_facts(gpus, u) for u in gpu_ids]
             self.accuracy = f"CodeCarbon {version}: {gpu_accuracy(devices, source)}"
             self.reproducibility_notes = gpu_notes(
                 f"Energy is CodeCarbon {version}'s GPU energy of each window, per GPU, "

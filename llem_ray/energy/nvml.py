@@ -6,7 +6,8 @@ every ~100 ms: windows shorter than that can read 0 J. The sampler records, per 
 `sample_hz`, board power (W), temperature (°C), GPU utilisation (%), used memory (MiB), SM clock
 (MHz) and active clock-event (throttle) reasons; a reading a device does not support is None.
 
-Bound by UUID (`nvmlDeviceGetHandleByUUID`), never by index, so a Ray actor meters exactly its GPUs.
+GPUs are read through the device layer (`llem_ray.device`, NVML unless another is injected), by
+UUID, never by index, so a Ray actor meters exactly its GPUs.
 The factory raises `MeterUnavailable` when NVML is missing, no GPU is bound, a UUID is unknown, or
 a GPU has no energy counter (pre-Volta). `accuracy` and `reproducibility_notes` are written for the
 bound GPUs' names and generations (energy/accuracy.py). A window key that is already open is
@@ -16,15 +17,19 @@ refused (`WindowAlreadyOpen`).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
+from llem_ray.device import DeviceError
 from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
-from llem_ray.energy.devices import device_facts, nvml
+from llem_ray.energy.devices import device_facts, gpu_layer
 from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 from llem_ray.energy.sampler import Sampler
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import EnergyConfig
+
+T = TypeVar("T")
 
 # Clock-event reason bits (nvml.h, nvmlClocksEventReason*); GpuIdle is not a slowdown and is omitted.
 CLOCK_EVENT_REASONS: dict[int, str] = {
@@ -62,17 +67,15 @@ class NVMLMeter:
     def __init__(self, device_uuids: list[str], config: EnergyConfig | None = None):
         if not device_uuids:
             raise MeterUnavailable("no GPU is bound to this experiment (running on CPU)")
-        self._nvml = nvml()
+        self._gpus = gpu_layer()
         self.device_uuids = list(device_uuids)
-        self._handles: dict[str, Any] = {}
-        for uuid in self.device_uuids:
+        self._bound = list(dict.fromkeys(self.device_uuids))
+        for uuid in self._bound:
             try:
-                handle = self._nvml.nvmlDeviceGetHandleByUUID(uuid)
-                self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-            except self._nvml.NVMLError as exc:
+                self._gpus.energy_mj(uuid)
+            except DeviceError as exc:
                 raise MeterUnavailable(f"GPU {uuid}: no NVML energy counter ({exc})") from None
-            self._handles[uuid] = handle
-        self.devices = [device_facts(self._nvml, h) for h in self._handles.values()]
+        self.devices = [device_facts(self._gpus, u) for u in self._bound]
         self.accuracy = gpu_accuracy(self.devices, "counter")
         self.reproducibility_notes = gpu_notes(
             "Energy is the difference of each GPU's NVML energy counter (nvmlDeviceGetTotalEnergyConsumption, "
@@ -80,13 +83,10 @@ class NVMLMeter:
             self.devices, "counter",
         )
         self._windows: dict[str, tuple[float, dict[str, int]]] = {}
-        self._reasons_fn = getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            self._nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"
-        )
         self._sampler = Sampler(self.sample_once, "llem-nvml-sampler")
 
     def _counters_mj(self) -> dict[str, int]:
-        return {u: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for u, h in self._handles.items()}
+        return {u: self._gpus.energy_mj(u) for u in self._bound}
 
     def begin_window(self, key: str) -> None:
         """Read every bound GPU's energy counter now (mJ) and remember it under `key`.
@@ -103,33 +103,30 @@ class NVMLMeter:
         duration_s = time.perf_counter() - start_s
         return EnergyWindow(key, duration_s, {u: (end_mj[u] - start_mj[u]) / 1000.0 for u in self.device_uuids})
 
-    def _read(self, getter: Any, *args: Any) -> Any:
+    @staticmethod
+    def _read(getter: Callable[[str], T], uuid: str) -> T | None:
         try:
-            return getter(*args)
-        except self._nvml.NVMLError:
+            return getter(uuid)
+        except DeviceError:
             return None
 
     def sample_once(self) -> list[PowerSample]:
         """One reading of every bound GPU (None for any quantity the device cannot report)."""
-        lib = self._nvml
+        gpus, read = self._gpus, self._read
         now = time.time()
         out = []
-        for uuid, h in self._handles.items():
-            power_mw = self._read(lib.nvmlDeviceGetPowerUsage, h)
-            util = self._read(lib.nvmlDeviceGetUtilizationRates, h)
-            mem = self._read(lib.nvmlDeviceGetMemoryInfo, h)
-            clock = self._read(lib.nvmlDeviceGetClockInfo, h, lib.NVML_CLOCK_SM)
-            reasons = self._read(self._reasons_fn, h)
+        for uuid in self._bound:
+            mem = read(gpus.memory_mib, uuid)
             out.append(
                 PowerSample(
                     t_s=now,
                     device_uuid=uuid,
-                    power_w=None if power_mw is None else power_mw / 1000.0,
-                    temperature_c=self._read(lib.nvmlDeviceGetTemperature, h, lib.NVML_TEMPERATURE_GPU),
-                    utilization_pct=None if util is None else float(util.gpu),
-                    memory_used_mib=None if mem is None else mem.used / 2**20,
-                    sm_clock_mhz=None if clock is None else float(clock),
-                    throttle_reasons=decode_clock_event_reasons(reasons or 0),
+                    power_w=read(gpus.power_w, uuid),
+                    temperature_c=read(gpus.temperature_c, uuid),
+                    utilization_pct=read(gpus.utilization_pct, uuid),
+                    memory_used_mib=None if mem is None else mem.used_mib,
+                    sm_clock_mhz=read(gpus.sm_clock_mhz, uuid),
+                    throttle_reasons=decode_clock_event_reasons(read(gpus.clock_event_reasons, uuid) or 0),
                 )
             )
         return out

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from llem_ray.device import DeviceError, GPUDevices
 from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
-from llem_ray.energy.devices import nvml
+from llem_ray.energy.devices import gpu_layer
 from llem_ray.energy.nvml import NVMLMeter
 from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 
@@ -37,14 +38,14 @@ if TYPE_CHECKING:
 _KEY_PREFIX = "llem:"
 
 
-def zeus_indices(device_uuids: list[str], lib: Any, cuda_visible_devices: str | None) -> list[int]:
-    """Zeus's GPU index of each UUID (see module docstring); `lib` is an initialised pynvml.
+def zeus_indices(device_uuids: list[str], gpus: GPUDevices, cuda_visible_devices: str | None) -> list[int]:
+    """Zeus's GPU index of each UUID (see module docstring); `gpus` is the device layer.
 
     Raises MeterUnavailable when `cuda_visible_devices` holds anything but integers, or a UUID is
     unknown to NVML or not among the visible GPUs.
     """
     if cuda_visible_devices is None:
-        visible = list(range(lib.nvmlDeviceGetCount()))
+        visible = list(range(gpus.count()))
     else:
         entries = [e.strip() for e in cuda_visible_devices.split(",")]
         if not all(e.isdigit() for e in entries):
@@ -56,8 +57,8 @@ def zeus_indices(device_uuids: list[str], lib: Any, cuda_visible_devices: str | 
     indices = []
     for uuid in device_uuids:
         try:
-            nvml_index = lib.nvmlDeviceGetIndex(lib.nvmlDeviceGetHandleByUUID(uuid))
-        except lib.NVMLError as exc:
+            nvml_index = gpus.index(uuid)
+        except DeviceError as exc:
             raise MeterUnavailable(f"GPU {uuid} is unknown to NVML ({exc})") from None
         if nvml_index not in visible:
             raise MeterUnavailable(f"GPU {uuid} (NVML index {nvml_index}) is not in CUDA_VISIBLE_DEVICES")
@@ -77,9 +78,9 @@ class ZeusMeter:
             raise MeterUnavailable("no GPU is bound to this experiment (running on CPU): Zeus measures GPUs only")
         if importlib.util.find_spec("zeus") is None:
             raise MeterUnavailable("zeus is not installed (pip install 'llem-ray[zeus]')")
-        lib = nvml()
+        gpus = gpu_layer()
         self.device_uuids = list(device_uuids)
-        self._indices = zeus_indices(self.device_uuids, lib, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self._indices = zeus_indices(self.device_uuids, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._sampler = NVMLMeter(self.device_uuids, config)
         try:
             import zeus

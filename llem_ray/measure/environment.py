@@ -17,12 +17,16 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from llem_ray.energy.devices import _text, nvml
+from llem_ray import device
+from llem_ray.device import DeviceError, DeviceUnavailable
 from llem_ray.results.schema import EnvironmentSnapshot, GPUInfo
 
 CUDA_HOMES = ("/usr/local/cuda",)
+T = TypeVar("T")
 
 
 def _tool_version() -> str:
@@ -64,38 +68,39 @@ def cuda_version(import_torch: bool) -> tuple[str | None, str | None]:
 
 
 def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
-    """Name, VRAM (MiB), enforced power limit (W) and persistence mode of each GPU `uuid` ([] without NVML)."""
+    """Name, VRAM (MiB), enforced power limit (W) and persistence mode of each GPU `uuid`.
+
+    [] without a device layer; a GPU the layer does not know is left out, a quantity it cannot
+    report is None.
+    """
     try:
-        lib = nvml()
-    except Exception:
+        gpus = device.current()
+    except DeviceUnavailable:
         return []
     out = []
     for uuid in uuids:
         try:
-            h = lib.nvmlDeviceGetHandleByUUID(uuid)
-            index, name = lib.nvmlDeviceGetIndex(h), _text(lib.nvmlDeviceGetName(h))
-            bus = _text(lib.nvmlDeviceGetPciInfo(h).busId)
-        except lib.NVMLError:
+            index, name, bus = gpus.index(uuid), gpus.gpu_name(uuid), gpus.pci_bus_id(uuid)
+        except DeviceError:
             continue
 
-        def read(fn, *args):
+        def read(getter: Callable[[str], T]) -> T | None:
             try:
-                return fn(h, *args)
-            except lib.NVMLError:
+                return getter(uuid)
+            except DeviceError:
                 return None
 
-        mem = read(lib.nvmlDeviceGetMemoryInfo)
-        limit_mw = read(lib.nvmlDeviceGetEnforcedPowerLimit)
-        persistence = read(lib.nvmlDeviceGetPersistenceMode)
+        mem = read(gpus.memory_mib)
+        persistence = read(gpus.persistence_mode)
         out.append(
             GPUInfo(
                 index=index,
                 name=name,
                 uuid=uuid,
                 pci_bus_id=bus,
-                vram_total_mib=None if mem is None else mem.total / 2**20,
-                power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
-                persistence_mode=None if persistence is None else bool(persistence),
+                vram_total_mib=None if mem is None else mem.total_mib,
+                power_limit_w=read(gpus.enforced_power_limit_w),
+                persistence_mode=persistence,
             )
         )
     return out
@@ -103,8 +108,8 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
 
 def _driver_version() -> str | None:
     try:
-        return _text(nvml().nvmlSystemGetDriverVersion())
-    except Exception:
+        return device.current().driver_version()
+    except (DeviceUnavailable, DeviceError):
         return None
 
 

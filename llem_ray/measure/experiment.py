@@ -35,6 +35,7 @@ import pyarrow as pa
 from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.datasets import load_prompts
+from llem_ray.device.sync import synchronize
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
 from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
@@ -66,14 +67,6 @@ class Measured:
     result: ExperimentResult
     timeseries: pa.Table
     result_dir: Path | None = None
-
-
-def synchronize(device: str) -> None:
-    """Wait for every visible CUDA device to finish its queued work (no-op on CPU or before CUDA init)."""
-    torch = sys.modules.get("torch")
-    if device == "cuda" and torch is not None and torch.cuda.is_initialized():
-        for index in range(torch.cuda.device_count()):
-            torch.cuda.synchronize(index)
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """Metrics of the measured window (CM-25..28): latency percentiles, device statistics, peak GPU memory,
 warnings.
 
-All latencies come in seconds and leave in milliseconds (`Percentiles.*_ms`). Warning thresholds
-follow NOTES-energy.md: windows under 10 s are noisy and biased low, fewer than 10 samples say
+All latencies come in seconds and leave in milliseconds (`Percentiles.*_ms`). Warning thresholds:
+windows under 10 s are noisy and biased low, fewer than 10 samples say
 little about device state, throttling and a > 10 °C temperature drift make runs incomparable.
 (Persistence mode is warned about by pre-flight.) Facility figures (CFG-25) scale energy by the
 data-centre PUE and convert it to CO2e with the grid's carbon intensity.

@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llem_ray import device
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends import shapes
 from llem_ray.backends.protocol import InferenceBackend
-from llem_ray.energy.devices import VisibleGPUs, nvml
+from llem_ray.energy.devices import VisibleGPUs
+from llem_ray.device import DeviceError, DeviceUnavailable
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
 from llem_ray.errors import BackendError, PreFlightError
@@ -44,18 +46,17 @@ def resolve_device(requested: str, gpus: VisibleGPUs) -> str:
 
 def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str], warnings: list[str]) -> None:
     try:
-        lib = nvml()
-    except Exception:
+        layer = device.current()
+    except DeviceUnavailable:
         return
     free_mib = 0.0
     for uuid in gpus.uuids:
         try:
-            h = lib.nvmlDeviceGetHandleByUUID(uuid)
-            free_mib += lib.nvmlDeviceGetMemoryInfo(h).free / 2**20
-            if not lib.nvmlDeviceGetPersistenceMode(h):
+            free_mib += layer.memory_mib(uuid).free_mib
+            if not layer.persistence_mode(uuid):
                 warnings.append(f"persistence mode is off on {uuid} (nvidia-smi -pm 1): idle power varies")
-            others = [p.pid for p in lib.nvmlDeviceGetComputeRunningProcesses(h) if p.pid != os.getpid()]
-        except lib.NVMLError:
+            others = [pid for pid in layer.compute_pids(uuid) if pid != os.getpid()]
+        except DeviceError:
             continue
         if others:
             warnings.append(

@@ -19,7 +19,7 @@ Method (pure functions, no I/O; `measure.assemble` calls `steady_state` once per
    to its last token; tokens are counted (fractionally) where they fall in the window.
 4. `window_energy_j`: the NVML counter's energy of the whole measured window, times the share of
    the sampled power integral that falls in the steady-state window. The counter stays the
-   primary source (NOTES-energy); the 10 Hz power samples only apportion it in time.
+   primary source; the 10 Hz power samples only apportion it in time.
 5. `validity_warnings` (ML.ENERGY's rules): window ≥ 30 s, every power reading ≤ 1.7 × the GPU's
    power limit (its TDP unless lowered), temperature within 20–95 °C.
 

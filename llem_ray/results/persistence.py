@@ -21,12 +21,15 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic, write_bytes_atomic
+from llem_ray.results.flatten import flatten_dotted
 from llem_ray.results.schema import SCHEMA_VERSION, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA
 
 RESULT_FILE = "result.json"
 TIMESERIES_FILE = "timeseries.parquet"
 MAX_NAME_CHARS = 100
+MAX_DIRECTORY_ATTEMPTS = 10_000
+"""Result directory names tried (`_1`, `_2`, ...) before giving up."""
 
 
 class UnsupportedSchemaVersion(ValueError):
@@ -70,22 +73,10 @@ def to_parquet(timeseries: pa.Table, path: str | Path) -> None:
     write_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, (list, tuple)):
-        out[prefix] = json.dumps(value)
-    else:
-        out[prefix] = value
-
-
 def result_csv_row(result: ExperimentResult) -> dict[str, Any]:
     """The result as one flat CSV row (MEAS-07): nested fields dotted, lists as JSON; no config, no pip freeze."""
     data = result.model_dump(mode="json", exclude={"config": True, "environment_snapshot": {"pip_freeze"}})
-    row: dict[str, Any] = {}
-    _flatten(data, "", row)
-    return row
+    return flatten_dotted(data, lists_as_json=True)
 
 
 def _write_csv(result: ExperimentResult, timeseries: pa.Table, directory: Path) -> None:
@@ -100,19 +91,33 @@ def _write_csv(result: ExperimentResult, timeseries: pa.Table, directory: Path) 
     write_bytes_atomic(directory / "timeseries.csv", sink.getvalue().to_pybytes())
 
 
-def _new_directory(output_dir: Path, base: str) -> Path:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    root = output_dir.resolve()
-    for counter in range(10_000):
-        candidate = root / (base if counter == 0 else f"{base}_{counter}")
-        if candidate.parent != root:
-            raise ValueError(f"result directory {candidate} would lie outside {root}")
+def make_unique_dir(parent: Path, base: str, attempts: int) -> Path | None:
+    """Create and return `parent/base`, or the first free of `base_1`, `base_2`, … (`attempts` names in all).
+
+    `parent` is created if missing. Returns None when every name tried exists. Raises ValueError when
+    `base` would put the directory outside `parent` (a separator or '..'), OSError when a directory
+    cannot be created.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for counter in range(attempts):
+        candidate = parent / (base if counter == 0 else f"{base}_{counter}")
+        if candidate.parent != parent:
+            raise ValueError(f"directory {candidate} would lie outside {parent}")
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
         return candidate
-    raise FileExistsError(f"no free result directory name for {base} in {root}")
+    return None
+
+
+def _new_directory(output_dir: Path, base: str) -> Path:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    root = output_dir.resolve()
+    directory = make_unique_dir(root, base, MAX_DIRECTORY_ATTEMPTS)
+    if directory is None:
+        raise FileExistsError(f"no free result directory name for {base} in {root}")
+    return directory
 
 
 def save_experiment(

@@ -24,7 +24,7 @@ from types import TracebackType
 
 from llem_ray.errors import StudyError
 from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter, StudyManifest, utc_now
-from llem_ray.results.persistence import sanitise_name
+from llem_ray.results.persistence import make_unique_dir, sanitise_name
 
 LOCK_FILE = ".llem.lock"
 MAX_NAME_ATTEMPTS = 1000
@@ -36,16 +36,11 @@ def new_study_dir(output_dir: Path, name: str) -> Path:
 
     Raises StudyError when no free name is found, OSError when `output_dir` cannot be created.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
     base = f"{sanitise_name(name)}_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-    for counter in range(MAX_NAME_ATTEMPTS):
-        candidate = output_dir / (base if counter == 0 else f"{base}_{counter}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise StudyError(f"no free study directory name for {base} in {output_dir}")
+    directory = make_unique_dir(output_dir, base, MAX_NAME_ATTEMPTS)
+    if directory is None:
+        raise StudyError(f"no free study directory name for {base} in {output_dir}")
+    return directory
 
 
 class StudyLock:

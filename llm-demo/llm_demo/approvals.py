@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from .errors import RepositoryError
-from .paths import Workspace
+from .paths import Workspace, write_text_atomic
 
 PIN_COMMENT = ("# llm-demo: newest approved version (production/<model>/); "
                "canary promote and rollback rewrite this")
@@ -73,9 +73,7 @@ def write_pin(workspace: Workspace, model: str) -> int | None:
         pin = f"version_policy {{ specific {{ versions: [ {approved[-1]} ] }} }}"
         text = text.rstrip("\n") + f"\n{PIN_COMMENT}\n{pin}\n"
     if text != original:
-        tmp = config.with_name(f".{config.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, config)
+        write_text_atomic(config, text)
     return approved[-1] if approved else None
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,17 +55,19 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{ts}-{secrets.token_hex(3)}"
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (temp file in the same dir + ``os.replace``).
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temp file in the same dir, fsynced, then ``os.replace``.
 
-    Readers never see a half-written file. Parent directories are created. Raises ``TypeError`` when
-    ``data`` is not JSON-serialisable (the target is then left untouched).
+    Readers never see a half-written file; the temp file is removed when the write fails. Parent
+    directories are created. A file that exists keeps its permission bits (a new one is private to
+    the user, 0600). Raises ``OSError`` when the directory cannot be written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -74,6 +77,14 @@ def write_json_atomic(path: Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (``write_text_atomic``).
+
+    Raises ``TypeError`` when ``data`` is not JSON-serialisable (the target is then left untouched).
+    """
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: Path, default: Any = None) -> Any:

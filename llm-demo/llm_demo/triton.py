@@ -12,7 +12,7 @@ Three installs are recognised, in this order:
 
 The wheel's backend is not usable in place: `prepare_backend_dir` copies
 `backends/python` and the stub matching the Python that will run the models into
-a directory passed as `--backend-directory` (spec/NOTES-triton.md).
+a directory passed as `--backend-directory`.
 Failure mode: no install found or no stub for this Python raises
 `LaunchError` (exit code 7) and the remediation.
 

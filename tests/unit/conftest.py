@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests: the registries start every test with the real backends and meters.
+"""Fixtures of the unit tests: every test starts with the real backends, meters and device layer.
 
 `tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they are removed
 before and after each test, and the `fakes` fixture installs them for the tests that want them.
@@ -6,14 +6,27 @@ before and after each test, and the `fakes` fixture installs them for the tests 
 
 import pytest
 
+from llem_ray import device
 from tests import fakes as fake_doubles
+from tests.fake_gpus import FakeGPU, FakeGPUs
 
 
 @pytest.fixture(autouse=True)
 def _real_registries():
     fake_doubles.unregister_all()
+    device.use(None)
     yield
     fake_doubles.unregister_all()
+    device.use(None)
+
+
+@pytest.fixture
+def fake_gpus():
+    """Two fake GPUs (tests/fake_gpus.py) as this process's device layer; NVML comes back after."""
+    layer = FakeGPUs([FakeGPU("GPU-aaaa1111-0000", "00000000:18:00.0"),
+                      FakeGPU("GPU-bbbb2222-0000", "00000000:3B:00.0", mig_slices=["MIG-bbbb-slice-1"])])
+    device.use(layer)
+    return layer
 
 
 @pytest.fixture
@@ -32,7 +45,7 @@ def jsonl_data():
     for root in (repo.parent / "shared", repo / "shared"):
         if (root / "data" / "aienergyscore.jsonl").is_file():
             return root / "data" / "aienergyscore.jsonl"
-    pytest.skip("shared dataset copy ../shared/data/aienergyscore.jsonl not found")
+    pytest.skip("the AI Energy Score sample data/aienergyscore.jsonl is not in a shared/ folder here")
 
 
 @pytest.fixture

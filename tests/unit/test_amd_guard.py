@@ -1,4 +1,4 @@
-"""The amdsmi guard (spec NOTES-energy, "A trap"): a broken `amdsmi` must not crash Ray once llem_ray is imported.
+"""The amdsmi guard: a broken `amdsmi` must not crash Ray once llem_ray is imported.
 
 Each case runs in a fresh interpreter, because the guard changes `sys.path` and `PYTHONPATH`. The
 broken `amdsmi` is the real one when the `zeus` extra is installed (CI installs it), else a stand-in

@@ -97,3 +97,21 @@ def test_sanitised_names_are_single_safe_components(name):
     safe = sanitise_name(name)
     assert safe and "/" not in safe and "\\" not in safe and not safe.startswith(".") and len(safe) <= 100
     assert set(safe) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def test_flatten_dotted_serves_csv_rows_and_value_comparison():
+    from llem_ray.results.flatten import flatten_dotted
+
+    data = {"a": {"b": 1, "c": [1, 2]}, "empty": {}, "d": (3,)}
+    assert flatten_dotted(data, lists_as_json=True) == {"a.b": 1, "a.c": "[1, 2]", "d": "[3]"}
+    assert flatten_dotted(data) == {"a.b": 1, "a.c": [1, 2], "empty": {}, "d": (3,)}
+
+
+def test_make_unique_dir_appends_a_counter_and_stays_inside(tmp_path):
+    from llem_ray.results.persistence import make_unique_dir
+
+    assert make_unique_dir(tmp_path / "new", "run", 3) == tmp_path / "new" / "run"
+    assert make_unique_dir(tmp_path / "new", "run", 3) == tmp_path / "new" / "run_1"
+    assert make_unique_dir(tmp_path / "new", "run", 2) is None
+    with pytest.raises(ValueError, match="outside"):
+        make_unique_dir(tmp_path, "../escape", 1)

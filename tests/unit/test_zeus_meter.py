@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +11,7 @@ from llem_ray.energy import registry
 from llem_ray.energy.protocol import MeterUnavailable
 from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
 from llem_ray.energy.zeus import ZeusMeter, zeus_indices
+from tests.fake_gpus import FakeGPU, FakeGPUs
 
 
 def test_cpu_run_has_no_gpu_to_bind():
@@ -30,27 +30,13 @@ def test_explicit_zeus_on_cpu_is_a_preflight_failure_naming_the_reason():
         select_meter(EnergyConfig(backend="zeus"), [])
 
 
-class _NVMLError(Exception):
-    pass
-
-
-def _fake_nvml(uuid_to_index: dict[str, int]):
-    def handle(uuid):
-        if uuid not in uuid_to_index:
-            raise _NVMLError("Not Found")
-        return uuid
-
-    return SimpleNamespace(NVMLError=_NVMLError, nvmlDeviceGetCount=lambda: 4,
-                           nvmlDeviceGetHandleByUUID=handle, nvmlDeviceGetIndex=lambda h: uuid_to_index[h])
-
-
 def test_zeus_indices_follow_cuda_visible_devices():
-    lib = _fake_nvml({"GPU-a": 0, "GPU-b": 1, "GPU-c": 2})
-    assert zeus_indices(["GPU-c", "GPU-a"], lib, None) == [2, 0]  # unset: Zeus lists every GPU in NVML order
-    assert zeus_indices(["GPU-a", "GPU-c"], lib, "2,0") == [1, 0]  # Ray's actor: positions in the list
+    gpus = FakeGPUs([FakeGPU(uuid, f"0000000{i}:00.0") for i, uuid in enumerate(["GPU-a", "GPU-b", "GPU-c", "GPU-d"])])
+    assert zeus_indices(["GPU-c", "GPU-a"], gpus, None) == [2, 0]  # unset: Zeus lists every GPU in NVML order
+    assert zeus_indices(["GPU-a", "GPU-c"], gpus, "2,0") == [1, 0]  # Ray's actor: positions in the list
     with pytest.raises(MeterUnavailable, match="not in CUDA_VISIBLE_DEVICES"):
-        zeus_indices(["GPU-b"], lib, "2,0")
+        zeus_indices(["GPU-b"], gpus, "2,0")
     with pytest.raises(MeterUnavailable, match="integer CUDA_VISIBLE_DEVICES.*nvml meter"):
-        zeus_indices(["GPU-a"], lib, "GPU-a,GPU-c")
+        zeus_indices(["GPU-a"], gpus, "GPU-a,GPU-c")
     with pytest.raises(MeterUnavailable, match="GPU-zzz is unknown to NVML"):
-        zeus_indices(["GPU-zzz"], lib, None)
+        zeus_indices(["GPU-zzz"], gpus, None)
