@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ class ResultsActor:
     def mark_failed(self, key: str, error: str, record: AttemptRecord) -> None:
         self.writer.mark_failed(key, error, record)
 
+    def add_stages(self, key: str, attempt: int, stages_s: dict[str, float]) -> None:
+        """Stages measured after the attempt was recorded (the slot's release, s) join its record."""
+        self.writer.add_stages(key, attempt, stages_s)
+
     def release_running(self) -> list[str]:
         """On resume, before anything is dispatched: entries a stopped driver left `running` go
         back to pending (ManifestWriter.release_running). Returns their keys."""
@@ -107,6 +112,7 @@ class ResultsActor:
     def record(self, key: str, result: ExperimentResult, timeseries: pa.Table, record: AttemptRecord) -> str:
         """Store a completed attempt: experiment directory, part file, then manifest. Returns the
         result directory relative to the study directory. Idempotent (see module docstring)."""
+        begun_s = time.monotonic()
         entry = self.writer.entry(key)
         if entry.status == "completed" and entry.result_path and (self.dir / entry.result_path / RESULT_FILE).exists():
             return entry.result_path
@@ -116,7 +122,8 @@ class ResultsActor:
         result_dir = save_experiment(result, timeseries, parent)
         relative = str(result_dir.relative_to(self.dir))
         write_part(self.dir / TABLE_DIR, result_row(result, key=key, order_index=entry.order_index, result_path=relative))
-        self.writer.mark_completed(key, relative, record)
+        stages = {**record.stages_s, "result_write": time.monotonic() - begun_s}
+        self.writer.mark_completed(key, relative, record.model_copy(update={"stages_s": stages}))
         return relative
 
     def manifest(self) -> StudyManifest:

@@ -32,6 +32,7 @@ from llem_ray.cluster.placement import Slot, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
 from llem_ray.cluster.slots import SlotPool
+from llem_ray.cluster.stages import elapsed_s, utc
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
 from llem_ray.errors import LLEMError, StudyError, clean_up
 from llem_ray.results.manifest import AttemptRecord, utc_now
@@ -72,6 +73,7 @@ class Attempt:
     dispatched_s: float
     deadline_s: float
     record: AttemptRecord
+    dispatched_unix_s: float = 0.0
     started: bool = False
     killed: str | None = None
     killed_s: float = 0.0
@@ -130,6 +132,7 @@ class Scheduler:
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
         self.record_refs: dict[Any, tuple[str, float]] = {}
+        self.releasing: dict[Any, tuple[str, int, float]] = {}
         self.baselines: dict[BaselineKey, CachedBaseline] = {}
         self.calls: list[Any] = []
         self.report = Report()
@@ -143,7 +146,7 @@ class Scheduler:
         unplaceable work, results actor unresponsive); KeyboardInterrupt passes through. Either way
         running actors are killed and their entries set back to pending first."""
         try:
-            while self.queue or self.running or self.record_refs:
+            while self.queue or self.running or self.record_refs or self.releasing:
                 now = time.monotonic()
                 self.pool.refresh(now)
                 self._dispatch(now)
@@ -173,6 +176,11 @@ class Scheduler:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
         self.pool.handle(ready_set)
+        for ref in [r for r in self.releasing if r not in self.pool.drain_refs]:  # gone, or given up on
+            key, number, killed_unix_s = self.releasing.pop(ref)
+            if ref in ready_set:
+                stages = {"slot_release": elapsed_s(killed_unix_s, time.time())}
+                self.calls.append(self.collector.add_stages.remote(key, number, stages))
         for ref in [r for r in self.where_refs if r in ready_set]:
             self._on_where(self.where_refs.pop(ref), ref)
         for ref in [r for r in self.running if r in ready_set]:
@@ -218,7 +226,7 @@ class Scheduler:
         actor = ExperimentActor.options(**options).remote()
         where_ref = actor.where.remote()
         run_ref = actor.run.remote(item.config, item.cycle, number, dict(self.baselines))
-        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record)
+        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record, time.time())
         self.running[run_ref] = attempt
         self.where_refs[where_ref] = attempt
         self.calls.append(self.collector.mark_running.remote(item.key, record))
@@ -260,6 +268,7 @@ class Scheduler:
                 "gpu_ids": info.gpu_ids,
                 "gpu_uuids": info.gpu_uuids,
                 "actor_pid": info.pid,
+                "stages_s": {"actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s), **info.stages_s},
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
@@ -274,9 +283,20 @@ class Scheduler:
         except Exception as exc:
             cause = cause_of(exc)
             final = isinstance(cause, LLEMError) and not cause.retryable
+            stages = {**attempt.record.stages_s, **getattr(cause, "llem_stages_s", {})}
+            attempt.record = attempt.record.model_copy(update={"stages_s": stages})
             self._on_failure(attempt, attempt.killed or describe(exc), isinstance(exc, RayActorError), final)
             return
-        record = attempt.record.model_copy(update={"ended_at": utc_now(), "gpu_pids_seen": outcome.gpu_pids_seen})
+        stages = {**attempt.record.stages_s, **outcome.stages_s,
+                  "result_transfer": elapsed_s(outcome.returned_unix_s, time.time())}
+        window = outcome.window_s
+        record = attempt.record.model_copy(update={
+            "ended_at": utc_now(),
+            "gpu_pids_seen": outcome.gpu_pids_seen,
+            "stages_s": stages,
+            "window_started_at": utc(window[0]) if window else None,
+            "window_ended_at": utc(window[1]) if window else None,
+        })
         self.baselines.update(outcome.new_baselines)
         self.consecutive_failures = 0
         self._drain(attempt)
@@ -303,6 +323,7 @@ class Scheduler:
         ray.kill(attempt.actor, no_restart=True)
         gone = attempt.actor.__ray_terminate__.remote()
         self.pool.drain(attempt.slot, gone, attempt.item.cycle, KILL_GRACE_S)
+        self.releasing[gone] = (attempt.item.key, attempt.record.attempt, time.time())
 
     def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool, final: bool = False) -> None:
         """Record a failed attempt; retry it unless it had all its attempts or `final` (no retry can fix it)."""

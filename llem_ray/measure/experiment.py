@@ -52,7 +52,7 @@ PREFILL_MAX_PASSES = 1000
 
 ProgressCallback = Callable[[str], None]
 """Called with each stage name as it starts: environment, preflight, load, baseline, warmup,
-thermal_floor, measure, prefill, metrics."""
+thermal_floor, measure, prefill, metrics, unload (the last also after a failure)."""
 
 
 @dataclass
@@ -205,6 +205,7 @@ def run(
         first = exc
         raise
     finally:
+        progress("unload")
         clean_up([backend.unload] + ([meter.stop_sampling, meter.close] if meter is not None else []), first=first)
 
 

@@ -63,6 +63,11 @@ class AttemptRecord(_Model):
         default_factory=list, description="Compute processes seen on the GPUs during the measured window."
     )
     error: str | None = None
+    stages_s: dict[str, float] = Field(
+        default_factory=dict, description="Seconds per stage, in the order they ran (cluster/stages.py)."
+    )
+    window_started_at: datetime | None = Field(None, description="Start of the measured window (UTC).")
+    window_ended_at: datetime | None = Field(None, description="End of the measured window (UTC).")
 
 
 class ManifestEntry(_Model):
@@ -209,6 +214,13 @@ class ManifestWriter:
         self._put_attempt(entry, record.model_copy(update={"status": "failed", "error": error}))
         entry.status, entry.error = "failed", error
         self.write()
+
+    def add_stages(self, key: str, attempt: int, stages_s: dict[str, float]) -> None:
+        """Merge `stages_s` (seconds per stage) into attempt `attempt` of `key` (ignored if unknown)."""
+        for record in self._entries[key].history:
+            if record.attempt == attempt:
+                record.stages_s = {**record.stages_s, **stages_s}
+                self.write()
 
     def write(self) -> None:
         """Rewrite `manifest.json` atomically with the current state."""
