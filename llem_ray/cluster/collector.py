@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -45,6 +44,7 @@ from llem_ray.results.persistence import RESULT_FILE, save_experiment
 from llem_ray.results.repair import repair_parts
 from llem_ray.results.schema import ExperimentResult
 from llem_ray.results.table import consolidate, result_row, write_part
+from llem_ray.results.timeseries import Columns, columns_to_table
 
 NAMESPACE = "llem"
 EXPERIMENTS_DIR = "experiments"
@@ -109,7 +109,7 @@ class ResultsActor:
         for key in keys:
             self.writer.mark_pending(key, error)
 
-    def record(self, key: str, result: ExperimentResult, timeseries: pa.Table, record: AttemptRecord) -> str:
+    def record(self, key: str, result: ExperimentResult, timeseries: Columns, record: AttemptRecord) -> str:
         """Store a completed attempt: experiment directory, part file, then manifest. Returns the
         result directory relative to the study directory. Idempotent (see module docstring)."""
         begun_s = time.monotonic()
@@ -119,7 +119,7 @@ class ResultsActor:
         parent = self.dir / EXPERIMENTS_DIR / key
         if parent.exists():
             shutil.rmtree(parent)
-        result_dir = save_experiment(result, timeseries, parent)
+        result_dir = save_experiment(result, columns_to_table(timeseries), parent)
         relative = str(result_dir.relative_to(self.dir))
         write_part(self.dir / TABLE_DIR, result_row(result, key=key, order_index=entry.order_index, result_path=relative))
         stages = {**record.stages_s, "result_write": time.monotonic() - begun_s}

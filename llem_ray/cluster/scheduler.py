@@ -26,14 +26,13 @@ from typing import Any, Literal
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from llem_ray.cluster.placement import Slot, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
 from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.stages import elapsed_s, utc
-from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
+from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor
 from llem_ray.errors import LLEMError, StudyError, clean_up
 from llem_ray.results.manifest import AttemptRecord, utc_now
 
@@ -272,9 +271,6 @@ class Scheduler:
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
-        env = self.runtime_envs.get(attempt.item.config.backend)
-        target = NodeAffinitySchedulingStrategy(info.node_id, soft=True)
-        prewarm.options(scheduling_strategy=target, **({"runtime_env": env} if env else {})).remote()
 
     def _on_run(self, attempt: Attempt, ref: Any) -> None:
         self.where_refs.pop(attempt.where_ref, None)

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import ray
 
 from llem_ray.cluster.stages import StageClock
@@ -34,6 +33,7 @@ from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache, BaselineReading
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.results.schema import ExperimentResult, Placement
+from llem_ray.results.timeseries import Columns
 
 GPU_PROCESS_POLL_S = 0.25
 """How often the measured-window watcher lists the GPUs' compute processes, s."""
@@ -100,12 +100,12 @@ class WhereInfo:
 
 @dataclass
 class Outcome:
-    """What one successful attempt returns to the driver: the result and its timeseries, the GPUs'
-    compute pids seen in the window, new baseline readings, seconds per stage of `run()`, the measured
+    """What one successful attempt returns to the driver: the result and its timeseries (plain columns:
+    the results actor builds the Arrow table, results/timeseries.py says why), the GPUs' compute pids seen in the window, new baseline readings, seconds per stage of `run()`, the measured
     window (unix s, or None) and the moment `run()` returned (unix s)."""
 
     result: ExperimentResult
-    timeseries: pa.Table
+    timeseries: Columns
     gpu_pids_seen: list[int] = field(default_factory=list)
     new_baselines: dict[BaselineKey, CachedBaseline] = field(default_factory=dict)
     stages_s: dict[str, float] = field(default_factory=dict)
@@ -187,18 +187,6 @@ def foreign_process_warning(seen: set[int], own: set[int]) -> str | None:
         f"{len(foreign)} foreign process(es) computed on the experiment's GPUs during the measured window "
         f"(pids {', '.join(map(str, sorted(foreign)))}): energy includes their work"
     )
-
-
-@ray.remote(num_cpus=0, num_gpus=0, max_retries=0)
-def prewarm() -> int:
-    """Do nothing in a pooled worker of this node and return its pid.
-
-    Run on the node of a busy slot while its experiment measures, it leaves an idle worker process
-    there with Ray and this module already imported, from which Ray starts the slot's next
-    `ExperimentActor` instead of a cold Python process (Ray keeps idle workers up to the node's
-    CPU count). The worker sees no GPU and imports nothing heavy.
-    """
-    return os.getpid()
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -291,7 +279,7 @@ class ExperimentActor:
         end_s = time.time()
         return Outcome(
             result,
-            measured.timeseries,
+            measured.timeseries_columns,
             sorted(watcher.pids),
             cache.new_readings,
             stages_s=clock.durations_s(end_s),

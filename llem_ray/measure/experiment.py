@@ -1,6 +1,6 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
-environment snapshot → pre-flight → load → idle baseline → warm-up → thermal floor → measured
+pre-flight → load → environment snapshot → idle baseline → warm-up → thermal floor → measured
 window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
 (PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
 loop; every sample is tagged with its phase in the timeseries, and only the measured window's
@@ -42,7 +42,7 @@ from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import ExperimentResult, Placement
-from llem_ray.results.timeseries import Phase, samples_to_table
+from llem_ray.results.timeseries import Columns, Phase, columns_to_table, samples_to_columns
 
 PREFILL_COUNTER_UPDATES = 20
 """The prefill loop runs for at least this many updates of the meter's counter (NVML: 100 ms each)."""
@@ -51,17 +51,22 @@ DEFAULT_RESOLUTION_S = 0.1
 PREFILL_MAX_PASSES = 1000
 
 ProgressCallback = Callable[[str], None]
-"""Called with each stage name as it starts: environment, preflight, load, baseline, warmup,
+"""Called with each stage name as it starts: preflight, load, environment, baseline, warmup,
 thermal_floor, measure, prefill, metrics, unload (the last also after a failure)."""
 
 
 @dataclass
 class Measured:
-    """A result, its timeseries (results.timeseries.TIMESERIES_SCHEMA) and where it was saved (if it was)."""
+    """A result, its timeseries as plain columns (results.timeseries.Columns) and where it was saved (if it
+    was). `timeseries` is the Arrow table (TIMESERIES_SCHEMA), built when first asked for."""
 
     result: ExperimentResult
-    timeseries: pa.Table
+    timeseries_columns: Columns
     result_dir: Path | None = None
+
+    @property
+    def timeseries(self) -> pa.Table:
+        return columns_to_table(self.timeseries_columns)
 
 
 def synchronize(device: str) -> None:
@@ -127,11 +132,9 @@ def run(
     progress = on_progress or (lambda stage: None)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     started_at = datetime.now(timezone.utc)
-    progress("environment")
+    progress("preflight")
     gpus = visible_gpus()
     device = resolve_device(config.device, gpus)
-    env = snapshot(gpus.uuids if device == "cuda" else [], import_torch=device == "cuda")
-    progress("preflight")
     cleared = preflight(config, device, gpus)
     backend, meter = cleared.backend, cleared.meter
     phases: list[Phase] = []
@@ -140,6 +143,8 @@ def run(
         progress("load")
         info = backend.load(config, device)
         synchronize(device)
+        progress("environment")  # after load: the CUDA version comes from the engine's torch if it imported one
+        env = snapshot(gpus.uuids if device == "cuda" else [])
         progress("baseline")
         baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
         prompt_set = load_prompts(config, config.n, info.vocab_size)
@@ -200,7 +205,7 @@ def run(
             notes=[*cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
-        return Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))
+        return Measured(build_result(observations), samples_to_columns(samples, phases, measured_start_s))
     except BaseException as exc:
         first = exc
         raise

@@ -38,9 +38,18 @@ def phase_of(t_s: float, phases: Sequence[Phase]) -> str:
     return next((name for name, start, end in phases if start <= t_s <= end), "other")
 
 
-def samples_to_table(samples: Sequence[PowerSample], phases: Sequence[Phase], window_start_s: float) -> pa.Table:
-    """Arrow table (TIMESERIES_SCHEMA) of `samples`, each tagged with its phase."""
-    columns: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
+Columns = dict[str, list]
+"""A timeseries as plain Python columns (TIMESERIES_SCHEMA's names and order)."""
+
+
+def samples_to_columns(samples: Sequence[PowerSample], phases: Sequence[Phase], window_start_s: float) -> Columns:
+    """The columns of `samples`, each tagged with its phase, as plain Python lists.
+
+    Cheap to build and to pickle, and needs no pyarrow: in pyarrow 25 the first array built in a process
+    imports pandas (0.4-0.6 s on a 2-core machine), which an experiment's fresh process would pay after
+    its window; the results actor, which lives for the whole study, converts (`columns_to_table`).
+    """
+    columns: Columns = {f.name: [] for f in TIMESERIES_SCHEMA}
     for s in samples:
         columns["t_s"].append(s.t_s)
         columns["elapsed_s"].append(s.t_s - window_start_s)
@@ -52,4 +61,14 @@ def samples_to_table(samples: Sequence[PowerSample], phases: Sequence[Phase], wi
         columns["memory_used_mb"].append(s.memory_used_mb)
         columns["sm_clock_mhz"].append(s.sm_clock_mhz)
         columns["throttle_reasons"].append(",".join(s.throttle_reasons))
+    return columns
+
+
+def columns_to_table(columns: Columns) -> pa.Table:
+    """The Arrow table (TIMESERIES_SCHEMA) of `columns`. Raises pyarrow errors for columns of the wrong type."""
     return pa.Table.from_pydict(columns, schema=TIMESERIES_SCHEMA)
+
+
+def samples_to_table(samples: Sequence[PowerSample], phases: Sequence[Phase], window_start_s: float) -> pa.Table:
+    """Arrow table (TIMESERIES_SCHEMA) of `samples`, each tagged with its phase."""
+    return columns_to_table(samples_to_columns(samples, phases, window_start_s))

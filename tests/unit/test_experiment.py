@@ -30,7 +30,8 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     placement = Placement(node_id="n1", gpu_uuids=["GPU-fake-0"], cycle=2, attempt=1)
     measured = run(ExperimentConfig(**QUICK), placement=placement, on_progress=stages.append)
     r = measured.result
-    assert stages == ["environment", "preflight", "load", "baseline", "warmup", "thermal_floor", "measure", "prefill", "metrics"]
+    assert stages == ["preflight", "load", "environment", "baseline", "warmup", "thermal_floor", "measure", "prefill",
+                      "metrics", "unload"]
     assert r.energy_meter == "fake" and r.placement == placement
     assert r.energy_total_j == pytest.approx(FAKE_POWER_W * r.duration_s, rel=0.05)
     assert r.energy_per_device_j == {"GPU-fake-0": r.energy_total_j}
