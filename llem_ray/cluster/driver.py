@@ -44,7 +44,7 @@ from llem_ray.cluster import runtime_env
 from llem_ray.cluster.collector import COLLECTOR_FILES_TIMEOUT_S, start_collector
 from llem_ray.cluster.notify import post_webhook
 from llem_ray.cluster.placement import ClusterInventory, feasibility_problems, shape_for
-from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, unique_experiments
+from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, plan_rows, unique_experiments
 from llem_ray.cluster.progress import Progress, summary_table
 from llem_ray.cluster.scheduler import Policy, Scheduler, describe
 from llem_ray.config import guards
@@ -224,13 +224,14 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
 
 
 def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, resuming: bool):
-    """The results actor of `study_dir`; on resume it first closes what a stopped driver left
-    running and repairs the table's part files from their result.json."""
-    entries = [i.manifest_entry() for i in items]
-    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash, entries=entries)
+    """The results actor of `study_dir`, its manifest holding every planned item (as plain rows: at
+    100,000 entries, models would cost seconds to build and send); on resume it first closes what a
+    stopped driver left running and repairs the table from the results' result.json."""
+    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash)
     job = ray.get_runtime_context().get_job_id()
     name = f"llem-results-{hashlib.sha256(str(study_dir).encode()).hexdigest()[:12]}-{job}"
     collector = start_collector(study_dir, manifest, study.model_dump(mode="json"), name)
+    ray.get(collector.add_planned.remote(plan_rows(items)), timeout=COLLECTOR_FILES_TIMEOUT_S)
     if resuming:
         released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if released:
@@ -239,6 +240,8 @@ def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, 
         repaired = ray.get(collector.repair.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if repaired["rebuilt"]:
             print(f"llem: rebuilt {len(repaired['rebuilt'])} table part(s) from their result.json", file=sys.stderr)
+        if repaired["removed"]:
+            print(f"llem: removed {repaired['removed']} unreadable or orphaned table file(s)", file=sys.stderr)
         if repaired["lost"]:
             print(f"llem: {len(repaired['lost'])} completed entries lost their result files: measured again",
                   file=sys.stderr)
@@ -254,9 +257,9 @@ def _schedule(
     A StudyError or interrupt from the scheduler is re-raised after the study directory is
     finished; an error while finishing then becomes a note on it, never raised in its place.
     """
-    manifest = ray.get(collector.manifest.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
-    done = set(manifest.keys_with("completed"))
-    first_attempt = {e.key: e.attempts + 1 for e in manifest.entries}
+    states = ray.get(collector.resume_state.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+    done = {key for key, (status, _) in states.items() if status == "completed"}
+    first_attempt = {key: attempts + 1 for key, (_, attempts) in states.items()}
     todo = [i for i in items if i.key not in done]
     envs = {b: runtime_env.experiment_runtime_env(study, b) for b in {i.config.backend for i in items}}
     progress = Progress(len(items), len(items) - len(todo), study.name, options.quiet)
@@ -291,6 +294,8 @@ def _conclude(
         raise StudyError(f"the results actor could not finish the study: {describe(exc)}") from exc
     if report is not None and report.start_overheads_s:
         protocol["mean_actor_start_s"] = sum(report.start_overheads_s) / len(report.start_overheads_s)
+    if report is not None and report.first_dispatch_s is not None:
+        protocol["time_to_first_dispatch_s"] = report.first_dispatch_s - started_s
     result = _study_result(study, protocol, str(study_dir), files, len(items), time.monotonic() - started_s)
     ray.get(collector.write_study_result.remote(result.model_dump(mode="json")), timeout=COLLECTOR_FILES_TIMEOUT_S)
     print(summary_table(files["table"], files["configs"]))

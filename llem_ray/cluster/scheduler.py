@@ -80,12 +80,14 @@ class Attempt:
 
 @dataclass
 class Report:
-    """What a scheduler run did: keys completed / failed for good, attempts started, actor start overheads (s)."""
+    """What a scheduler run did: keys completed / failed for good, attempts started, actor start overheads
+    (s), and when the first attempt was dispatched (`time.monotonic()` s; None if none was)."""
 
     completed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     attempts: int = 0
     start_overheads_s: list[float] = field(default_factory=list)
+    first_dispatch_s: float | None = None
 
 
 def cause_of(exc: BaseException) -> BaseException:
@@ -217,6 +219,8 @@ class Scheduler:
         self.next_attempt[item.key] += 1
         self.tries[item.key] += 1
         self.report.attempts += 1
+        if self.report.first_dispatch_s is None:
+            self.report.first_dispatch_s = now
         record = AttemptRecord(attempt=number, dispatched_at=utc_now())
         options = actor_options(slot)
         env = self.runtime_envs.get(item.config.backend)
@@ -267,7 +271,9 @@ class Scheduler:
                 "gpu_ids": info.gpu_ids,
                 "gpu_uuids": info.gpu_uuids,
                 "actor_pid": info.pid,
-                "stages_s": {"actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s), **info.stages_s},
+                "stages_s": {
+                    "actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s), **info.stages_s
+                },
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))

@@ -9,8 +9,8 @@ and the measured window's wall-clock bounds (`window_started_at`, `window_ended_
   nvml_init         actor           NVML initialised and the actor's GPUs listed (`where()`)
   imports           actor           `where()` returned -> the protocol begins: `run()`'s arguments
                                     unpickled, the measurement stack imported
-  environment ... unload  actor     the protocol's stages (measure/experiment.py `on_progress`):
-                                    environment, preflight, load, baseline, warmup, thermal_floor,
+  preflight ... unload  actor       the protocol's stages (measure/experiment.py `on_progress`):
+                                    preflight, load, environment, baseline, warmup, thermal_floor,
                                     measure (the window), prefill, metrics, unload
   result_transfer   actor, driver   the actor returned -> the driver holds the outcome
   result_write      results actor   result directory and table row written, before the manifest change
@@ -33,11 +33,6 @@ from datetime import datetime, timezone
 
 from llem_ray.results.manifest import AttemptRecord
 
-PROTOCOL_STAGES = (
-    "environment", "preflight", "load", "baseline", "warmup", "thermal_floor", "measure", "prefill", "metrics",
-    "unload",
-)
-"""The stages measure/experiment.py reports through `on_progress`, in order."""
 MEASURED_STAGE = "measure"
 EXCLUDED_FROM_DEAD_TIME = ("load", "baseline", "warmup")
 """Stages that are part of measuring, not dead time (issue 13's definition)."""

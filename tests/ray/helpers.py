@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.study import ExecutionConfig, StudyConfig
-from llem_ray.results.manifest import MANIFEST_FILE, AttemptRecord, StudyManifest
+from llem_ray.results.manifest import AttemptRecord, StudyManifest, read_manifest
+from llem_ray.results.table import scan
 
 PLUGINS = {"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}
 """Job runtime_env that registers the fake backend ('pytorch') and meter in every worker."""
@@ -44,7 +46,8 @@ def fake_study(experiments: list[ExperimentConfig], output_dir: Path, **executio
 
 
 def load_manifest(study_dir: str | Path) -> StudyManifest:
-    return StudyManifest.model_validate_json((Path(study_dir) / MANIFEST_FILE).read_text())
+    """The live manifest (one committed snapshot of the store; `manifest.json` is only its export)."""
+    return read_manifest(Path(study_dir))
 
 
 def attempts(study_dir: str | Path) -> list[tuple[str, AttemptRecord]]:
@@ -68,14 +71,22 @@ def assert_no_shared_gpu(study_dir: str | Path) -> int:
     return len(ran)
 
 
-def assert_results_once(study_dir: str | Path, expected_keys: set[str]) -> None:
-    """Every expected key has exactly one result directory, one part file and one table row."""
+def assert_table_once(study_dir: str | Path, expected_keys: set[str]) -> None:
+    """The live study table (`table/`, read as a dataset) holds one row per expected key and nothing else,
+    in readable files only; so does the consolidated results.parquet."""
     study_dir = Path(study_dir)
-    table = pq.read_table(study_dir / "results.parquet")
-    keys = table.column("key").to_pylist()
+    keys = pq.read_table(study_dir / "results.parquet").column("key").to_pylist()
     assert sorted(keys) == sorted(expected_keys), f"table keys {sorted(keys)} != {sorted(expected_keys)}"
-    parts = sorted(p.name for p in (study_dir / "table").iterdir() if not p.name.startswith("."))
-    assert parts == sorted(f"part-{k}.parquet" for k in expected_keys)
+    live = ds.dataset(study_dir / "table", format="parquet").to_table(columns=["key"]).column("key").to_pylist()
+    assert sorted(live) == sorted(expected_keys), "the live dataset does not hold each key exactly once"
+    found = scan(study_dir / "table")
+    assert not found.bad, f"unreadable table files: {found.bad}"
+
+
+def assert_results_once(study_dir: str | Path, expected_keys: set[str]) -> None:
+    """Every expected key has exactly one result directory and one table row (live and consolidated)."""
+    study_dir = Path(study_dir)
+    assert_table_once(study_dir, expected_keys)
     assert sorted(p.name for p in (study_dir / "experiments").iterdir()) == sorted(expected_keys)
     for key in expected_keys:
         dirs = list((study_dir / "experiments" / key).iterdir())

@@ -84,6 +84,7 @@ def build_study(root: Path, plan: list[dict], name: str = "toy") -> Path:
             writer.mark_failed(entry.key, p.get("error", "boom"), record)
         elif p["status"] == "running":
             writer.mark_running(entry.key, record)
+    writer.export()  # what the results actor writes at the end of a study
     return study
 
 
