@@ -98,14 +98,18 @@ class ResultsActor:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._busy: dict[str, tuple[int, float]] = {}
         path = self.dir / MANIFEST_FILE
-        if has_manifest(self.dir):
+        resuming = has_manifest(self.dir)
+        if resuming:
             self.writer = ManifestWriter.load(path)
             self.writer.add_missing(manifest.entries)
         else:
             self.writer = ManifestWriter.create(path, manifest)
         self.table = StudyTable(self.dir)
         self.exporter = ManifestExporter(self.dir)
-        self.exporter.changed()
+        if resuming:
+            self.exporter.changed()  # later: at 100,000 entries an export takes a second
+        else:
+            self.exporter.flush()  # a new study's manifest.json is there from the start
         write_json_atomic(self.dir / STUDY_CONFIG_FILE, json.dumps(study_config, indent=1, default=str))
 
     @_timed("change")
@@ -189,9 +193,9 @@ class ResultsActor:
     def _compact(self) -> None:
         self.table.compact(self.writer.completed_among)
 
-    def resume_state(self) -> dict[str, tuple[str, int]]:
-        """(status, attempts started) of every entry, by key: what the driver needs to resume."""
-        return self.writer.states()
+    def resume_state(self) -> dict[str, int]:
+        """Attempts started so far of every entry not completed, by key: what the driver runs."""
+        return self.writer.attempts_not_completed()
 
     def stats(self) -> dict[str, Any]:
         """Calls and seconds per kind of work (change: one manifest change; record: a stored result,

@@ -19,15 +19,14 @@ are killed, their entries go back to pending in the manifest, and every placemen
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from collections import Counter, deque
+from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
-from llem_ray.cluster.placement import Slot, actor_options, shape_for
+from llem_ray.cluster.attempts import Attempt, Policy, Report, cause_of, describe
+from llem_ray.cluster.placement import Slot, SlotShape, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
 from llem_ray.cluster.slots import SlotPool
@@ -42,71 +41,12 @@ COLLECTOR_TIMEOUT_S = 120.0
 """Longest wait for the results actor to store one result, s."""
 MAX_WAIT_S = 1.0
 """Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
-MAX_ERROR_CHARS = 500
-"""Longest error text recorded for one attempt."""
+MAX_PENDING_CALLS = 256
+"""Calls to the results actor kept before the resolved ones are checked and forgotten (a study of
+100,000 entries would otherwise hold every reference it ever made)."""
 ACTOR_START_TIMEOUT_S = 600.0
 """Longest wait for an experiment actor to start (process, runtime_env, placement), s. The
 experiment's own deadline (`timeout_s`) counts from the moment it has started."""
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
-
-    config_gap_s: float
-    cycle_gap_s: float
-    timeout_s: float
-    max_retries: int
-    circuit_breaker: int
-    isolation: Literal["gpu", "node"]
-    cycle_starts: dict[int, datetime] = field(default_factory=dict)
-
-
-@dataclass
-class Attempt:
-    item: WorkItem
-    slot: Slot
-    actor: Any
-    where_ref: Any
-    run_ref: Any
-    dispatched_s: float
-    deadline_s: float
-    record: AttemptRecord
-    dispatched_unix_s: float = 0.0
-    started: bool = False
-    killed: str | None = None
-    killed_s: float = 0.0
-
-
-@dataclass
-class Report:
-    """What a scheduler run did: keys completed / failed for good, attempts started, actor start overheads
-    (s), and when the first attempt was dispatched (`time.monotonic()` s; None if none was)."""
-
-    completed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    attempts: int = 0
-    start_overheads_s: list[float] = field(default_factory=list)
-    first_dispatch_s: float | None = None
-
-
-def cause_of(exc: BaseException) -> BaseException:
-    """The exception an actor raised, unwrapped from Ray's RayTaskError."""
-    return exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-
-
-def describe(exc: BaseException) -> str:
-    """One line (at most MAX_ERROR_CHARS) saying why an attempt failed: the cause comes first.
-
-    An LLEMError's whole message is kept (a PreFlightError lists every failure); of anything else,
-    the first line (a RayTaskError without its cause would otherwise bring a whole traceback).
-    """
-    exc = cause_of(exc)
-    if isinstance(exc, RayActorError):
-        return "the experiment's actor process died (crash, out of memory or lost node)"
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(" ".join(lines).split()) if isinstance(exc, LLEMError) else (lines[0].strip() if lines else "")
-    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 
 class Scheduler:
@@ -122,6 +62,7 @@ class Scheduler:
         first_attempt: dict[str, int],
     ):
         self.queue: deque[WorkItem] = deque(items)
+        self.queued_shapes: Counter[SlotShape] = Counter()
         self.policy = policy
         self.collector = collector
         self.runtime_envs = runtime_envs
@@ -129,7 +70,10 @@ class Scheduler:
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
         self.pool = SlotPool(policy.config_gap_s, policy.cycle_gap_s)
-        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.pool.inventory) for i in items}
+        configs = {i.config_hash: i.config for i in items}  # one per configuration, not per cycle
+        by_config = {h: shape_for(c, policy.isolation, self.pool.inventory) for h, c in configs.items()}
+        self.shapes = {i.key: by_config[i.config_hash] for i in items}
+        self.queued_shapes.update(self.shapes[i.key] for i in items)
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
         self.record_refs: dict[Any, tuple[str, float]] = {}
@@ -153,11 +97,12 @@ class Scheduler:
                 self._dispatch(now)
                 self.pool.provision(((self.shapes[i.key], i.cycle) for i in self.queue), now)
                 head = self.shapes[self.queue[0].key] if self.queue else None
-                self.pool.release_unneeded({self.shapes[i.key] for i in self.queue}, head, now)
+                self.pool.release_unneeded({s for s, n in self.queued_shapes.items() if n}, head, now)
                 self._enforce_deadlines(now)
                 self._check_stall(now)
                 self._wait_and_handle(now)
                 self.progress.status(len(self.running), len(self.report.failed), self._waiting_for(time.monotonic()))
+                self._prune_calls()
             ray.get(self.calls, timeout=COLLECTOR_TIMEOUT_S)
         except BaseException as exc:
             self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
@@ -189,6 +134,12 @@ class Scheduler:
         for ref in [r for r in self.record_refs if r in ready_set]:
             self._on_recorded(self.record_refs.pop(ref)[0], ref)
 
+    def _prune_calls(self) -> None:
+        """Forget calls to the results actor that returned (raising now if one failed, as at the end)."""
+        if len(self.calls) >= MAX_PENDING_CALLS:
+            done, self.calls = ray.wait(self.calls, num_returns=len(self.calls), timeout=0)
+            ray.get(done, timeout=COLLECTOR_TIMEOUT_S)
+
     def _next_wakeup(self, now: float) -> float:
         times = [now + MAX_WAIT_S]
         times += [a.deadline_s if not a.killed else a.killed_s + KILL_GRACE_S for a in self.running.values()]
@@ -212,6 +163,7 @@ class Scheduler:
             if slot is None:
                 return
             self.queue.popleft()
+            self.queued_shapes[self.shapes[item.key]] -= 1
             self._start(item, slot, now)
 
     def _start(self, item: WorkItem, slot: Slot, now: float) -> None:
@@ -339,6 +291,7 @@ class Scheduler:
         self.consecutive_failures += 1
         if not final and self.tries[item.key] <= self.policy.max_retries:
             self.queue.appendleft(item)
+            self.queued_shapes[self.shapes[item.key]] += 1
         else:
             self.report.failed.append(item.key)
             self.progress.failed(item.name, item.cycle, error)

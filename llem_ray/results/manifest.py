@@ -41,7 +41,6 @@ MANIFEST_SCHEMA_VERSION = "1.1"
 MANIFEST_FILE = "manifest.json"
 
 EntryStatus = Literal["pending", "running", "completed", "failed"]
-STATUSES: tuple[EntryStatus, ...] = ("pending", "running", "completed", "failed")
 
 
 def entry_key(measurement_config_hash: str, cycle: int) -> str:
@@ -249,16 +248,10 @@ class ManifestWriter:
         rows = self._conn.execute(query, statuses)
         return [key for (key,) in rows]
 
-    def counts(self) -> dict[str, int]:
-        """Number of entries per status (every status present, zero included)."""
-        out = dict.fromkeys(STATUSES, 0)
-        out.update(self._conn.execute("SELECT status, count(*) FROM entries GROUP BY status").fetchall())
-        return out
-
-    def states(self) -> dict[str, tuple[EntryStatus, int]]:
-        """(status, attempts started) of every entry, by key."""
-        rows = self._conn.execute("SELECT key, status, attempts FROM entries")
-        return {key: (status, n) for key, status, n in rows}
+    def attempts_not_completed(self) -> dict[str, int]:
+        """Attempts started so far of every entry not completed, by key."""
+        rows = self._conn.execute("SELECT key, attempts FROM entries WHERE status != 'completed'")
+        return dict(rows.fetchall())
 
     def completed_among(self, keys: list[str]) -> set[str]:
         """Those of `keys` whose entry is completed."""
@@ -375,8 +368,3 @@ class ManifestWriter:
                 record = AttemptRecord.model_validate_json(row[0])
                 self._put_attempt(key, record.model_copy(update={"stages_s": {**record.stages_s, **stages_s}}))
                 self._touch()
-
-    def export(self) -> None:
-        """Write `manifest.json` now, from one snapshot of the store (atomic)."""
-        export_manifest(self.path.parent)
-

@@ -33,7 +33,7 @@ class ManifestExporter:
         self.exports = 0
         self.export_s = 0.0
         self.last_error: str | None = None
-        self._next_s = 0.0
+        self._next_s = time.monotonic() + min_interval_s  # not while a study starts or resumes
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()

@@ -63,7 +63,7 @@ SELECT json_object(
     'history', json(coalesce(
         (SELECT json_group_array(json(a.record))
          FROM (SELECT record FROM attempts WHERE key = e.key ORDER BY attempt) AS a),
-        '[]')))
+        '[]'))) AS entry
 FROM entries AS e
 """
 
@@ -150,13 +150,19 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def export_text(conn: sqlite3.Connection) -> str:
-    """The manifest as `StudyManifest` JSON (one entry per line, in run order), from one snapshot."""
+    """The manifest as `StudyManifest` JSON (one entry per line, in run order), from one snapshot.
+
+    SQLite builds the entries' text in one statement, during which Python's GIL is released: an
+    export running in a thread of the results actor does not hold up its changes.
+    """
     with transaction(conn, write=False):
         meta = read_meta(conn)
-        entries = [row[0] for row in conn.execute(_ENTRY_JSON + " ORDER BY e.order_index")]
+        (entries,) = conn.execute(
+            f"SELECT coalesce(group_concat(entry, ',' || char(10)), '') FROM ({_ENTRY_JSON} ORDER BY e.order_index)"
+        ).fetchone()
     header = {k: meta[k] for k in ("study_name", "study_design_hash", "created_at", "updated_at")}
     head = json.dumps({"schema_version": meta["manifest_schema_version"], **header})[:-1]
-    return head + ', "entries": [\n' + ",\n".join(entries) + "\n]}\n"
+    return head + ', "entries": [\n' + entries + "\n]}\n"
 
 
 def entry_json(conn: sqlite3.Connection, key: str) -> str | None:

@@ -49,14 +49,12 @@ def repair_parts(
     for path in found.bad:
         path.unlink()
         repair.removed.append(path)
-    for key, files in found.files_of.items():
-        parts = [p for p in files if part_key(p) is not None]
-        if key in done and len(parts) == len(files):  # its own part and nothing else: as it should be
-            continue
-        for path in parts:  # an entry not completed, or one whose row is in a compacted file too
+    in_compacted = {k for path, keys in found.keys_of.items() if part_key(path) is None for k in keys}
+    for path, (key,) in [(p, keys) for p, keys in found.keys_of.items() if part_key(p) is not None]:
+        if key not in done or key in in_compacted:  # an entry not completed, or a row held twice
             path.unlink()
             repair.removed.append(path)
-    kept = {key for key, files in found.files_of.items() if key in done}
+    kept = {key for path, keys in found.keys_of.items() if path not in repair.removed for key in keys}
     for key in (k for k in completed if k not in kept):
         entry = entry_of(key)
         result_file = study_dir / (entry.result_path or "") / RESULT_FILE

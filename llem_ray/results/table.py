@@ -12,12 +12,14 @@ No Ray here: the results actor calls these functions; tests call them directly.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic
@@ -185,14 +187,15 @@ def read_part(dataset_dir: Path, key: str) -> pa.Table:
 
 @dataclass
 class TableScan:
-    """What the current version holds: the files holding each key, files that cannot be read
-    (name -> why), and files of no known kind (left alone)."""
+    """What one version of the table holds: the keys of each readable file, and the files that cannot
+    be read (path -> why)."""
 
-    files_of: dict[str, list[Path]] = field(default_factory=dict)
+    keys_of: dict[Path, list[str]] = field(default_factory=dict)
     bad: dict[Path, str] = field(default_factory=dict)
 
-    def keys(self) -> set[str]:
-        return set(self.files_of)
+    def counts(self) -> Counter[str]:
+        """How many rows each key has."""
+        return Counter(key for keys in self.keys_of.values() for key in keys)
 
 
 def read_keys(path: Path) -> list[str]:
@@ -222,8 +225,7 @@ def scan(directory: Path) -> TableScan:
         except (OSError, ValueError) as exc:  # truncated, not Parquet, or the wrong row: repaired by the caller
             out.bad[path] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
             continue
-        for key in keys:
-            out.files_of.setdefault(key, []).append(path)
+        out.keys_of[path] = keys
     return out
 
 
@@ -233,18 +235,19 @@ def read_rows(directory: Path, keys: Iterable[str]) -> pa.Table:
     them cannot be read (the caller repairs, then reads again)."""
     wanted = set(keys)
     found = scan(directory)
-    missing = wanted - found.keys()
+    counts = found.counts()
+    missing = [k for k in wanted if k not in counts]
     if missing:
         bad = "; ".join(f"{p.name}: {why}" for p, why in found.bad.items())
         raise ValueError(f"{len(missing)} completed entries have no row in the table (e.g. {min(missing)})"
                          + (f"; unreadable: {bad}" if bad else ""))
-    twice = sorted(k for k in wanted if len(found.files_of[k]) > 1)
+    twice = [k for k in wanted if counts[k] > 1]
     if twice:
-        raise ValueError(f"{len(twice)} entries have more than one row (e.g. {twice[0]})")
-    files = sorted({p for k in wanted for p in found.files_of[k]})
+        raise ValueError(f"{len(twice)} entries have more than one row (e.g. {min(twice)})")
+    files = [p for p, held in found.keys_of.items() if not wanted.isdisjoint(held)]
     tables = [pq.read_table(p, schema=STUDY_TABLE_SCHEMA) for p in files]
     table = pa.concat_tables(tables) if tables else STUDY_TABLE_SCHEMA.empty_table()
-    mask = pa.array([k in wanted for k in table.column("key").to_pylist()], type=pa.bool_())
+    mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(wanted), type=pa.string()))
     return table.filter(mask).sort_by([("order_index", "ascending")])
 
 
