@@ -40,7 +40,7 @@ from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.cluster.stages import dead_times_s, mean_stages_s  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
 from llem_ray.config.study import ExecutionConfig, StudyConfig  # noqa: E402
-from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter  # noqa: E402
+from llem_ray.results.manifest import read_manifest  # noqa: E402
 
 
 def study(n: int, duration_s: float, output_dir: Path) -> StudyConfig:
@@ -64,7 +64,7 @@ def measure(n: int, duration_s: float, gpus: int, output_dir: Path) -> dict:
     """Run the study on the connected cluster and compute the figures from its manifest."""
     result = run(study(n, duration_s, output_dir), StudyOptions(quiet=True))
     assert result.summary.completed == n, result.summary
-    records = [h for e in ManifestWriter.load(Path(result.output_dir) / MANIFEST_FILE).manifest.entries for h in e.history]
+    records = [h for e in read_manifest(Path(result.output_dir)).entries for h in e.history]
     first = min(r.dispatched_at for r in records)
     makespan_s = (max(r.ended_at for r in records) - first).total_seconds()
     own_s = [(r.ended_at - r.started_at).total_seconds() for r in records]

@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from llem_ray.cluster.plan import WorkItem, plan_items, plan_rows, unique_experiments
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.study import ExecutionConfig, StudyConfig
-from llem_ray.results.manifest import AttemptRecord, StudyManifest, read_manifest
-from llem_ray.results.table import scan
+from llem_ray.results.manifest import MANIFEST_SCHEMA_VERSION, AttemptRecord, StudyManifest, read_manifest, utc_now
+from llem_ray.results.manifest_sql import create_store, store_path
+from llem_ray.results.study_table import StudyTable
+from llem_ray.results.table import STUDY_TABLE_SCHEMA, scan, write_part
 
 PLUGINS = {"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}
 """Job runtime_env that registers the fake backend ('pytorch') and meter in every worker."""
@@ -43,6 +47,62 @@ def fake_study(experiments: list[ExperimentConfig], output_dir: Path, **executio
     return StudyConfig(
         name="t", experiments=experiments, execution=ExecutionConfig(**settings), output_dir=str(output_dir)
     )
+
+
+def sweep_study(experiments: int, cycles: int, duration_s: float, output_dir: Path) -> dict:
+    """A study of `experiments` fake configurations x `cycles` cycles, windows of `duration_s`."""
+    return {
+        "name": "cluster-scale",
+        "model": "llem/tiny-llama",
+        "dataset": "synthetic",
+        "n": 1,
+        "max_output_tokens": 1,
+        "prefill_split": False,
+        "warmup": {"n_warmup": 0, "thermal_floor_s": 0},
+        "baseline": {"enabled": False},
+        "passthrough_kwargs": {"fake_duration_s": duration_s},
+        "sweep": {"random_seed": list(range(experiments))},
+        "execution": {"n_cycles": cycles, "config_gap_s": 0, "cycle_gap_s": 0, "cycle_order": "interleaved",
+                      "timeout_s": duration_s * 4 + 300},
+        "output_dir": str(output_dir),
+    }
+
+
+def planned(study: StudyConfig) -> list[WorkItem]:
+    """The items the driver plans for `study` (no CLI overrides)."""
+    experiments, _ = unique_experiments(list(study.experiments))
+    return plan_items(experiments, study.execution.n_cycles, study.execution.cycle_order, study.study_design_hash)
+
+
+def synthetic_rows(items: list[WorkItem]) -> pa.Table:
+    """Table rows for `items` as a finished fake experiment would have them (result files not written)."""
+    columns: dict[str, list] = {f.name: [None] * len(items) for f in STUDY_TABLE_SCHEMA}
+    columns.update(
+        key=[i.key for i in items], order_index=[i.order_index for i in items], cycle=[i.cycle for i in items],
+        attempt=[1] * len(items), name=[i.config.display_name() for i in items[:1]] * len(items),
+        measurement_config_hash=[i.config_hash for i in items], backend=["pytorch"] * len(items),
+        energy_total_j=[100.0] * len(items), result_path=[f"experiments/{i.key}/fabricated" for i in items],
+    )
+    for name in ("throttle_reasons", "gpu_uuids", "pci_bus_ids", "measurement_warnings"):
+        columns[name] = [[] for _ in items]
+    return pa.Table.from_pydict(columns, schema=STUDY_TABLE_SCHEMA)
+
+
+def fabricate(study_dir: Path, study: StudyConfig, items: list[WorkItem], n_run: int, n_parts: int = 0) -> None:
+    """Leave `study_dir` as a driver stopped with all but the last `n_run` items completed leaves it:
+    the manifest store, and the completed rows in one compacted table file, the last `n_parts` of them
+    as part files (their result files are not written)."""
+    done = items[: len(items) - n_run]
+    meta = {"manifest_schema_version": MANIFEST_SCHEMA_VERSION, "study_name": study.name,
+            "study_design_hash": study.study_design_hash, "created_at": utc_now().isoformat(),
+            "updated_at": utc_now().isoformat()}
+    state = [("completed", 1, None, f"experiments/{i.key}/fabricated", i.key) for i in done]
+    create_store(store_path(study_dir), meta, plan_rows(items), state)
+    table = StudyTable(study_dir)
+    split = len(done) - n_parts
+    pq.write_table(synthetic_rows(done[:split]), table.current() / "compact-t3-v000000-0.parquet")
+    for row in synthetic_rows(done[split:]).to_pylist():
+        write_part(table.path, row)
 
 
 def load_manifest(study_dir: str | Path) -> StudyManifest:

@@ -22,6 +22,7 @@ from llem_ray.results.manifest import (
     ManifestEntry,
     ManifestWriter,
     StudyManifest,
+    export_manifest,
     read_manifest,
     utc_now,
 )
@@ -85,7 +86,7 @@ def test_changes_survive_sigkill_at_any_instant_of_a_burst_at_10000_entries(tmp_
     writer = ManifestWriter.load(tmp_path / MANIFEST_FILE)
     released = writer.release_running("driver gone")
     assert set(released) == {k for k, s in status.items() if s == "running"}
-    assert writer.counts()["running"] == 0
+    assert writer.keys_with("running") == []
 
 
 def test_readers_in_another_process_see_committed_states_only(tmp_path):
@@ -126,13 +127,14 @@ def test_a_manifest_json_directory_is_migrated_with_its_state(tmp_path):
     writer = ManifestWriter.load(tmp_path / MANIFEST_FILE)
     assert (tmp_path / STORE_FILE).is_file() and (tmp_path / MANIFEST_FILE).read_text() == text
     assert read_manifest(tmp_path).entries == old.entries
-    assert writer.states() == {entries[0].key: ("completed", 1), entries[1].key: ("failed", 1),
-                               entries[2].key: ("pending", 0)}
+    assert [(writer.entry(e.key).status, writer.entry(e.key).attempts) for e in entries] == [
+        ("completed", 1), ("failed", 1), ("pending", 0)]
+    assert writer.attempts_not_completed() == {entries[1].key: 1, entries[2].key: 0}
     writer.mark_running(entries[2].key, AttemptRecord(attempt=1, dispatched_at=utc_now()))
-    writer.export()
+    export_manifest(tmp_path)
     exported = StudyManifest.model_validate_json((tmp_path / MANIFEST_FILE).read_text())
     assert exported.entries == read_manifest(tmp_path).entries and exported.counts()["running"] == 1
-    assert ManifestWriter.load(tmp_path / MANIFEST_FILE).counts()["running"] == 1, "migrated twice"
+    assert len(ManifestWriter.load(tmp_path / MANIFEST_FILE).keys_with("running")) == 1, "migrated twice"
 
 
 def test_creating_a_store_is_all_or_nothing(tmp_path):
@@ -172,7 +174,7 @@ def test_queries_answer_from_the_store(tmp_path):
     writer.add_stages(keys[3], 2, {"slot_release": 0.25})
     assert writer.completed_among(keys) == {keys[3]} and writer.keys_with("completed") == [keys[3]]
     assert writer.entry(keys[3]).history[0].stages_s == {"slot_release": 0.25}
-    assert writer.states()[keys[3]] == ("completed", 2) and writer.header().n_entries == 5
+    assert keys[3] not in writer.attempts_not_completed() and writer.header().n_entries == 5
     assert [r[0] for r in writer.rows()] == keys and writer.add_planned([(keys[0], 0, "n", "h", 1, "pytorch")]) == []
     with pytest.raises(KeyError):
         writer.mark_running("nope-c1", AttemptRecord(attempt=1, dispatched_at=utc_now()))
