@@ -58,7 +58,8 @@ from llem_ray.results.repair import repair_parts
 from llem_ray.results.schema import ExperimentResult
 from llem_ray.results.study_table import VERSIONS_DIR, StudyTable
 from llem_ray.results.table import consolidate, result_row, write_part
-from llem_ray.results.timeseries import Columns, columns_to_table
+from llem_ray.results.timeseries import columns_to_table
+from llem_ray.results.timeseries_columns import Columns
 
 NAMESPACE = "llem"
 EXPERIMENTS_DIR = "experiments"

@@ -33,7 +33,7 @@ from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache, BaselineReading
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.results.schema import ExperimentResult, Placement
-from llem_ray.results.timeseries import Columns
+from llem_ray.results.timeseries_columns import Columns
 
 GPU_PROCESS_POLL_S = 0.25
 """How often the measured-window watcher lists the GPUs' compute processes, s."""

@@ -26,8 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
 from llem_ray.config.experiment import ExperimentConfig
@@ -42,7 +41,10 @@ from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import ExperimentResult, Placement
-from llem_ray.results.timeseries import Columns, Phase, columns_to_table, samples_to_columns
+from llem_ray.results.timeseries_columns import Columns, Phase, samples_to_columns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PREFILL_COUNTER_UPDATES = 20
 """The prefill loop runs for at least this many updates of the meter's counter (NVML: 100 ms each)."""
@@ -66,6 +68,8 @@ class Measured:
 
     @property
     def timeseries(self) -> pa.Table:
+        from llem_ray.results.timeseries import columns_to_table  # pyarrow: only where a table is wanted
+
         return columns_to_table(self.timeseries_columns)
 
 
