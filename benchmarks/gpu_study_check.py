@@ -82,7 +82,9 @@ def build_study(batch_sizes: list[int], cycles: int, output: Path) -> StudyConfi
         )
         for bs in batch_sizes
     ]
-    execution = ExecutionConfig(n_cycles=cycles, cycle_order="interleaved", config_gap_s=2, cycle_gap_s=5, timeout_s=400)
+    execution = ExecutionConfig(
+        n_cycles=cycles, cycle_order="interleaved", config_gap_seconds=2, cycle_gap_seconds=5, timeout_s=400
+    )
     return StudyConfig(name="gpu-study-check", experiments=experiments, execution=execution, output_dir=str(output))
 
 

@@ -9,9 +9,16 @@ What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeata
    OUT waits for the same job instead of submitting another one;
 3. waits up to `--wait-s` for the job (exit 3 if it is still running: call again to keep waiting);
 4. `llem report` of the study directory, and one line per configuration: J/token mean and CV over
-   cycles, tokens/s, mean power, host-bound flag, methodology.
+   cycles, tokens/s, mean power, host-bound flag, methodology; for a serving configuration also its
+   offered and achieved rate, TTFT/TPOT p50 and p99, SLO attainment, J/token over its steady window
+   and J per SLO-meeting request; and, where a study has both, the J/token of each fixed-concurrency
+   serving configuration against the offline one of the same model and backend (the consistency check).
 
     python benchmarks/study_job.py configs/study-vllm-repeatability.yaml --output /tmp/vllm-study --wait-s 540
+
+`--resume STUDY_DIR` (an absolute path: the job runs in an uploaded copy of the repository) submits
+`python -m llem_ray.study STUDY --resume STUDY_DIR` instead, e.g. for a study directory carried back
+to a fresh machine; it is reported from there.
 
 Exit codes: 0 job succeeded (report written), 1 job failed or stopped, or the head is gone (the
 study directory's manifest then says what completed: `--resume` it), 3 still running.
@@ -69,6 +76,33 @@ def job_status(job_id: str, env: dict[str, str]) -> str:
     return "UNKNOWN"
 
 
+def serving_line(r: dict[str, str]) -> str:
+    """The serving figures of one summary row (means over cycles; CIs in brackets)."""
+    return (f"  serving: offered {r['offered_rate_req_s_mean']} req/s, achieved {r['achieved_rate_req_s_mean']}, "
+            f"TTFT p50/p99 {r['serving_ttft_p50_ms_mean']}/{r['serving_ttft_p99_ms_mean']} ms, "
+            f"TPOT p50/p99 {r['serving_tpot_p50_ms_mean']}/{r['serving_tpot_p99_ms_mean']} ms, "
+            f"SLO attainment {r['slo_attainment_mean']} [{r['slo_attainment_ci95_low']}, "
+            f"{r['slo_attainment_ci95_high']}], J/token (window) {r['serving_energy_per_output_token_j_mean']}, "
+            f"J/SLO-meeting request {r['energy_per_slo_request_j_mean']} [{r['energy_per_slo_request_j_ci95_low']}, "
+            f"{r['energy_per_slo_request_j_ci95_high']}] (adjusted {r['energy_per_slo_request_adjusted_j_mean']}), "
+            f"window power {r['serving_mean_power_w_mean']} W")
+
+
+def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
+    """J/token of every fixed-concurrency serving row against the offline rows of its model and backend."""
+    out = []
+    for s in rows:
+        serving_j_text = s["serving_energy_per_output_token_j_mean"]
+        if s["scenario"] != "serving" or not s["serving_concurrency"] or not serving_j_text:
+            continue
+        for o in rows:
+            if o["scenario"] == "offline" and (o["model"], o["backend"]) == (s["model"], s["backend"]):
+                serving_j, offline_j = float(serving_j_text), float(o["energy_per_output_token_j_mean"])
+                out.append(f"consistency: {s['name']} J/token {serving_j:.5g} vs {o['name']} {offline_j:.5g} "
+                           f"({o['measurement_methodology']}): {100 * (serving_j / offline_j - 1):+.2f} %")
+    return out
+
+
 def summarise(study_dir: Path) -> None:
     """Write the report of `study_dir` and print one line per configuration from its summary.csv."""
     subprocess.run([sys.executable, "-m", "llem_ray", "report", str(study_dir)], check=True, cwd=REPO)
@@ -79,6 +113,10 @@ def summarise(study_dir: Path) -> None:
               f"J/token {r['energy_per_output_token_j_mean']} (CV {r['energy_per_output_token_j_cv']}), "
               f"tok/s {r['tokens_per_second_mean']} (CV {r['tokens_per_second_cv']}), "
               f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound']}", flush=True)
+        if r["scenario"] == "serving":
+            print(serving_line(r), flush=True)
+    for line in consistency_lines(rows):
+        print(line, flush=True)
 
 
 def main() -> int:
@@ -86,6 +124,7 @@ def main() -> int:
     parser.add_argument("study", type=Path)
     parser.add_argument("--output", type=Path, required=True, help="study output directory (absolute or relative)")
     parser.add_argument("--wait-s", type=float, default=540.0, help="longest wait for the job in this call, s")
+    parser.add_argument("--resume", type=Path, help="resume the study in this directory (absolute path)")
     args = parser.parse_args()
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -101,9 +140,9 @@ def main() -> int:
         job_id = id_file.read_text().strip()
     else:
         job_id = f"llem-study-{int(time.time())}"
+        where = ["--resume", str(args.resume.resolve())] if args.resume else ["--output", str(out)]
         ray("job", "submit", "--address", DASHBOARD, "--no-wait", "--submission-id", job_id, "--working-dir",
-            str(REPO), "--", "python3", "-m", "llem_ray.study", str(args.study), "--output", str(out), "--quiet",
-            env=env)
+            str(REPO), "--", "python3", "-m", "llem_ray.study", str(args.study), *where, "--quiet", env=env)
         id_file.write_text(job_id + "\n")
         print(f"submitted {job_id}", flush=True)
     deadline = time.monotonic() + args.wait_s
@@ -116,7 +155,7 @@ def main() -> int:
     print(f"job {job_id}: {status}\n{logs[-3000:]}", flush=True)
     if status not in TERMINAL:
         return 3
-    studies = sorted(p for p in out.iterdir() if p.is_dir())
+    studies = [args.resume.resolve()] if args.resume else sorted(p for p in out.iterdir() if p.is_dir())
     if studies:
         summarise(studies[-1])
     return 0 if status == "SUCCEEDED" else 1

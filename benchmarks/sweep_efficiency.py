@@ -56,7 +56,7 @@ def study(n: int, duration_s: float, output_dir: Path) -> StudyConfig:
         "passthrough_kwargs": {"fake_duration_s": duration_s},
     }
     experiments = [ExperimentConfig(**base, random_seed=i) for i in range(n)]
-    execution = ExecutionConfig(n_cycles=1, config_gap_s=0, cycle_gap_s=0, timeout_s=duration_s * 10 + 120)
+    execution = ExecutionConfig(n_cycles=1, config_gap_seconds=0, cycle_gap_seconds=0, timeout_s=duration_s * 10 + 120)
     return StudyConfig(name="sweep-efficiency", experiments=experiments, execution=execution, output_dir=str(output_dir))
 
 

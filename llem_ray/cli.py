@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Literal, Optional
 
 import typer
+import typer.core
+import typer.main
 
 from llem_ray.entry import run_guarded
 
@@ -40,47 +42,54 @@ def _guarded(action: Callable[[], None], verbose: bool) -> None:
         raise typer.Exit(code)
 
 
-def _experiment_overrides(**flags: Any) -> dict[str, Any]:
-    overrides = {k: v for k, v in flags.items() if v is not None and k != "batch_size"}
-    if flags.get("batch_size") is not None:
-        overrides["pytorch"] = {"batch_size": flags["batch_size"]}
-    if "dataset" in overrides:
-        overrides["dataset"] = {"source": overrides["dataset"]}
-    return overrides
-
-
 @app.command()
 def run(
-    config: Optional[Path] = typer.Argument(None, help="Experiment or study YAML; none = built-in default."),
+    config: Optional[Path] = typer.Argument(
+        None, help="Experiment or study YAML (llem run without one: the built-in default experiment)."
+    ),
     model: Optional[str] = typer.Option(None, "--model", help="Model hub id, local path or llem/... shape."),
     backend: Optional[str] = typer.Option(None, "--backend", help="pytorch, vllm or tensorrt."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="synthetic, aienergyscore or a JSONL path."),
     n: Optional[int] = typer.Option(None, "-n", help="Number of prompts."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="PyTorch batch size."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output directory."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and preview; run nothing."),
-    export_csv: bool = typer.Option(False, "--export-csv", help="Also write result CSV files."),
-    cycles: Optional[int] = typer.Option(None, "--cycles", help="Study: cycles (default 3 unless the YAML sets it)."),
-    order: Optional[str] = typer.Option(None, "--order", help="Study: sequential, interleaved or shuffled."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o",
+        help="Write results under this directory (default: the user config's output.results_dir, ./results).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and preview; run nothing, write nothing."),
+    export_csv: bool = typer.Option(False, "--export-csv", help="Experiment: also write result CSV files."),
+    cycles: Optional[int] = typer.Option(
+        None, "--cycles", min=1, help="Study: cycles (default 3 unless the YAML sets it)."
+    ),
+    order: Optional[Literal["sequential", "interleaved", "shuffled"]] = typer.Option(
+        None, "--order", help="Study: sequential, interleaved or shuffled."
+    ),
     no_gaps: bool = typer.Option(False, "--no-gaps", help="Study: skip config and cycle gaps."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Study: resume the study in this directory."),
+    at: Optional[str] = typer.Option(None, "--at", help="Study: start cycles at these times, e.g. 02:00,03:00."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Study: Ray address ('local' = a new local Ray; default RAY_ADDRESS, else local)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; final summary only."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, tracebacks on errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail, worker logs, tracebacks on errors."),
 ) -> None:
     """Run one experiment in-process, or a study on Ray (auto-detected from the YAML)."""
     from llem_ray import runner
 
-    overrides = _experiment_overrides(
-        model=model, backend=backend, dataset=dataset, n=n, batch_size=batch_size, precision=precision,
-        output_dir=str(output) if output else None,
+    flags = runner.RunFlags(
+        config=config, model=model, backend=backend, dataset=dataset, n=n, batch_size=batch_size,
+        precision=precision, output=output, dry_run=dry_run, export_csv=export_csv, cycles=cycles, order=order,
+        no_gaps=no_gaps, resume=resume, at=at, address=address, quiet=quiet, verbose=verbose,
     )
-    study_flags = {"n_cycles": cycles, "cycle_order": order, "no_gaps": no_gaps, "resume_dir": resume}
-    _guarded(
-        lambda: runner.run_cli(config, overrides, study_flags, dry_run=dry_run, export_csv=export_csv,
-                               quiet=quiet, verbose=verbose),
-        verbose,
-    )
+    _guarded(lambda: runner.run_cli(flags), verbose)
+
+
+def run_command() -> typer.core.TyperCommand:
+    """The command behind `llem run`: `python -m llem_ray.study` parses its arguments with it."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    return group.commands["run"]
 
 
 @app.command("config")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+from pathlib import Path
 
-from llem_ray.config.user import user_config_path
+from llem_ray.config.ssot import BACKENDS
+from llem_ray.config.user import load_user_config, runner_for, user_config_path
 from llem_ray.display import format_table
+from llem_ray.errors import ConfigError
 
 _BACKENDS = {"pytorch": ("torch", "transformers"), "vllm": ("vllm",), "tensorrt": ("tensorrt_llm",)}
 _METERS = {"nvml": "nvidia-ml-py", "zeus": "zeus", "codecarbon": "codecarbon"}
@@ -68,6 +71,15 @@ def render(verbose: bool = False) -> str:
     config_path = user_config_path()
     out += ["", f"Ray: {_version('ray') or 'missing'}",
             f"User config: {config_path} ({'present' if config_path.exists() else 'absent: defaults apply'})"]
+    try:
+        user = load_user_config()
+        runners = {b: runner_for(b, user) for b in BACKENDS}
+    except ConfigError as exc:
+        out.append(f"  runs will refuse this configuration: {exc}")
+    else:
+        out.append(f"  results are saved under {Path(user.output.results_dir).resolve()} (output.results_dir)")
+        out += [f"  {b} study experiments run in the container image {r.removeprefix('docker:')} (runners.{b})"
+                for b, r in runners.items() if r != "local"]
     out += ["", "Next steps:", "  llem run                      # built-in default, no download",
             "  llem run configs/experiment-minimal.yaml --dry-run",
             "  llem run configs/study-grid.yaml            # a study on local Ray"]

@@ -8,7 +8,9 @@ FakeBackend reads `passthrough_kwargs`:
 - `fake_duration_s` (default 0.05): seconds each `generate` call sleeps (prefill: a tenth of it);
 - `fake_hang: true`: `generate` never returns;
 - `fake_crash: true`: `generate` ends the process at once with `os._exit(1)`;
-- `fake_shape_specialised: true`: `load` reports compiled, shape-specialised code (ModelInfo).
+- `fake_shape_specialised: true`: `load` reports compiled, shape-specialised code (ModelInfo);
+- `fake_report_process: true`: `load` adds a note `fake process: LLEM_COLD_START=<value the process
+  was started with, from /proc/self/environ> TORCHINDUCTOR_CACHE_DIR=<value now>` (Linux).
 Every `generate` call appends (number of prompts, max_new_tokens) to GENERATE_CALLS.
 Token counts are fixed: each prompt counts its token ids (or FAKE_TEXT_TOKENS for a text prompt)
 as input and exactly `max_new_tokens` as output.
@@ -25,7 +27,7 @@ import time
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.energy import registry as meter_registry
-from llem_ray.energy.protocol import EnergyWindow, PowerSample
+from llem_ray.energy.protocol import EnergyWindow, PowerSample, refuse_open
 
 FAKE_N_PARAMETERS = 1_000_000
 FAKE_VOCAB_SIZE = 1000
@@ -34,6 +36,15 @@ FAKE_POWER_W = 100.0
 FAKE_TEMPERATURE_C = 50.0
 FAKE_DEVICE_UUID = "GPU-fake-0"
 GENERATE_CALLS: list[tuple[int, int]] = []
+
+
+def _process_report() -> str:
+    """What this process was started with (its initial environment) and where inductor caches now."""
+    with open("/proc/self/environ", "rb") as handle:
+        initial = dict(pair.split(b"=", 1) for pair in handle.read().split(b"\0") if b"=" in pair)
+    started_for = initial.get(b"LLEM_COLD_START", b"").decode()
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    return f"fake process: LLEM_COLD_START={started_for} TORCHINDUCTOR_CACHE_DIR={cache}"
 
 
 class FakeBackend:
@@ -50,7 +61,8 @@ class FakeBackend:
         self._kwargs = dict(config.passthrough_kwargs or {})
         self._batch_size = config.batch_size
         self.loaded = True
-        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE,
+        notes = (_process_report(),) if self._kwargs.get("fake_report_process") else ()
+        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE, notes=notes,
                          shape_specialised=bool(self._kwargs.get("fake_shape_specialised")))
 
     def _input_tokens(self, prompts: list[Prompt]) -> int:
@@ -86,9 +98,6 @@ class FakeBackend:
         n_batches = self._n_batches(prompts)
         return GenerationOutput(self._input_tokens(prompts), 0, [duration_s / n_batches] * n_batches)
 
-    def peak_memory_mb(self) -> float | None:
-        return None
-
     def unload(self) -> None:
         self.loaded = False
 
@@ -99,6 +108,7 @@ class FakeMeter:
     name = "fake"
     resolution_s = 0.0
     accuracy = "fake meter: exactly FAKE_POWER_W per device"
+    reproducibility_notes = "Energy is a test double's: FAKE_POWER_W x window time per device."
 
     def __init__(self, device_uuids: list[str], config=None):
         self.device_uuids = list(device_uuids) or [FAKE_DEVICE_UUID]
@@ -107,6 +117,7 @@ class FakeMeter:
         self.closed = False
 
     def begin_window(self, key: str) -> None:
+        refuse_open(key, self._windows)
         self._windows[key] = time.perf_counter()
 
     def end_window(self, key: str) -> EnergyWindow:

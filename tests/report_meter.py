@@ -37,6 +37,7 @@ class WaveMeter:
 
     name = "wave"
     accuracy = "synthetic: exact integral of a sinusoidal power"
+    reproducibility_notes = "Energy is a test double's: the exact integral of a sinusoidal power."
 
     def __init__(self, device_uuids: list[str], config=None):
         self.device_uuids = list(device_uuids) or [WAVE_DEVICE_UUID]

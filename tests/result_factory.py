@@ -55,7 +55,7 @@ def make_result(
         energy_adjusted_j=adjusted_j,
         energy_per_output_token_j=j_per_token,
         latency=LatencyStats(ttft=ttft, request=Percentiles(count=8, mean_ms=90, p50_ms=90, p95_ms=120, p99_ms=130)),
-        peak_memory_mb=512.0,
+        peak_memory_mib=512.0,
         mean_gpu_utilization_pct=80.0,
         mean_power_w=250.0,
         max_temperature_c=60.0,
@@ -63,6 +63,7 @@ def make_result(
                                                  hostname="test"),
         placement=Placement(cycle=cycle),
         measurement_warnings=list(warnings or []),
+        reproducibility_notes="a result built by tests/result_factory.py",
     )
 
 
@@ -76,7 +77,7 @@ def make_timeseries(duration_s: float = 60.0, hz: float = 2.0, power_w: float = 
         rows.append({
             "t_s": 1_700_000_000.0 + i / hz, "elapsed_s": elapsed, "device_uuid": "GPU-0",
             "phase": "warmup" if elapsed < 0 else "measured", "power_w": 80.0 + ramp * (power_w - 80.0),
-            "temperature_c": 40.0 + 20.0 * ramp, "utilization_pct": 90.0 * ramp, "memory_used_mb": 512.0,
+            "temperature_c": 40.0 + 20.0 * ramp, "utilization_pct": 90.0 * ramp, "memory_used_mib": 512.0,
             "sm_clock_mhz": 1980.0, "throttle_reasons": "",
         })
     return pa.Table.from_pylist(rows, schema=TIMESERIES_SCHEMA)

@@ -1,4 +1,4 @@
-"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts, GPU memory,
+"""What the vLLM and TensorRT-LLM adapters share: model sources, prompt encoding, model facts,
 and `EngineBackend`, the load / generate / prefill / unload cycle of an offline `LLM` engine.
 
 Both engines need a Hugging Face model directory (config.json, plus weights unless they load dummy
@@ -181,27 +181,6 @@ def encode_prompts(prompts: list[Prompt], tokenizer: Any, max_input_tokens: int)
     return out
 
 
-def gpu_memory_used_mb(device: str) -> float | None:
-    """Memory in use on the GPUs this process sees, summed, MiB (NVML; None on CPU or without NVML).
-
-    The engines reserve their KV-cache pool up front in their own worker processes, so device
-    memory in use is their footprint; torch's allocator counters of this process would miss it.
-    """
-    if device != "cuda":
-        return None
-    from llem_ray.energy.devices import nvml, visible_gpus
-
-    gpus = visible_gpus()
-    if not gpus.uuids:
-        return None
-    try:
-        lib = nvml()
-        used = [lib.nvmlDeviceGetMemoryInfo(lib.nvmlDeviceGetHandleByUUID(u)).used for u in gpus.uuids]
-    except Exception:  # MeterUnavailable (no NVML) or NVMLError (memory info not supported)
-        return None
-    return sum(used) / 2**20
-
-
 class EngineBackend:
     """An offline `LLM` engine (vLLM, TensorRT-LLM), one model per instance. Raises BackendError.
 
@@ -221,7 +200,6 @@ class EngineBackend:
         self._config: ExperimentConfig | None = None
         self._source: ModelSource | None = None
         self._tokenizer: Any = None
-        self._device = "cpu"
 
     def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:
         """Keyword arguments of the engine's `SamplingParams` for one workload (prefill: one token, no minimum)."""
@@ -255,17 +233,19 @@ class EngineBackend:
 
     def _start(self, start_s: float, engine: Any, config: ExperimentConfig, device: str,
                build: Callable[[ModelSource], list[str]]) -> ModelInfo:
-        """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request.
+        """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request
+        (none for `config.cold_start`: its first measured request meets the engine cold).
 
         `start_s` is `time.perf_counter()` when loading began (load time covers the engine import).
         Any failure unloads again and raises BackendError.
         """
-        self._engine, self._config, self._device = engine, config, device
+        self._engine, self._config = engine, config
         self._source = ModelSource.prepare(config)
         notes = list(self._source.notes)
         try:
             notes += build(self._source)
-            self._run([list(WARMUP_PROMPT_IDS)], self._sampling(config, 2))
+            if not config.cold_start:
+                self._run([list(WARMUP_PROMPT_IDS)], self._sampling(config, 2))
         except BackendError:
             self.unload()
             raise
@@ -325,10 +305,6 @@ class EngineBackend:
         inputs = self._inputs(prompts)
         _, wall_s, _ = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
         return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
-
-    def peak_memory_mb(self) -> float | None:
-        """GPU memory in use on the visible GPUs (the engine reserves its KV-cache pool at load), MiB; None on CPU."""
-        return gpu_memory_used_mb(self._device)
 
     def unload(self) -> None:
         """Shut the engine down (`_shutdown`); safe to call twice."""

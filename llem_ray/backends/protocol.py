@@ -93,10 +93,6 @@ class InferenceBackend(Protocol):
         """Run only the prefill (one forward pass per batch, no new tokens); blocks until done."""
         ...
 
-    def peak_memory_mb(self) -> float | None:
-        """Peak device memory allocated since load, MiB (None on CPU or when unknown)."""
-        ...
-
     def unload(self) -> None:
         """Free the model and shut the engine down; must be safe to call twice."""
         ...

@@ -86,9 +86,6 @@ class PyTorchBackend:
         if device == "cuda":
             if not torch.cuda.is_available():
                 raise BackendError("device 'cuda' requested but torch sees no CUDA device")
-            torch.cuda.init()  # resetting peak stats before the allocator exists raises "Invalid device argument"
-            for index in range(torch.cuda.device_count()):
-                torch.cuda.reset_peak_memory_stats(index)
         model = loading.build_model(config, section, device)
         if config.lora is not None:
             model = loading.apply_lora(model, config.lora.adapter, config.lora.merge)
@@ -257,12 +254,6 @@ class PyTorchBackend:
             out.batch_latencies_s.append(time.perf_counter() - start_s)
             out.input_tokens += int(mask.sum())
         return out
-
-    def peak_memory_mb(self) -> float | None:
-        """Sum over visible GPUs of the peak memory allocated by torch since load, MiB; None on CPU."""
-        if self._device != "cuda":
-            return None
-        return sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
 
     def unload(self) -> None:
         """Drop the model and tokenizer and release cached GPU memory; safe to call twice."""

@@ -14,7 +14,7 @@ resources.gpus`, `max_beam_width = decoder.num_beams` for beam search, the `tens
 (flat fields become `KvCacheConfig`, `CudaGraphConfig`, `QuantConfig`, `SchedulerConfig`,
 `TorchCompileConfig`, `BuildConfig`), then `passthrough_kwargs` untouched. TRT-LLM spawns MPI
 workers even for one GPU: use one fresh Ray actor per experiment; `unload` always calls
-`llm.shutdown()`. One short request after load warms the kernels up.
+`llm.shutdown()`. One short request after load warms the kernels up (not with `cold_start`).
 
 Sampling follows `decoder`: greedy is `top_k=1`; beam search sets `use_beam_search` with
 `best_of = num_beams`; `fixed_output_length` sets `min_tokens = max_tokens`. Synthetic prompts run

@@ -7,8 +7,8 @@ untouched (they win over everything). With TP > 1 the workers are vLLM's own pro
 (`distributed_executor_backend="mp"`): the Ray actor holds all TP GPUs, and vLLM never tries to
 build a Ray placement group inside ours. `VLLM_WORKER_MULTIPROC_METHOD=spawn`
 because CUDA may already be initialised in the actor. One short request after load warms the
-kernels up (lazy kernel/JIT set-up lands in load time, not in the measured window); warm-up
-batches and convergence are the measurement protocol's.
+kernels up (lazy kernel/JIT set-up lands in load time, not in the measured window; not with
+`cold_start`); warm-up batches and convergence are the measurement protocol's.
 
 Generate: every prompt is submitted at once and vLLM schedules them (continuous batching, limited
 by `max_num_seqs` / `max_num_batched_tokens`). Sampling follows `decoder` (greedy = temperature 0);
@@ -248,6 +248,12 @@ class VLLMBackend(EngineBackend):
 
     def _generate_extras(self) -> dict[str, Any]:
         return {"lora_request": self._lora_request} if self._lora_request is not None else {}
+
+    def streaming_engine(self) -> Any:
+        """vLLM's in-process async engine, for `scenario: serving` (backends/vllm_serving.py)."""
+        from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+
+        return VLLMStreamingEngine()
 
     def _shutdown(self, llm: Any) -> None:
         processes, self._engine_processes = self._engine_processes, []

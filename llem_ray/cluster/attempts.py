@@ -26,8 +26,8 @@ MAX_ERROR_CHARS = 500
 class Policy:
     """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
 
-    config_gap_s: float
-    cycle_gap_s: float
+    config_gap_seconds: float
+    cycle_gap_seconds: float
     timeout_s: float
     max_retries: int
     circuit_breaker: int

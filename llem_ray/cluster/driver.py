@@ -52,9 +52,11 @@ from llem_ray.cluster.scheduler import Scheduler
 from llem_ray.config import guards
 from llem_ray.config.limits import check_runs
 from llem_ray.config.study import StudyConfig
+from llem_ray.display import preview_study
 from llem_ray.errors import ConfigError, PreFlightError, StudyError, add_note, clean_up
 from llem_ray.measure.inputs import study_problems
 from llem_ray.results.manifest import StudyManifest
+from llem_ray.results.persistence import sanitise_name
 from llem_ray.results.schema import StudyResult, StudySummary
 from llem_ray.results.study_dir import StudyLock, load_for_resume, new_study_dir
 
@@ -109,8 +111,8 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
     notes = [f"{dropped} duplicate experiment(s) dropped (same measurement_config_hash)"] if dropped else []
     items = plan_items(experiments, n_cycles, order, study.study_design_hash)
     policy = Policy(
-        config_gap_s=0.0 if options.no_gaps else execution.config_gap_s,
-        cycle_gap_s=0.0 if options.no_gaps else execution.cycle_gap_s,
+        config_gap_seconds=0.0 if options.no_gaps else execution.config_gap_seconds,
+        cycle_gap_seconds=0.0 if options.no_gaps else execution.cycle_gap_seconds,
         timeout_s=execution.timeout_s,
         max_retries=execution.max_retries,
         circuit_breaker=execution.circuit_breaker,
@@ -118,6 +120,14 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
         cycle_starts={n + 1: _utc(t) for n, t in enumerate(schedule or [])},
     )
     return items, policy, notes
+
+
+def _target(study: StudyConfig, options: StudyOptions) -> str:
+    """Where the study's results go, in words (for the dry run)."""
+    if options.resume_dir is not None:
+        return f"continues {options.resume_dir.expanduser().resolve()}"
+    root = (options.output_dir or Path(study.output_dir)).expanduser().resolve()
+    return f"{root}/{sanitise_name(study.name)}_<UTC timestamp>/"
 
 
 def _connect(options: StudyOptions) -> bool:
@@ -153,18 +163,6 @@ def _feasible(items: list[WorkItem], policy: Policy) -> ClusterInventory:
     return inventory
 
 
-def _print_plan(study: StudyConfig, items: list[WorkItem], policy: Policy, notes: list[str]) -> None:
-    configs = len({i.config_hash for i in items})
-    print(f"study {study.name} ({study.study_design_hash}): {configs} configuration(s), {len(items)} run(s)")
-    print(f"gaps: config {policy.config_gap_s:g} s, cycle {policy.cycle_gap_s:g} s; timeout {policy.timeout_s:g} s")
-    for note in [*notes, *(f"skipped grid point: {s.reason}" for s in study.skipped)]:
-        print(f"note: {note}")
-    for item in items[:50]:
-        print(f"{item.order_index:>5}  cycle {item.cycle:<3} {item.config_hash}  {item.name}  gpus={item.config.resources.gpus}")
-    if len(items) > 50:
-        print(f"... and {len(items) - 50} more")
-
-
 def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     """Run `study` and return its StudyResult (also written to `<study_dir>/study_result.json`).
 
@@ -186,7 +184,7 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     protocol.update(n_cycles=max(i.cycle for i in items), cycle_order=options.cycle_order or study.execution.cycle_order)
     protocol.update(force_cold_start=study.execution.force_cold_start, ray_version=ray.__version__)
     if options.dry_run:
-        _print_plan(study, items, policy, notes)
+        print(preview_study(study, items, protocol, notes, _target(study, options)))
         return _study_result(study, protocol, "", {}, len(items), 0.0)
     for note in notes:
         print(f"llem: {note}", file=sys.stderr)

@@ -3,7 +3,7 @@
 A `Slot` is one placement group the driver holds: a STRICT_PACK group whose first bundle holds the
 whole GPUs and the CPUs of one experiment actor. The driver keeps a slot after its experiment ends
 and reuses it for the next experiment of the same `SlotShape` once the gap has passed, so:
-- a GPU rests for `config_gap_s` / `cycle_gap_s` *per GPU* while the other GPUs keep working;
+- a GPU rests for `config_gap_seconds` / `cycle_gap_seconds` *per GPU* while the other GPUs keep working;
 - no other job's work lands on a GPU between two of the study's experiments;
 - placement-group creation is paid once per GPU, not once per experiment.
 

@@ -82,13 +82,14 @@ def plan_rows(items: list[WorkItem]) -> list[PlannedRow]:
 
 
 def cold_start(config: ExperimentConfig) -> ExperimentConfig:
-    """`config` measured from a cold start (CAMP-05): no warm-up before the measured window.
+    """`config` measured from a cold start (CAMP-05, `execution.force_cold_start`), whatever its warm-up says.
 
-    Every experiment already runs in a fresh actor process with a fresh model load; what
-    `force_cold_start` changes is that the first (cold) batches are measured instead of warmed up.
+    `cold_start: true` (a different measurement: its own measurement_config_hash) means: no warm-up
+    batches, no engine kernel warm-up at load, empty compilation caches (measure/cold.py), and from
+    the scheduler a new worker process that nothing ran in before (no pre-started or pooled one).
     """
     warmup = config.warmup.model_copy(update={"n_warmup": 0, "convergence_detection": False})
-    return config.model_copy(update={"warmup": warmup})
+    return config.model_copy(update={"warmup": warmup, "cold_start": True})
 
 
 def unique_experiments(experiments: list[ExperimentConfig]) -> tuple[list[ExperimentConfig], int]:

@@ -74,6 +74,22 @@ def experiment_runtime_env(study: StudyConfig, backend: str) -> dict[str, Any] |
     return env
 
 
+COLD_START_ENV_VAR = "LLEM_COLD_START"
+"""Set to the attempt's id in a cold-start actor's environment (its value makes the runtime_env unique)."""
+
+
+def cold_start_runtime_env(env: dict[str, Any] | None, attempt_id: str) -> dict[str, Any]:
+    """`env` (a backend's runtime_env, None = the job's) for a cold-start attempt (CAMP-05).
+
+    Ray starts an actor in an idle worker only if the worker was started for the same runtime_env;
+    `LLEM_COLD_START=<attempt_id>` makes this one unique, so the actor gets a process of its own
+    that nothing ran in before (no pooled or pre-started worker).
+    """
+    cold = dict(env or {})
+    cold["env_vars"] = {**plugin_env_vars(), **(cold.get("env_vars") or {}), COLD_START_ENV_VAR: attempt_id}
+    return cold
+
+
 def no_gpu_runtime_env() -> dict[str, Any]:
     """`runtime_env` of a non-GPU actor or task."""
     return {"env_vars": {**plugin_env_vars(), **NO_GPU_ENV_VARS}}

@@ -4,7 +4,7 @@ One loop on `ray.wait` (always with a finite timeout: `timeout=None` silently re
 Ray #44909) over placement groups becoming ready, actors reporting where they run, experiment
 results, results stored by the results actor, and ended actors being gone. Each turn it:
 1. dispatches queue items strictly in run order onto idle slots of their shape whose per-GPU gap
-   has passed (`config_gap_s` after an experiment of the same cycle, `cycle_gap_s` across cycles);
+   has passed (`config_gap_seconds` after an experiment of the same cycle, `cycle_gap_seconds` across cycles);
 2. has the slot pool (slots.py) create placement groups for items no slot can serve while the
    cluster has free GPUs, so the other GPUs keep working while one rests;
 3. kills (`ray.kill`) attempts past their deadline (`ray.cancel` cannot interrupt an actor method);
@@ -29,6 +29,7 @@ from llem_ray.cluster.attempts import Attempt, Policy, Report, cause_of, describ
 from llem_ray.cluster.placement import Slot, SlotShape, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
+from llem_ray.cluster.runtime_env import cold_start_runtime_env
 from llem_ray.cluster.slots import SlotPool
 from llem_ray.cluster.stages import elapsed_s, utc
 from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor
@@ -69,7 +70,7 @@ class Scheduler:
         self.progress = progress
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
-        self.pool = SlotPool(policy.config_gap_s, policy.cycle_gap_s)
+        self.pool = SlotPool(policy.config_gap_seconds, policy.cycle_gap_seconds)
         configs = {i.config_hash: i.config for i in items}  # one per configuration, not per cycle
         by_config = {h: shape_for(c, policy.isolation, self.pool.inventory) for h, c in configs.items()}
         self.shapes = {i.key: by_config[i.config_hash] for i in items}
@@ -176,6 +177,8 @@ class Scheduler:
         record = AttemptRecord(attempt=number, dispatched_at=utc_now())
         options = actor_options(slot)
         env = self.runtime_envs.get(item.config.backend)
+        if item.config.cold_start:
+            env = cold_start_runtime_env(env, f"{item.key}-a{number}")
         if env:
             options["runtime_env"] = env
         actor = ExperimentActor.options(**options).remote()

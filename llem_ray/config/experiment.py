@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from llem_ray.config import guards
 from llem_ray.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
@@ -30,7 +30,8 @@ from llem_ray.config.limits import (
     MAX_WORKLOAD_TOKENS,
     STRICT_MODEL,
 )
-from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
+from llem_ray.config.serving import ServingConfig
+from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT, SCENARIO_SUPPORT
 
 BUILTIN_TINY_MODEL = "llem/tiny-llama"
 """Name of the built-in tiny random-weight Llama used when a config gives no `model`."""
@@ -147,10 +148,16 @@ class ExperimentConfig(_Strict):
         "pretrained", description="'random' builds the model from its config with random weights (no download)."
     )
     backend: Literal["pytorch", "vllm", "tensorrt"] = "pytorch"
+    scenario: Literal["offline", "serving"] = Field(
+        "offline", description="offline: all n prompts at once, the measured window (default); serving: open-loop "
+        "load at an SLO, configured in `serving:` (backends that serve: see the table above)."
+    )
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA if visible, else CPU.")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    n: int = Field(100, ge=1, le=MAX_PROMPTS, description="Number of prompts in the measured window.")
+    n: int = Field(
+        100, ge=1, le=MAX_PROMPTS, description="Number of prompts in the measured window (offline scenario)."
+    )
     max_input_tokens: int = Field(512, ge=1, le=MAX_TOKENS, description="Prompts are truncated to this many tokens.")
     max_output_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="New tokens per request.")
     random_seed: int = Field(42, ge=0, le=MAX_SEED, description="Seeds prompts, weights and sampling.")
@@ -159,15 +166,26 @@ class ExperimentConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    prefill_split: bool = Field(True, description="Measure a prefill-only loop to split prefill/decode (PREC-01).")
+    prefill_split: bool = Field(
+        True, description="Measure a prefill-only loop to split prefill/decode (PREC-01; offline scenario)."
+    )
+    cold_start: bool = Field(
+        False,
+        description="Measure from a cold start (CAMP-05): no warm-up batches and no engine kernel warm-up at load, "
+        "empty compilation caches; in a study also a new process (execution.force_cold_start sets it everywhere).",
+    )
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
+    serving: ServingConfig | None = Field(None, description="Load, duration and SLO of `scenario: serving`.")
     lora: LoRAConfig | None = None
     passthrough_kwargs: dict[str, Any] | None = Field(
         None, description="Passed untouched to the engine (escape hatch, CFG-03)."
     )
-    output_dir: str | None = Field(None, description="Write results here; None = no disk writes (LA-04).")
+    output_dir: str | None = Field(
+        None, description="Write results here. None: `llem run` uses the user config's output.results_dir; "
+        "run_experiment() writes nothing (LA-04)."
+    )
 
     @field_validator("model")
     @classmethod
@@ -185,6 +203,35 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _output_dir_allowed(cls, value: str | None) -> str | None:
         return value if value is None else guards.output_dir(value)
+
+    @field_validator("scenario")
+    @classmethod
+    def _backend_serves(cls, value: str, info: ValidationInfo) -> str:
+        backend = info.data.get("backend")
+        if backend is not None and value not in SCENARIO_SUPPORT[backend]:
+            serving = ", ".join(b for b in BACKENDS if value in SCENARIO_SUPPORT[b])
+            raise ValueError(f"'{value}' is not supported by backend '{backend}' yet (backends that run it: {serving})")
+        return value
+
+    def _check_scenario(self) -> None:
+        if self.scenario == "offline":
+            if self.serving is not None:
+                raise ValueError("section 'serving' is set but scenario is 'offline' (set scenario: serving)")
+            return
+        if self.serving is None:
+            raise ValueError("scenario 'serving' needs a 'serving' section with request_rate_req_s or concurrency")
+        if "n" in self.model_fields_set:
+            raise ValueError("n applies to the offline scenario; serving sends requests for serving.duration_s "
+                             "(remove n)")
+        if self.prefill_split and "prefill_split" in self.model_fields_set:
+            raise ValueError("prefill_split: the serving scenario has no prefill-only loop (offline only): "
+                             "remove it or set it false")
+        prompt_tokens = self.serving.scheduled_requests() * min(self.dataset.input_len_tokens, self.max_input_tokens)
+        if self.dataset.source == "synthetic" and prompt_tokens > MAX_WORKLOAD_TOKENS:
+            raise ValueError(
+                f"serving.request_rate_req_s x serving.duration_s x dataset.input_len_tokens = {prompt_tokens:,} "
+                f"synthetic prompt tokens (encoded before the run); the limit is {MAX_WORKLOAD_TOKENS:,}"
+            )
 
     @model_validator(mode="after")
     def _cross_validate(self) -> ExperimentConfig:
@@ -210,8 +257,15 @@ class ExperimentConfig(_Strict):
                 f"n x dataset.input_len_tokens = {prompt_tokens:,} synthetic prompt tokens; the limit is "
                 f"{MAX_WORKLOAD_TOKENS:,}"
             )
+        self._check_scenario()
         if self.model.startswith("llem/") and self.weights != "random":
             self.weights = "random"
+        if self.cold_start:
+            warmup = self.warmup
+            if warmup.convergence_detection or ("n_warmup" in warmup.model_fields_set and warmup.n_warmup):
+                raise ValueError("cold_start measures without warm-up: leave warmup.n_warmup and "
+                                 "warmup.convergence_detection unset")
+            self.warmup = warmup.model_copy(update={"n_warmup": 0})
         return self
 
     @property
@@ -237,10 +291,16 @@ class ExperimentConfig(_Strict):
         """`name`, or a readable name derived from model, backend, precision and batch size."""
         if self.name:
             return self.name
-        return f"{self.model.rsplit('/', 1)[-1]}_{self.backend}_{self.precision}_bs{self.batch_size}"
+        stem = f"{self.model.rsplit('/', 1)[-1]}_{self.backend}_{self.precision}"
+        if self.serving is None:
+            return f"{stem}_bs{self.batch_size}"
+        if self.serving.concurrency is not None:
+            return f"{stem}_c{self.serving.concurrency}"
+        return f"{stem}_{self.serving.request_rate_req_s:g}rps"
 
 
 _NON_MEASUREMENT_FIELDS = {"name", "output_dir"}
+_OFFLINE_DEFAULTS = {"scenario", "serving"}
 
 
 def measurement_config_hash(config: ExperimentConfig) -> str:
@@ -248,6 +308,9 @@ def measurement_config_hash(config: ExperimentConfig) -> str:
 
     Excludes labels and output location, so renaming an experiment or moving its output does not
     change its identity; stable across key orderings because the dump is serialised with sorted keys.
+    An offline experiment leaves out `scenario` and `serving` too, so its hash is the one it had
+    before the serving scenario existed (studies measured then still resume and compare).
     """
-    data = config.model_dump(mode="json", exclude=_NON_MEASUREMENT_FIELDS)
+    offline = _OFFLINE_DEFAULTS if config.scenario == "offline" and config.serving is None else set()
+    data = config.model_dump(mode="json", exclude=_NON_MEASUREMENT_FIELDS | offline)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -18,8 +18,9 @@ from pydantic.fields import FieldInfo
 from llem_ray.config import limits
 from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
-from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT
+from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT, SCENARIO_SUPPORT
 from llem_ray.config.study import ExecutionConfig, RuntimeEnvConfig
+from llem_ray.config.user import UserConfig
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class FieldRow:
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
     text = text or str(annotation).replace("typing.", "").replace("NoneType", "None")
-    return text.replace("llem_ray.config.", "").replace("experiment.", "").replace("backends.", "")
+    for module in ("llem_ray.config.", "experiment.", "backends.", "serving."):
+        text = text.replace(module, "")
+    return text
 
 
 def _nested_model(info: FieldInfo) -> type[BaseModel] | None:
@@ -80,11 +83,12 @@ def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
 
 
 def reference_rows() -> dict[str, list[FieldRow]]:
-    """Every documented field, grouped by document section (experiment, execution, runtime_envs)."""
+    """Every documented field, grouped by document section (experiment, execution, runtime_envs, user config)."""
     return {
         "Experiment fields (top level of an experiment YAML, or the base of a study)": _walk(ExperimentConfig, "", "all"),
         "Study `execution:` block": _walk(ExecutionConfig, "execution.", "all"),
         "Study `runtime_envs.<backend>:` block": _walk(RuntimeEnvConfig, "runtime_envs.<backend>.", "all"),
+        "User config (`~/.config/llenergymeasure/config.yaml`, or `LLEM_CONFIG_PATH`)": _walk(UserConfig, "", "all"),
     }
 
 
@@ -103,10 +107,14 @@ def render_markdown() -> str:
         "",
         "## Backend support (single source of truth: `llem_ray/config/ssot.py`)",
         "",
-        "| backend | precisions | decoding modes |",
-        "|---|---|---|",
+        "| backend | precisions | decoding modes | scenarios |",
+        "|---|---|---|---|",
     ]
-    out += [f"| {b} | {', '.join(PRECISION_SUPPORT[b])} | {', '.join(DECODING_SUPPORT[b])} |" for b in BACKENDS]
+    out += [
+        f"| {b} | {', '.join(PRECISION_SUPPORT[b])} | {', '.join(DECODING_SUPPORT[b])} | "
+        f"{', '.join(SCENARIO_SUPPORT[b])} |"
+        for b in BACKENDS
+    ]
     for title, rows in reference_rows().items():
         out += ["", f"## {title}", "", "| field | type | default | constraints | backend | description |",
                 "|---|---|---|---|---|---|"]
@@ -121,9 +129,21 @@ def render_markdown() -> str:
         "`sweep:` maps field paths to non-empty lists: plain paths (`precision`, `decoder.temperature`) vary "
         "every experiment; paths starting with a backend (`pytorch.batch_size`) vary only that backend's "
         "experiments. Grid points that fail validation are skipped and listed with their reason. "
+        "`serving.request_rate_req_s` and `serving.slo.ttft_ms` / `serving.slo.tpot_ms` sweep like any dotted "
+        "field: a study over request rates gives one load curve per configuration in `llem report`. "
         "See `configs/` for one example of each form.",
         "",
         *_limits_section(),
+        "## The user config",
+        "",
+        "Machine-local and optional (a missing file means the defaults above). Environment variables win over "
+        "it: `LLEM_RUNNER_<BACKEND>`, `LLEM_CARBON_INTENSITY`, `LLEM_DATACENTER_PUE`, `LLEM_NO_PROMPT`. A study "
+        "file wins over its `execution:` gaps and `output.results_dir`. A runner `docker:<image>` runs that "
+        "backend's study experiments in the image (the study's Ray runtime_env gets `image_uri`; Ray starts the "
+        "actors with podman, and the image needs Ray and llem_ray); a study that gives the backend its own "
+        "`runtime_envs:` entry as well is refused, and `llem run experiment.yaml` (in-process) refuses such a "
+        "backend: run it with `python -m llem_ray.study experiment.yaml`.",
+        "",
     ]
     return "\n".join(out)
 

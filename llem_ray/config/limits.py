@@ -49,6 +49,11 @@ MAX_GPUS = 64
 """Most GPUs one experiment may own (one placement bundle on one node)."""
 MAX_CPUS = 1_024
 """Most CPU cores one experiment actor may reserve."""
+MAX_RATE_REQ_S = 100_000.0
+"""Highest request rate of the serving scenario, req/s: far above what one engine serves. A run's
+requests (rate x duration) are bounded by MAX_PROMPTS."""
+MAX_BURSTINESS = 1_000.0
+"""Largest gamma shape of the serving scenario's arrivals (gaps' CV 1/sqrt(shape): 0.03, near-regular)."""
 MAX_ENGINE_COUNT = 2**31 - 1
 """Largest count passed to an engine (blocks, ranks, sizes): engines keep them in 32-bit integers."""
 MAX_BYTES = 2**50
@@ -65,6 +70,8 @@ MAX_TIMEOUT_S = 604_800.0
 """Longest deadline of one attempt, and longest baseline cache lifetime, s (one week)."""
 MAX_RETRIES = 100
 """Most extra attempts of one run."""
+MAX_SLO_MS = MAX_TIMEOUT_S * 1000
+"""Loosest latency bound of a serving SLO, ms (the longest attempt deadline)."""
 
 
 def check_runs(n_experiments: int, n_cycles: int, source: str) -> None:

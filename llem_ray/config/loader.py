@@ -36,15 +36,38 @@ def _shown(value: Any) -> str:
         text = "a number too long to show"
     return f" (got {text[:MAX_SHOWN_CHARS]}{'...' if len(text) > MAX_SHOWN_CHARS else ''})"
 
+RENAMED_FIELDS: dict[str, str] = {
+    "execution.config_gap_s": "execution.config_gap_seconds",
+    "execution.cycle_gap_s": "execution.cycle_gap_seconds",
+    "model_name": "model",
+    "fp_precision": "precision",
+    "num_input_prompts": "n",
+    "extra": "passthrough_kwargs",
+    "serving.request_rate": "serving.request_rate_req_s",
+}
+"""Old field paths -> the names that replaced them: this tool's gap names (CFG-15), the seed's own
+v1 names (CFG-02, CFG-03), and the serving rate as issue #17 first spelled it (the unit joined the
+name). An old spelling is a configuration error that names the new one: no alias, so a file means
+one thing."""
+
+
+def error_message(err: Any) -> str:
+    """The problem of one pydantic error (an `errors()` entry), without pydantic's prefixes.
+
+    An unknown field that is an old spelling (`RENAMED_FIELDS`) says what it is called now.
+    """
+    if err["type"] == "extra_forbidden":
+        renamed = RENAMED_FIELDS.get(".".join(str(p) for p in err["loc"]))
+        return f"renamed to {renamed}" if renamed else "unknown field"
+    return str(err["msg"]).removeprefix("Value error, ")
+
 
 def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
     """One readable message: `source: field.path: problem (got value)` per error, no traceback."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+        msg = error_message(err)
         lines.append(f"{source}: {loc or '<document>'}: {msg}{_shown(err.get('input'))}")
     return "\n".join(lines)
 
@@ -123,24 +146,56 @@ def load_experiment_config(path: str | Path, overrides: dict[str, Any] | None = 
     return experiment_from_mapping({**data, **(overrides or {})}, str(path))
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
-    """Load a study YAML (or a single experiment as a one-experiment study, CFG-17) and expand it."""
+def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Load a study YAML and expand it, completed from the user config (`with_user_defaults`).
+
+    A single-experiment YAML becomes a one-experiment study (CFG-17), with `overrides` (top-level
+    experiment fields, as `llem run` flags give them) applied and its `output_dir` as the study's;
+    a real study refuses overrides (ConfigError: they belong in the study file).
+    """
     data = read_yaml(path)
     if not is_study_document(data):
-        study = StudyConfig(experiments=[experiment_from_mapping(data, str(path))])
+        experiment = experiment_from_mapping({**data, **(overrides or {})}, str(path))
+        study = StudyConfig(experiments=[experiment])
+        if experiment.output_dir is not None:
+            study.output_dir = experiment.output_dir
+    elif overrides:
+        flag = next(iter(overrides)).replace("_", "-")
+        raise ConfigError(f"{path}: --{flag} applies to experiment YAMLs only; set it in the study file")
     else:
         study = expand_study(data, str(path))
-    return _with_user_defaults(study)
+    return with_user_defaults(study, str(path))
 
 
-def _with_user_defaults(study: StudyConfig) -> StudyConfig:
-    """Fill execution gaps the study leaves unset from the machine-local user config (STU-06)."""
-    from llem_ray.config.user import load_user_config
+def with_user_defaults(study: StudyConfig, source: str) -> StudyConfig:
+    """`study` completed from the machine-local user config (CFG-23, CFG-24, STU-06).
 
-    machine = load_user_config().execution.model_dump(exclude_none=True)
+    Execution gaps the study leaves unset come from `execution:`; an unset `output_dir` is
+    `output.results_dir`; a backend whose runner is `docker:<image>` runs in that image (its
+    `runtime_envs` entry gets `image_uri`). ConfigError when the study already gives that backend
+    a runtime_env: the two would disagree on where it runs.
+    """
+    from llem_ray.config.study import RuntimeEnvConfig
+    from llem_ray.config.user import load_user_config, runner_image
+
+    user = load_user_config()
+    machine = user.execution.model_dump(exclude_none=True)
     updates = {k: v for k, v in machine.items() if k not in study.execution.model_fields_set}
     if updates:
         study.execution = study.execution.model_copy(update=updates)
+    if "output_dir" not in study.model_fields_set:
+        study.output_dir = user.output.results_dir
+    for backend in sorted({e.backend for e in study.experiments}):
+        image = runner_image(backend, user)
+        if image is None:
+            continue
+        if backend in study.runtime_envs:
+            raise ConfigError(
+                f"{source}: runtime_envs.{backend} is set, and the runner of {backend} (LLEM_RUNNER_"
+                f"{backend.upper()} or the user config's runners.{backend}) is docker:{image}: say in one place "
+                f"where {backend} runs"
+            )
+        study.runtime_envs[backend] = RuntimeEnvConfig(image_uri=image)
     return study
 
 

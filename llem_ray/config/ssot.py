@@ -24,6 +24,15 @@ DECODING_SUPPORT: dict[str, tuple[str, ...]] = {
     "tensorrt": ("greedy", "sampling", "beam_search"),
 }
 
+SCENARIOS: tuple[str, ...] = ("offline", "serving")
+
+SCENARIO_SUPPORT: dict[str, tuple[str, ...]] = {
+    "pytorch": ("offline",),
+    "vllm": ("offline", "serving"),
+    "tensorrt": ("offline",),
+}
+"""Scenarios each backend can run: `serving` needs a streaming engine (backends/streaming.py)."""
+
 TORCH_DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 BYTES_PER_PARAM: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}

@@ -47,8 +47,10 @@ class ExecutionConfig(_Strict):
         description="sequential: all cycles of one config together; interleaved: round-robin configs per cycle; "
         "shuffled: random order per cycle, seeded from study_design_hash.",
     )
-    config_gap_s: float = Field(60.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between two experiments, s.")
-    cycle_gap_s: float = Field(300.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between cycles, s.")
+    config_gap_seconds: float = Field(
+        60.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between two experiments, s."
+    )
+    cycle_gap_seconds: float = Field(300.0, ge=0, le=MAX_GAP_S, description="Pause on a GPU between cycles, s.")
     timeout_s: float = Field(
         3600.0, gt=0, le=MAX_TIMEOUT_S, description="Deadline per experiment attempt, s; killed on overrun."
     )
@@ -62,7 +64,10 @@ class ExecutionConfig(_Strict):
     isolation: Literal["gpu", "node"] = Field(
         "gpu", description="gpu: one experiment per GPU; node: one experiment per node while it measures."
     )
-    force_cold_start: bool = Field(False, description="Fresh model load per experiment even if cached (CAMP-05).")
+    force_cold_start: bool = Field(
+        False, description="Measure every experiment from a cold start (CAMP-05): cold_start: true, a new actor "
+        "process, no warm-up, empty compilation caches."
+    )
     schedule: list[datetime] | None = Field(
         None, strict=False, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
     )
@@ -91,7 +96,10 @@ class StudyConfig(_Strict):
     experiments: list[ExperimentConfig] = Field(..., min_length=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     runtime_envs: dict[Literal["pytorch", "vllm", "tensorrt"], RuntimeEnvConfig] = Field(default_factory=dict)
-    output_dir: str = Field("results", description="Study results go under this directory.")
+    output_dir: str = Field(
+        "results", description="Study directories go under this one (unset in a file: the user config's "
+        "output.results_dir)."
+    )
     skipped: list[SkippedPoint] = Field(default_factory=list)
 
     @field_validator("name")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -34,6 +35,14 @@ def is_study_document(raw: dict[str, Any]) -> bool:
     return "sweep" in raw or "experiments" in raw
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The sub-config model of a field typed `Model` or `Model | None` (e.g. `serving`), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _check_path(path: str, where: str) -> None:
     """Raise ConfigError unless `path` names a field of ExperimentConfig or of a backend section."""
     parts = path.split(".")
@@ -47,8 +56,7 @@ def _check_path(path: str, where: str) -> None:
         if part not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: sweep key '{path}': unknown field '{part}' (known here: {known})")
-        annotation = fields[part].annotation
-        nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        nested = _section_model(fields[part].annotation)
         if depth < len(parts) - 1:
             if nested is None:
                 raise ConfigError(f"{where}: sweep key '{path}': '{part}' has no sub-fields")
@@ -83,9 +91,11 @@ def _for_backend(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _short_reason(exc: ValidationError) -> str:
+    from llem_ray.config.loader import error_message
+
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = error_message(first)
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -153,16 +163,16 @@ def expand_study(raw: dict[str, Any], source: str = "<study>") -> StudyConfig:
         reasons = "; ".join(s.reason for s in skipped[:3])
         raise ConfigError(f"{source}: the study has no valid experiment ({len(skipped)} skipped: {reasons})")
 
+    fields = {
+        "name": str(raw.get("study_name") or raw.get("name") or "study"),
+        "experiments": experiments,
+        "execution": raw.get("execution") or {},
+        "runtime_envs": raw.get("runtime_envs") or {},
+        "skipped": skipped,
+    }
+    if raw.get("output_dir"):  # unset: the user config's output.results_dir (loader)
+        fields["output_dir"] = str(raw["output_dir"])
     try:
-        return StudyConfig.model_validate(
-            {
-                "name": str(raw.get("study_name") or raw.get("name") or "study"),
-                "experiments": experiments,
-                "execution": raw.get("execution") or {},
-                "runtime_envs": raw.get("runtime_envs") or {},
-                "output_dir": str(raw.get("output_dir") or "results"),
-                "skipped": skipped,
-            }
-        )
+        return StudyConfig.model_validate(fields)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from exc

@@ -4,6 +4,12 @@ File: `~/.config/llenergymeasure/config.yaml` (the platformdirs user config dir;
 points elsewhere). A missing file means all defaults (CFG-22). Environment variables win over the
 file: `LLEM_RUNNER_<BACKEND>`, `LLEM_CARBON_INTENSITY` (gCO2e/kWh), `LLEM_DATACENTER_PUE`,
 `LLEM_NO_PROMPT`. An invalid file or value is a ConfigError naming the file or variable.
+
+Sections (CFG-23): `output.results_dir` is where `llem run` writes results and studies unless the
+command line or the config file says otherwise; `runners.<backend>` is `local` (the default) or
+`docker:<image>`: that backend's experiments then run in the container image, through the study's
+Ray runtime_env (`image_uri`, which Ray starts with podman on each node; the image needs Ray and
+llem_ray); `measurement` holds the facility figures; `execution` the machine's default gaps.
 """
 
 from __future__ import annotations
@@ -13,20 +19,34 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from llem_ray.config.limits import MAX_GAP_S, STRICT_MODEL
+from llem_ray.config.ssot import BACKENDS
 from llem_ray.errors import ConfigError
 
 APP_NAME = "llenergymeasure"
+LOCAL_RUNNER = "local"
+DOCKER_PREFIX = "docker:"
 
 
 class _Strict(BaseModel):
     model_config = STRICT_MODEL
 
 
+def check_runner(value: str) -> str:
+    """`value` if it is a runner (`local` or `docker:<image>`); ValueError saying what is allowed."""
+    if value == LOCAL_RUNNER or (value.startswith(DOCKER_PREFIX) and value[len(DOCKER_PREFIX):].strip()):
+        return value
+    if value == "docker":
+        raise ValueError("name the image: 'docker:<image>' (llem_ray ships no images of its own)")
+    raise ValueError(f"expected 'local' or 'docker:<image>', got {value!r}")
+
+
 class OutputSection(_Strict):
-    results_dir: str = Field("results", description="Default output directory for studies.")
+    results_dir: str = Field(
+        "results", description="Where `llem run` writes results and studies (relative: to the working directory)."
+    )
 
 
 class MeasurementSection(_Strict):
@@ -35,17 +55,30 @@ class MeasurementSection(_Strict):
 
 
 class ExecutionSection(_Strict):
-    config_gap_s: float | None = Field(
+    config_gap_seconds: float | None = Field(
         None, ge=0, le=MAX_GAP_S, description="Machine default gap between experiments, s."
     )
-    cycle_gap_s: float | None = Field(None, ge=0, le=MAX_GAP_S, description="Machine default gap between cycles, s.")
+    cycle_gap_seconds: float | None = Field(
+        None, ge=0, le=MAX_GAP_S, description="Machine default gap between cycles, s."
+    )
 
 
 class UserConfig(_Strict):
     output: OutputSection = Field(default_factory=OutputSection)
-    runners: dict[str, str] = Field(default_factory=dict, description="backend -> runner ('local' or image URI)")
+    runners: dict[str, str] = Field(
+        default_factory=dict, description="backend (pytorch, vllm, tensorrt) -> 'local' or 'docker:<image>' (CFG-24)"
+    )
     measurement: MeasurementSection = Field(default_factory=MeasurementSection)
     execution: ExecutionSection = Field(default_factory=ExecutionSection)
+
+    @field_validator("runners")
+    @classmethod
+    def _runners_are_known(cls, value: dict[str, str]) -> dict[str, str]:
+        for backend, runner in value.items():
+            if backend not in BACKENDS:
+                raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+            check_runner(runner)
+        return value
 
 
 def user_config_path() -> Path:
@@ -68,11 +101,24 @@ def load_user_config() -> UserConfig:
 
 
 def runner_for(backend: str, user: UserConfig | None = None) -> str:
-    """Runner of `backend`: env `LLEM_RUNNER_<BACKEND>`, then the user config, then 'local' (CFG-24)."""
-    env = os.environ.get(f"LLEM_RUNNER_{backend.upper()}")
+    """Runner of `backend`: env `LLEM_RUNNER_<BACKEND>`, then the user config, then 'local' (CFG-24).
+
+    Raises ConfigError naming the variable when the environment variable is not a runner.
+    """
+    name = f"LLEM_RUNNER_{backend.upper()}"
+    env = os.environ.get(name)
     if env:
-        return env
-    return (user or load_user_config()).runners.get(backend, "local")
+        try:
+            return check_runner(env)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {name}={env!r}: {exc}") from None
+    return (user or load_user_config()).runners.get(backend, LOCAL_RUNNER)
+
+
+def runner_image(backend: str, user: UserConfig | None = None) -> str | None:
+    """The container image `backend` runs in (`docker:<image>` runner), or None to run it locally."""
+    runner = runner_for(backend, user)
+    return runner[len(DOCKER_PREFIX):].strip() if runner.startswith(DOCKER_PREFIX) else None
 
 
 def _env_float(name: str, minimum: float) -> float | None:

@@ -6,6 +6,11 @@ Orders (`dataset.order`): prompts are first picked round-robin across the file's
 `shuffled` draws from the whole file in a seeded random order. When the file has fewer prompts
 than `n`, they are reused in the same order and a note says so.
 
+`PromptStream` gives prompts one after another without a count fixed in advance (the serving
+scenario's fixed-concurrency mode): synthetic prompts continue the same seeded draw (its first
+`count` are `load_prompts`' `count`), file prompts follow `dataset.order` over the whole file and
+are reused in turn once it is exhausted.
+
 Truncation to `max_input_tokens`: synthetic prompts are generated at most that long; text prompts
 are truncated by the backend's tokenizer at that many tokens (tokenisation is the backend's).
 """
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import os
 import random
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,12 +29,12 @@ from llem_ray.backends.protocol import Prompt
 from llem_ray.datasets import aienergyscore
 from llem_ray.datasets.aienergyscore import DatasetUnavailable
 from llem_ray.datasets.jsonl import TextRow, read_text_rows
-from llem_ray.datasets.synthetic import synthetic_prompts
+from llem_ray.datasets.synthetic import synthetic_prompts, synthetic_stream
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
 
-__all__ = ["DatasetUnavailable", "PromptSet", "check_accessible", "is_synthetic", "load_prompts"]
+__all__ = ["DatasetUnavailable", "PromptSet", "PromptStream", "check_accessible", "is_synthetic", "load_prompts"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +130,35 @@ def load_prompts(config: ExperimentConfig, count: int, vocab_size: int | None) -
         notes.append(f"dataset {path.name} has {len(rows)} prompts for n={count}: prompts are reused")
     picked = order_rows(rows, config.dataset.order, count, config.random_seed)
     return PromptSet([Prompt(text=r.text) for r in picked], str(path), notes)
+
+
+class PromptStream:
+    """Prompts of `config` one after another, as many as asked for (see module docstring).
+
+    Raises DatasetUnavailable or ValueError on construction when the dataset cannot be read.
+    """
+
+    def __init__(self, config: ExperimentConfig, vocab_size: int | None) -> None:
+        self.notes: list[str] = []
+        self.taken = 0
+        if is_synthetic(config):
+            length = min(config.dataset.input_len_tokens, config.max_input_tokens)
+            self._prompts: Iterator[Prompt] = synthetic_stream(length, vocab_size or 32000, config.random_seed)
+            if not vocab_size:
+                self.notes.append("vocabulary size unknown: synthetic token ids drawn below 32000")
+            self._pool_size: int | None = None
+            return
+        path = _path(config)
+        rows = read_text_rows(path, config.dataset.text_field)
+        pool = order_rows(rows, config.dataset.order, len(rows), config.random_seed)
+        self._prompts = itertools.cycle([Prompt(text=r.text) for r in pool])
+        self._pool_size, self._name = len(pool), path.name
+
+    def take(self, count: int) -> list[Prompt]:
+        """The next `count` prompts; notes (once) when a file's prompts start being reused."""
+        out = list(itertools.islice(self._prompts, count))
+        self.taken += count
+        if self._pool_size is not None and self.taken > self._pool_size and not self.notes:
+            self.notes.append(f"dataset {self._name} has {self._pool_size} prompts for more requests: prompts are "
+                              "reused")
+        return out

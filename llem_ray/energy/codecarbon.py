@@ -22,6 +22,10 @@ own setting), else the `country_iso_code` argument, else DEFAULT_COUNTRY_ISO_COD
 
 Sampler: the NVML device-state sampler in GPU mode (none on GPUs without an energy counter); in CPU
 mode a thread recording host CPU utilisation (%) and used memory (MiB), with power None.
+
+`accuracy` and `reproducibility_notes` say which of these it was: GPU energy from the counter or
+from polled power (named GPUs and generations, energy/accuracy.py), or a CPU + RAM estimate. A
+window key that is already open is refused (`WindowAlreadyOpen`).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.energy.devices import nvml
+from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
+from llem_ray.energy.devices import device_facts, nvml
 from llem_ray.energy.nvml import NVMLMeter
-from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 from llem_ray.energy.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -56,7 +61,7 @@ def _host_sampler() -> Sampler:
         return [PowerSample(
             t_s=time.time(), device_uuid=CPU_DEVICE, power_w=None,
             utilization_pct=psutil.cpu_percent(None),
-            memory_used_mb=psutil.virtual_memory().used / 2**20,
+            memory_used_mib=psutil.virtual_memory().used / 2**20,
         )]
 
     # priming: the first cpu_percent call only starts the measurement interval
@@ -78,35 +83,50 @@ class CodeCarbonMeter:
             raise MeterUnavailable("no GPU is bound (running on CPU); CodeCarbon estimates CPU and RAM energy "
                                    "only when energy.backend is 'codecarbon'")
         self._sampler: NVMLMeter | Sampler | None
+        from codecarbon import __version__ as version
+
         if device_uuids:
             lib = nvml()
             try:
-                gpu_ids = {u: lib.nvmlDeviceGetIndex(lib.nvmlDeviceGetHandleByUUID(u)) for u in device_uuids}
+                handles = {u: lib.nvmlDeviceGetHandleByUUID(u) for u in device_uuids}
+                gpu_ids = {u: lib.nvmlDeviceGetIndex(h) for u, h in handles.items()}
             except lib.NVMLError as exc:
                 raise MeterUnavailable(f"a bound GPU is unknown to NVML ({exc})") from None
             try:
                 self._sampler = NVMLMeter(list(device_uuids), config)
+                source = "counter"
             except MeterUnavailable:  # no energy counter (pre-Volta): CodeCarbon integrates power instead
                 self._sampler = None
+                source = "polled power"
             self.device_uuids = list(device_uuids)
             trackers = {u: self._tracker([index], country_iso_code) for u, index in gpu_ids.items()}
+            devices = [device_facts(lib, h) for h in handles.values()]
+            self.accuracy = f"CodeCarbon {version}: {gpu_accuracy(devices, source)}"
+            self.reproducibility_notes = gpu_notes(
+                f"Energy is CodeCarbon {version}'s GPU energy of each window, per GPU, "
+                + ("from NVML's energy counter." if source == "counter" else
+                   "from NVML power readings x the time between CodeCarbon's measurements (the GPU has no "
+                   "energy counter)."),
+                devices, source,
+            )
         else:
             self._sampler = _host_sampler()
             self.device_uuids = [CPU_DEVICE]
             trackers = {CPU_DEVICE: self._tracker(None, country_iso_code)}
+            self.accuracy = (
+                f"CodeCarbon {version} estimate of CPU + RAM energy: RAPL counters when readable, else CPU TDP x "
+                "load; RAM from installed memory size; order of magnitude only"
+            )
+            self.reproducibility_notes = (
+                f"Energy is CodeCarbon {version}'s estimate of the host's CPU and RAM energy over each window "
+                "(RAPL counters when readable, else CPU TDP x load; RAM from the installed memory size), under "
+                "the pseudo device 'cpu'. It is an order-of-magnitude estimate, not a measurement, and not "
+                "comparable with GPU energy. No GPU was used. Compare only results estimated on the same host."
+            )
         self._trackers: dict[str, Any] = trackers
         for tracker in trackers.values():  # hardware detection now, not inside the first window
             tracker.start_task(_TASK)
             tracker.stop_task(_TASK)
-        from codecarbon import __version__ as version
-
-        self.accuracy = (
-            f"CodeCarbon {version}: GPU energy from NVML (energy counter on Volta and newer, else power x time); "
-            "about +/-5% on H100/A100 for short windows; CPU and RAM not included"
-            if device_uuids else
-            f"CodeCarbon {version} estimate of CPU + RAM energy: RAPL counters when readable, else CPU TDP x load; "
-            "RAM from installed memory size; order of magnitude only"
-        )
         self._total_j = dict.fromkeys(self.device_uuids, 0.0)
         self._windows: dict[str, tuple[float, dict[str, float]]] = {}
         self._task_open = False
@@ -140,7 +160,11 @@ class CodeCarbonMeter:
         self._task_open = keep_open
 
     def begin_window(self, key: str) -> None:
-        """Start window `key`: one CodeCarbon measurement now (milliseconds)."""
+        """Start window `key`: one CodeCarbon measurement now (milliseconds).
+
+        Raises WindowAlreadyOpen if a window `key` is open.
+        """
+        refuse_open(key, self._windows)
         self._advance(keep_open=True)
         self._windows[key] = (time.perf_counter(), dict(self._total_j))
 

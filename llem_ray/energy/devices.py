@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from llem_ray.energy.accuracy import DeviceFacts
 from llem_ray.energy.protocol import MeterUnavailable
 
 _lock = threading.Lock()
@@ -50,6 +51,35 @@ def nvml() -> ModuleType:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def device_facts(lib: ModuleType, handle: object) -> DeviceFacts:
+    """Name and compute capability of the GPU `handle` ('unknown GPU' / None where NVML cannot say)."""
+    try:
+        name = _text(lib.nvmlDeviceGetName(handle))
+    except Exception:  # NVMLError: a device that cannot report its name is still metered
+        name = "unknown GPU"
+    try:
+        major, minor = lib.nvmlDeviceGetCudaComputeCapability(handle)
+        return DeviceFacts(name, (int(major), int(minor)))
+    except Exception:  # NVMLError, or an nvidia-ml-py without the call
+        return DeviceFacts(name)
+
+
+def memory_used_mib(uuids: list[str]) -> float | None:
+    """Device memory in use on the GPUs `uuids` now, summed, MiB (NVML `nvmlDeviceGetMemoryInfo().used`).
+
+    All processes' memory counts (CUDA contexts, caching allocators, engine pools). None when `uuids`
+    is empty, NVML is missing, or a GPU cannot report memory.
+    """
+    if not uuids:
+        return None
+    try:
+        lib = nvml()
+        used = [lib.nvmlDeviceGetMemoryInfo(lib.nvmlDeviceGetHandleByUUID(u)).used for u in uuids]
+    except Exception:  # MeterUnavailable (no NVML) or NVMLError (not supported, device gone)
+        return None
+    return sum(used) / 2**20
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ every ~100 ms: windows shorter than that can read 0 J. The sampler records, per 
 
 Bound by UUID (`nvmlDeviceGetHandleByUUID`), never by index, so a Ray actor meters exactly its GPUs.
 The factory raises `MeterUnavailable` when NVML is missing, no GPU is bound, a UUID is unknown, or
-a GPU has no energy counter (pre-Volta).
+a GPU has no energy counter (pre-Volta). `accuracy` and `reproducibility_notes` are written for the
+bound GPUs' names and generations (energy/accuracy.py). A window key that is already open is
+refused (`WindowAlreadyOpen`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from llem_ray.energy.devices import nvml
-from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
+from llem_ray.energy.devices import device_facts, nvml
+from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 from llem_ray.energy.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -46,12 +49,15 @@ def decode_clock_event_reasons(mask: int) -> tuple[str, ...]:
 
 
 class NVMLMeter:
-    """Energy meter over NVML for the GPUs `device_uuids` (see module docstring for units)."""
+    """Energy meter over NVML for the GPUs `device_uuids` (see module docstring for units).
+
+    `devices` holds each bound GPU's name and compute capability, which the accuracy statement and
+    the reproducibility notes are written for.
+    """
 
     name = "nvml"
     resolution_s = 0.1
     """Update period of the energy counter, s (seen on H100; the prefill loop spans 20 of them)."""
-    accuracy = "NVML energy counter (mJ, ~100 ms updates); about +/-5% on H100/A100 for short windows"
 
     def __init__(self, device_uuids: list[str], config: EnergyConfig | None = None):
         if not device_uuids:
@@ -66,6 +72,13 @@ class NVMLMeter:
             except self._nvml.NVMLError as exc:
                 raise MeterUnavailable(f"GPU {uuid}: no NVML energy counter ({exc})") from None
             self._handles[uuid] = handle
+        self.devices = [device_facts(self._nvml, h) for h in self._handles.values()]
+        self.accuracy = gpu_accuracy(self.devices, "counter")
+        self.reproducibility_notes = gpu_notes(
+            "Energy is the difference of each GPU's NVML energy counter (nvmlDeviceGetTotalEnergyConsumption, "
+            "mJ since driver load) between the window's start and end, summed over the experiment's GPUs.",
+            self.devices, "counter",
+        )
         self._windows: dict[str, tuple[float, dict[str, int]]] = {}
         self._reasons_fn = getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
             self._nvml, "nvmlDeviceGetCurrentClocksThrottleReasons"
@@ -76,7 +89,11 @@ class NVMLMeter:
         return {u: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for u, h in self._handles.items()}
 
     def begin_window(self, key: str) -> None:
-        """Read every bound GPU's energy counter now (mJ) and remember it under `key`."""
+        """Read every bound GPU's energy counter now (mJ) and remember it under `key`.
+
+        Raises WindowAlreadyOpen if a window `key` is open.
+        """
+        refuse_open(key, self._windows)
         self._windows[key] = (time.perf_counter(), self._counters_mj())
 
     def end_window(self, key: str) -> EnergyWindow:
@@ -110,7 +127,7 @@ class NVMLMeter:
                     power_w=None if power_mw is None else power_mw / 1000.0,
                     temperature_c=self._read(lib.nvmlDeviceGetTemperature, h, lib.NVML_TEMPERATURE_GPU),
                     utilization_pct=None if util is None else float(util.gpu),
-                    memory_used_mb=None if mem is None else mem.used / 2**20,
+                    memory_used_mib=None if mem is None else mem.used / 2**20,
                     sm_clock_mhz=None if clock is None else float(clock),
                     throttle_reasons=decode_clock_event_reasons(reasons or 0),
                 )

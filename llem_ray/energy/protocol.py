@@ -8,12 +8,26 @@ experiment (by UUID), never to "all GPUs of the host".
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
 class MeterUnavailable(Exception):
     """The meter cannot run here (no NVML, package missing, device not found). `str()` says why."""
+
+
+class WindowAlreadyOpen(ValueError):
+    """`begin_window(key)` while a window `key` is open: refused (as Zeus does), never replaced."""
+
+    def __init__(self, key: str):
+        super().__init__(f"energy window {key!r} is already open: end it before opening it again")
+
+
+def refuse_open(key: str, open_keys: Container[str]) -> None:
+    """Raise WindowAlreadyOpen if `key` is in `open_keys` (the meter's open windows)."""
+    if key in open_keys:
+        raise WindowAlreadyOpen(key)
 
 
 @dataclass(frozen=True)
@@ -39,21 +53,29 @@ class PowerSample:
     power_w: float | None
     temperature_c: float | None = None
     utilization_pct: float | None = None
-    memory_used_mb: float | None = None
+    memory_used_mib: float | None = None
     sm_clock_mhz: float | None = None
     throttle_reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
 @runtime_checkable
 class EnergyMeter(Protocol):
-    """A meter bound to `device_uuids`. Methods raise `MeterUnavailable` only from the factory."""
+    """A meter bound to `device_uuids`. Methods raise `MeterUnavailable` only from the factory.
+
+    `accuracy` (one line) and `reproducibility_notes` (what was measured, how, and how to compare
+    results) describe this meter on these devices (energy/accuracy.py), not meters in general.
+    """
 
     name: str
     accuracy: str
+    reproducibility_notes: str
     device_uuids: list[str]
 
     def begin_window(self, key: str) -> None:
-        """Start a named window (windows may nest or overlap)."""
+        """Start a named window (windows with different keys may nest or overlap).
+
+        Raises WindowAlreadyOpen if a window `key` is open.
+        """
         ...
 
     def end_window(self, key: str) -> EnergyWindow:

@@ -26,9 +26,10 @@ import importlib.util
 import os
 from typing import TYPE_CHECKING, Any
 
+from llem_ray.energy.accuracy import gpu_accuracy, gpu_notes
 from llem_ray.energy.devices import nvml
 from llem_ray.energy.nvml import NVMLMeter
-from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample
+from llem_ray.energy.protocol import EnergyWindow, MeterUnavailable, PowerSample, refuse_open
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import EnergyConfig
@@ -88,14 +89,21 @@ class ZeusMeter:
         except Exception as exc:  # ZeusGPUInitError and friends, or a broken install
             self._sampler.close()
             raise MeterUnavailable(f"Zeus could not start: {type(exc).__name__}: {exc}") from None
-        self.accuracy = (
-            f"Zeus {zeus.__version__} ZeusMonitor windows on the NVML energy counter (mJ, ~100 ms updates); "
-            "about +/-5% on H100/A100 for short windows"
+        devices = self._sampler.devices
+        self.accuracy = f"Zeus {zeus.__version__} ZeusMonitor windows; {gpu_accuracy(devices, 'counter')}"
+        self.reproducibility_notes = gpu_notes(
+            f"Energy is what Zeus {zeus.__version__} (ZeusMonitor.end_window) reported for each window and GPU, "
+            "read from NVML's energy counter (mJ since driver load) at the window's start and end.",
+            devices, "counter",
         )
         self._open: set[str] = set()
 
     def begin_window(self, key: str) -> None:
-        """Start Zeus window `key` on every bound GPU (no device synchronisation)."""
+        """Start Zeus window `key` on every bound GPU (no device synchronisation).
+
+        Raises WindowAlreadyOpen if a window `key` is open (Zeus itself refuses one too).
+        """
+        refuse_open(key, self._open)
         self._monitor.begin_window(_KEY_PREFIX + key, sync_execution=False)
         self._open.add(key)
 

@@ -9,6 +9,8 @@ optimum-benchmark, so they compare with peers; the adjusted total is reported be
 `energy_per_output_token_total_j` is always over the whole window, so both stand side by side.
 `batch_size` is what ran at once: an engine's effective limit (vLLM `max_num_seqs`) or PyTorch's.
 Prefill/decode (PREC-01): prefill = one pass of the dedicated prefill loop; decode = window - prefill.
+`peak_memory_mib` (metrics.peak_memory_mib) is NVML's memory in use on the experiment's GPUs: the
+same quantity whatever the backend. `reproducibility_notes` are the measuring meter's own.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from datetime import datetime, timezone
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue
+from llem_ray.energy.accuracy import NO_METER_NOTES
 from llem_ray.energy.baseline import BaselineReading
 from llem_ray.energy.protocol import EnergyMeter, EnergyWindow, PowerSample
 from llem_ray.measure.flops import estimate_flops
-from llem_ray.measure.metrics import device_stats, facility_figures, host_bound, measurement_warnings, percentiles
-from llem_ray.measure.steady_state import request_spans, steady_state
+from llem_ray.measure.metrics import (
+    device_stats,
+    facility_figures,
+    host_bound,
+    measurement_warnings,
+    peak_memory_mib,
+    percentiles,
+)
+from llem_ray.measure.steady_state import WindowEnergy, request_spans, steady_state
 from llem_ray.results.schema import (
     EnergyBreakdown,
     EnvironmentSnapshot,
@@ -38,7 +48,10 @@ from llem_ray.results.timeseries_columns import Phase, phase_of
 
 @dataclass
 class Observations:
-    """Everything `measure.experiment.run` saw; `prefill` is (s per pass, J per pass or None, output)."""
+    """Everything `measure.experiment.run` saw; `prefill` is (s per pass, J per pass or None, output).
+
+    `memory_at_end_mib` is NVML's memory in use on the experiment's GPUs as the measured window closed.
+    """
 
     config: ExperimentConfig
     device: str
@@ -54,9 +67,11 @@ class Observations:
     warmup: WarmupResult | None
     samples: list[PowerSample]
     phases: list[Phase]
-    peak_memory_mb: float | None
+    memory_at_end_mib: float | None
     notes: list[str] = field(default_factory=list)
     placement: Placement | None = None
+    steady: WindowEnergy | None = None
+    """J/token by methodology when the scenario found its window itself (serving); None: `steady_state` finds it."""
 
 
 def _per(value: float | None, count: float) -> float | None:
@@ -126,7 +141,7 @@ def build_result(obs: Observations) -> ExperimentResult:
     excluded = [s for s in obs.samples if phase_of(s.t_s, obs.phases) in ("warmup", "thermal_floor")]
     stats = device_stats(measured)
     batch_size = concurrent_batch(config, obs.info, len(out.requests))
-    steady = steady_state(
+    steady = obs.steady or steady_state(
         request_spans(config.backend, out, batch_size, obs.duration_s),
         batch_size=batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
         energy_total_j=total_j, samples=obs.samples,
@@ -181,7 +196,7 @@ def build_result(obs: Observations) -> ExperimentResult:
             ttft=percentiles([r.ttft_s for r in out.requests if r.ttft_s is not None]),
             itl=percentiles([itl for r in out.requests for itl in r.itl_s]),
         ),
-        peak_memory_mb=obs.peak_memory_mb,
+        peak_memory_mib=peak_memory_mib(measured, [g.uuid for g in obs.env.gpus], obs.memory_at_end_mib),
         mean_gpu_utilization_pct=stats.mean_utilization_pct,
         mean_power_w=stats.mean_power_w,
         host_bound=bound,
@@ -196,4 +211,5 @@ def build_result(obs: Observations) -> ExperimentResult:
         environment_snapshot=obs.env,
         placement=obs.placement or Placement(),
         measurement_warnings=list(dict.fromkeys([*warnings, *steady.warnings])),
+        reproducibility_notes=obs.meter.reproducibility_notes if obs.meter is not None else NO_METER_NOTES,
     )

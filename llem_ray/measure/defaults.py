@@ -10,8 +10,8 @@ from __future__ import annotations
 from llem_ray.config.experiment import BUILTIN_TINY_MODEL, ExperimentConfig
 
 
-def embedded_default_config(output_dir: str | None = None) -> ExperimentConfig:
-    """The default experiment, writing under `output_dir` when given (None: no disk writes)."""
+def embedded_default_config() -> ExperimentConfig:
+    """The default experiment (no output_dir: `llem run` saves it under the user config's results_dir)."""
     return ExperimentConfig(
         model=BUILTIN_TINY_MODEL,
         weights="random",
@@ -22,5 +22,4 @@ def embedded_default_config(output_dir: str | None = None) -> ExperimentConfig:
         warmup={"n_warmup": 2, "max_output_tokens": 8, "thermal_floor_s": 0.0},
         baseline={"duration_s": 5.0},
         pytorch={"batch_size": 4},
-        output_dir=output_dir,
     )

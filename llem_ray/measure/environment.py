@@ -93,7 +93,7 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
                 name=name,
                 uuid=uuid,
                 pci_bus_id=bus,
-                vram_total_mb=None if mem is None else mem.total / 2**20,
+                vram_total_mib=None if mem is None else mem.total / 2**20,
                 power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
                 persistence_mode=None if persistence is None else bool(persistence),
             )

@@ -1,10 +1,14 @@
 """The protocol of one experiment, in this process (STU-05; a Ray worker calls the same `run`).
 
-pre-flight → load → environment snapshot → idle baseline → warm-up → thermal floor → measured
-window (energy window + sampler, devices synchronised before the stop, CM-15) → prefill-only loop
-(PREC-01) → metrics → unload (always). The sampler runs from warm-up to the end of the prefill
-loop; every sample is tagged with its phase in the timeseries, and only the measured window's
-samples enter the result's device statistics.
+This is the offline scenario; `scenario: serving` is dispatched to `scenarios/serving.py` (open-loop
+load at an SLO), which reuses the baseline and phase helpers here.
+
+pre-flight → load → environment snapshot (after load: no torch import of its own) → idle baseline →
+warm-up (none for a cold start, measure/cold.py) → thermal floor → measured window (energy window +
+sampler, devices synchronised before the stop, CM-15) → prefill-only loop (PREC-01) → metrics →
+unload (always). The sampler runs from warm-up to the end of the prefill loop; every sample is tagged
+with its phase in the timeseries, and only the measured window's samples enter the result's device
+statistics.
 
 Warm-up reaches the window's steady state: each warm-up batch holds as many requests as the
 backend runs at once in the window (PyTorch `batch_size`; an engine's effective `max_num_seqs`),
@@ -32,10 +36,11 @@ from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Promp
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.datasets import load_prompts
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
-from llem_ray.energy.devices import visible_gpus
+from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.errors import PreFlightError, clean_up
 from llem_ray.measure.assemble import Observations, build_result
+from llem_ray.measure.cold import fresh_compilation_caches
 from llem_ray.measure.environment import snapshot
 from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
@@ -82,7 +87,8 @@ def synchronize(device: str) -> None:
 
 
 @contextmanager
-def _phase(phases: list[Phase], name: str) -> Iterator[None]:
+def timed_phase(phases: list[Phase], name: str) -> Iterator[None]:
+    """Append (name, start, end) on `time.time()` to `phases` around the block, also when it raises."""
     start_s = time.time()
     try:
         yield
@@ -90,7 +96,8 @@ def _phase(phases: list[Phase], name: str) -> Iterator[None]:
         phases.append((name, start_s, time.time()))
 
 
-def _baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
+def idle_baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
+    """The idle baseline of `config` from `cache` (measured with `meter` if not cached); None when off or unmetered."""
     if meter is None or not config.baseline.enabled:
         return None
     return cache.get(meter, config.baseline.duration_s, config.baseline.cache_ttl_s)
@@ -130,9 +137,27 @@ def run(
     """Measure `config` once in this process and return its result and timeseries (writes nothing).
 
     `baseline_cache` defaults to the process-wide cache; `placement` (from a Ray worker) is copied
-    into the result. Raises PreFlightError (all failures at once), BackendError, or
+    into the result. With `config.cold_start` the compilation caches are empty ones of this run's
+    own (measure/cold.py). `scenario: serving` runs `scenarios.serving.run_serving` instead (same
+    result type). Raises PreFlightError (all failures at once), BackendError, or
     DatasetUnavailable/ValueError from the dataset; the backend is unloaded whatever happens.
     """
+    with fresh_compilation_caches(config.cold_start) as cold_notes:
+        if config.scenario == "serving":
+            from llem_ray.scenarios.serving import run_serving
+
+            return run_serving(config, baseline_cache=baseline_cache, placement=placement, on_progress=on_progress,
+                               cold_notes=cold_notes)
+        return _measure(config, baseline_cache, placement, on_progress, cold_notes)
+
+
+def _measure(
+    config: ExperimentConfig,
+    baseline_cache: BaselineCache | None,
+    placement: Placement | None,
+    on_progress: ProgressCallback | None,
+    cold_notes: list[str],
+) -> Measured:
     progress = on_progress or (lambda stage: None)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     started_at = datetime.now(timezone.utc)
@@ -150,7 +175,7 @@ def run(
         progress("environment")  # after load: the CUDA version comes from the engine's torch if it imported one
         env = snapshot(gpus.uuids if device == "cuda" else [])
         progress("baseline")
-        baseline = _baseline(config, meter, baseline_cache or PROCESS_CACHE)
+        baseline = idle_baseline(config, meter, baseline_cache or PROCESS_CACHE)
         prompt_set = load_prompts(config, config.n, info.vocab_size)
         prompts = prompt_set.prompts
         if meter is not None:
@@ -167,14 +192,14 @@ def run(
             backend.generate(warm_batch, warm_tokens)
             return time.perf_counter() - t0
 
-        with _phase(phases, "warmup"):
+        with timed_phase(phases, "warmup"):
             warmup = run_warmup(warm_once, config.warmup)
         progress("thermal_floor")
-        with _phase(phases, "thermal_floor"):
+        with timed_phase(phases, "thermal_floor"):
             time.sleep(config.warmup.thermal_floor_s)
         progress("measure")
         synchronize(device)
-        with _phase(phases, "measured"):
+        with timed_phase(phases, "measured"):
             if meter is not None:
                 meter.begin_window("llem-measured")
             t0 = time.perf_counter()
@@ -182,10 +207,11 @@ def run(
             synchronize(device)
             duration_s = time.perf_counter() - t0
             window = meter.end_window("llem-measured") if meter is not None else None
+            memory_at_end_mib = memory_used_mib(gpus.uuids) if device == "cuda" else None
         prefill = None
         if config.prefill_split:
             progress("prefill")
-            with _phase(phases, "prefill"):
+            with timed_phase(phases, "prefill"):
                 prefill = _prefill_loop(backend, prompts, meter, device)
         samples = meter.stop_sampling() if meter is not None else []
         progress("metrics")
@@ -205,8 +231,8 @@ def run(
             warmup=warmup,
             samples=samples,
             phases=phases,
-            peak_memory_mb=backend.peak_memory_mb(),
-            notes=[*cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
+            memory_at_end_mib=memory_at_end_mib,
+            notes=[*cold_notes, *cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
         return Measured(build_result(observations), samples_to_columns(samples, phases, measured_start_s))

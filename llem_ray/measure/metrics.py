@@ -1,4 +1,5 @@
-"""Metrics of the measured window (CM-25..28): latency percentiles, device statistics, warnings.
+"""Metrics of the measured window (CM-25..28): latency percentiles, device statistics, peak GPU memory,
+warnings.
 
 All latencies come in seconds and leave in milliseconds (`Percentiles.*_ms`). Warning thresholds
 follow NOTES-energy.md: windows under 10 s are noisy and biased low, fewer than 10 samples say
@@ -91,6 +92,28 @@ def device_stats(samples: Sequence[PowerSample]) -> DeviceStats:
         temperature_drift_c=max((max(ts) - min(ts) for ts in temps.values() if ts), default=None),
         throttle_reasons=sorted(reasons),
     )
+
+
+def peak_memory_mib(
+    samples: Sequence[PowerSample], gpu_uuids: Sequence[str], at_end_mib: float | None
+) -> float | None:
+    """Highest GPU memory in use on `gpu_uuids` (NVML, summed over them), MiB, or None if never read.
+
+    Over the sampler readings in `samples` (one window's; a reading counts when every GPU of it
+    reported memory, readings of one instant share `t_s`) and `at_end_mib`, a reading as the window
+    closed. The same quantity for every backend: NVML counts every process's memory on the device
+    (CUDA contexts, torch's caching allocator, the engines' pre-allocated KV-cache pools). Samples
+    of other devices (CodeCarbon's host pseudo device) are ignored.
+    """
+    wanted = set(gpu_uuids)
+    by_instant: dict[float, dict[str, float]] = {}
+    for s in samples:
+        if s.device_uuid in wanted and s.memory_used_mib is not None:
+            by_instant.setdefault(s.t_s, {})[s.device_uuid] = s.memory_used_mib
+    totals = [sum(reading.values()) for reading in by_instant.values() if len(reading) == len(wanted)]
+    if at_end_mib is not None:
+        totals.append(at_end_mib)
+    return max(totals) if totals else None
 
 
 def measurement_warnings(

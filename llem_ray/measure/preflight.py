@@ -47,11 +47,11 @@ def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str]
         lib = nvml()
     except Exception:
         return
-    free_mb = 0.0
+    free_mib = 0.0
     for uuid in gpus.uuids:
         try:
             h = lib.nvmlDeviceGetHandleByUUID(uuid)
-            free_mb += lib.nvmlDeviceGetMemoryInfo(h).free / 2**20
+            free_mib += lib.nvmlDeviceGetMemoryInfo(h).free / 2**20
             if not lib.nvmlDeviceGetPersistenceMode(h):
                 warnings.append(f"persistence mode is off on {uuid} (nvidia-smi -pm 1): idle power varies")
             others = [p.pid for p in lib.nvmlDeviceGetComputeRunningProcesses(h) if p.pid != os.getpid()]
@@ -63,9 +63,10 @@ def _gpu_checks(config: ExperimentConfig, gpus: VisibleGPUs, failures: list[str]
                 "they draw power inside the measured window"
             )
     need_gb = estimate_vram_gb(config)
-    if need_gb is not None and free_mb and need_gb * 1e9 / 2**20 > free_mb:
+    if need_gb is not None and free_mib and need_gb * 1e9 / 2**20 > free_mib:
         failures.append(
-            f"estimated VRAM {need_gb * 1e9 / 2**20:,.0f} MiB exceeds the free {free_mb:,.0f} MiB of the experiment's GPUs"
+            f"estimated VRAM {need_gb * 1e9 / 2**20:,.0f} MiB exceeds the free {free_mib:,.0f} MiB "
+            "of the experiment's GPUs"
         )
 
 

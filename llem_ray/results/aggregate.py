@@ -8,7 +8,8 @@ seed so a report is reproducible; percentile method where BCa is undefined). One
 std and no interval, and the row's `ci_note` says so; identical cycles give a zero-width interval.
 
 The summary table adds, as means over cycles, the extended metrics of MEAS-07: memory, GPU
-utilisation, latency percentiles, batch size, the KV-cache setting, power and temperature. It is
+utilisation, latency percentiles, batch size, the KV-cache setting, power and temperature; for
+the serving scenario its SLO and energy-per-request figures and load curve (results.serving_columns). It is
 written as `summary.parquet` and `summary.csv` (column names carry units).
 
 scipy is optional (the `report` and `test` extras): without it `metric_stats` raises
@@ -31,6 +32,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from llem_ray.results.schema import ExperimentResult
+from llem_ray.results.serving_columns import SERVING_CI_METRICS, SERVING_MEAN_METRICS, load_series
 
 CONFIDENCE_LEVEL = 0.95
 N_RESAMPLES = 9_999
@@ -43,19 +45,21 @@ CI_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "tokens_per_second": lambda r: r.tokens_per_second,
     "energy_adjusted_j": lambda r: r.energy_adjusted_j,
     "ttft_p50_ms": lambda r: r.latency.ttft.p50_ms if r.latency.ttft else None,
+    **SERVING_CI_METRICS,
 }
 """Metrics that get mean, std, CV and a bootstrap CI, by summary column prefix (units in the names)."""
 
 MEAN_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
     "energy_total_j": lambda r: r.energy_total_j,
     "duration_s": lambda r: r.duration_s,
-    "peak_memory_mb": lambda r: r.peak_memory_mb,
+    "peak_memory_mib": lambda r: r.peak_memory_mib,
     "mean_gpu_utilization_pct": lambda r: r.mean_gpu_utilization_pct,
     "mean_power_w": lambda r: r.mean_power_w,
     "request_latency_p50_ms": lambda r: r.latency.request.p50_ms if r.latency.request else None,
     "request_latency_p95_ms": lambda r: r.latency.request.p95_ms if r.latency.request else None,
     "itl_p50_ms": lambda r: r.latency.itl.p50_ms if r.latency.itl else None,
     "batch_latency_p50_ms": lambda r: r.latency.batch.p50_ms if r.latency.batch else None,
+    **SERVING_MEAN_METRICS,
 }
 """MEAS-07 metrics summarised by their mean over cycles (column `<name>_mean`)."""
 
@@ -174,6 +178,11 @@ def summary_row(results: Sequence[ExperimentResult]) -> dict[str, Any]:
         "cycles": ",".join(str(r.placement.cycle) for r in results if r.placement.cycle is not None),
         "measurement_methodology": ",".join(sorted({r.measurement_methodology for r in results})),
         "kv_cache": kv_cache_setting(first),
+        "scenario": first.scenario,
+        "serving_target_rate_req_s": first.serving.target_rate_req_s if first.serving else None,
+        "serving_concurrency": first.serving.concurrency if first.serving else None,
+        "load_series": load_series(first)[0],
+        "load_series_label": load_series(first)[1],
     }
     notes = []
     for metric, get in CI_METRICS.items():
@@ -208,6 +217,11 @@ def _schema() -> pa.Schema:
         pa.field("cycles", pa.string()),
         pa.field("measurement_methodology", pa.string()),
         pa.field("kv_cache", pa.string()),
+        pa.field("scenario", pa.string()),
+        pa.field("serving_target_rate_req_s", pa.float64()),
+        pa.field("serving_concurrency", pa.int64()),
+        pa.field("load_series", pa.string()),
+        pa.field("load_series_label", pa.string()),
     ]
     for metric in CI_METRICS:
         fields.append(pa.field(f"{metric}_n", pa.int64()))

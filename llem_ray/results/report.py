@@ -6,8 +6,10 @@ too: `results.manifest.read_manifest`, and each completed entry's `result_path`/
 `STUDY_DIR/report/` (or `out_dir`):
 
     report.html            one page, no external resources; images by relative link
-    batch_scaling.png      J/token and tokens/s vs batch size, 95 % CI bars
-    pareto.png             tokens/s vs J/token with the Pareto front
+    batch_scaling.png      J/token and tokens/s vs batch size, 95 % CI bars (offline configurations)
+    pareto.png             tokens/s vs J/token with the Pareto front (offline configurations)
+    serving_load_curves.png  J per SLO-meeting request and SLO attainment vs offered load, with a table
+                           of the serving configurations (results.report_serving; serving studies only)
     timeline_<n>.png       power and temperature per configuration, windows shaded
     summary.csv / .parquet one row per configuration (results.aggregate.SUMMARY_SCHEMA)
 
@@ -29,7 +31,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from llem_ray.errors import ConfigError
-from llem_ray.results import report_plots
+from llem_ray.results import report_plots, report_serving
 from llem_ray.results.aggregate import group_by_config, summary_table, write_summary
 from llem_ray.results.manifest import MANIFEST_FILE, has_manifest, read_manifest
 from llem_ray.results.persistence import RESULT_FILE, TIMESERIES_FILE, from_json
@@ -130,7 +132,7 @@ def _summary_html(rows: Sequence[dict[str, Any]]) -> str:
             str(r["n_cycles"]), e(r["measurement_methodology"]),
             _with_ci(r, "energy_per_output_token_j"), _fmt(r["energy_per_output_token_j_cv"], 2),
             _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "ttft_p50_ms"),
-            _fmt(r["peak_memory_mb_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
+            _fmt(r["peak_memory_mib_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
             str(r["n_warnings"]), e(r["ci_note"] or ""),
         ]
         for r in rows
@@ -228,13 +230,21 @@ def _timelines(data: StudyData, out_dir: Path) -> tuple[list[str], int]:
 
 def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) -> str:
     """The report page of `data` (summary `rows`), writing its figures into `out_dir`."""
-    batch = report_plots.plot_batch_scaling(rows, out_dir / "batch_scaling.png")
-    pareto = report_plots.plot_pareto(rows, out_dir / "pareto.png")
+    serving_rows = [r for r in rows if r["scenario"] == "serving"]
+    offline_rows = [r for r in rows if r["scenario"] != "serving"]
+    batch = report_plots.plot_batch_scaling(offline_rows, out_dir / "batch_scaling.png")
+    pareto = report_plots.plot_pareto(offline_rows, out_dir / "pareto.png")
     timelines, omitted = _timelines(data, out_dir)
     no_energy = (
         "No completed results yet: nothing to plot." if not rows
         else "No energy was measured (no energy meter on the host that ran the study): no energy plot."
     )
+    offline_figures = [
+        "<h2>Energy and throughput vs batch size</h2>",
+        _img(batch.name if batch else None, "J per token and tokens/s vs batch size", no_energy),
+        "<h2>Speed–energy trade-off (Pareto front)</h2>",
+        _img(pareto.name if pareto else None, "tokens/s vs J per token", no_energy),
+    ]
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"study directory <code>{html.escape(str(data.study_dir))}</code>"
     if data.design_hash:
@@ -250,15 +260,13 @@ def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) 
         _missing_html(data),
         "<h2>Summary</h2>", _statistics_note(rows), _summary_html(rows),
         '<p>Download: <a href="summary.csv">summary.csv</a> · <a href="summary.parquet">summary.parquet</a></p>',
-        "<h2>Energy and throughput vs batch size</h2>",
-        _img(batch.name if batch else None, "J per token and tokens/s vs batch size", no_energy),
-        "<h2>Speed–energy trade-off (Pareto front)</h2>",
-        _img(pareto.name if pareto else None, "tokens/s vs J per token", no_energy),
+        *(offline_figures if offline_rows or not serving_rows else []),
         "<h2>Power and temperature timelines</h2>",
         "<p class=note>Grey: the measured window; green: the steady-state window where J/token was taken from it.</p>",
         *(timelines or ["<p class=note>No timeseries samples (no energy meter): no timelines.</p>"]),
         f"<p class=note>Timelines of {omitted} more configurations omitted; see their timeseries.parquet.</p>"
         if omitted else "",
+        *report_serving.serving_section(serving_rows, out_dir),
         "<h2>Warnings</h2>", _warnings_html([r for r, _ in data.results]),
         "</body></html>",
     ]

@@ -29,7 +29,8 @@ TEMPERATURE_COLORS = ("tab:red", "tab:orange", "tab:brown", "tab:pink")
 """Per GPU of a multi-GPU experiment, in UUID order."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend. Raises ImportError naming the `report` extra without matplotlib."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -40,7 +41,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plain_log_axis(axis: Any, limits: tuple[float, float], plt: Any) -> None:
+def plain_log_axis(axis: Any, limits: tuple[float, float], plt: Any) -> None:
     """Label a log axis with plain numbers (0.25, not 2.5×10⁻¹); minor ticks too when it spans < ~1 decade."""
     low, high = limits
     plain = plt.FuncFormatter(lambda value, _: f"{value:g}")
@@ -64,7 +65,7 @@ def plot_batch_scaling(rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
     """J/token and tokens/s vs batch size per model · backend · precision; None if no row has J/token."""
     if not any(r["energy_per_output_token_j_mean"] is not None for r in rows):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -87,7 +88,7 @@ def plot_batch_scaling(rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_yscale("log")
-        _plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
+        plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
         ax.set_xlabel("batch size (requests)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -122,7 +123,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     ]
     if not usable:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     series: dict[str, list[dict[str, Any]]] = {}
     for row in usable:
@@ -144,8 +145,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
                     fontweight="bold" if i in front else "normal")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log_axis(ax.xaxis, ax.get_xlim(), plt)
-    _plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
+    plain_log_axis(ax.xaxis, ax.get_xlim(), plt)
+    plain_log_axis(ax.yaxis, ax.get_ylim(), plt)
     ax.set_xlabel("throughput (output tokens/s, higher is better)")
     ax.set_ylabel("energy per output token (J, lower is better)")
     ax.set_title("Speed vs energy: configurations on the front are not beaten on both")
@@ -172,7 +173,7 @@ def plot_timeline(title: str, traces: Sequence[CycleTrace], path: Path) -> Path 
     traces = [t for t in traces if t.timeseries.num_rows > 0]
     if not traces:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(traces), 1, figsize=(10, 2.4 * len(traces) + 0.6), squeeze=False)
     for n, (ax, trace) in enumerate(zip(axes[:, 0], traces)):
         margin_s = max(TIMELINE_MARGIN_MIN_S, TIMELINE_MARGIN_FRACTION * trace.duration_s)

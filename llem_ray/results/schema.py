@@ -12,14 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "2.1"
-
-REPRODUCIBILITY_NOTES = (
-    "Energy is read from the GPU's NVML energy counter (mJ since driver load) at window start and end. "
-    "NVML power on A100/H100 averages ~25 ms of each 100 ms period (Yang et al., SC'24): expect about "
-    "+/-5% on short windows. Windows under 10 s are flagged. Compare configurations measured on the same "
-    "GPU model, driver and power limit, repeated over cycles."
-)
+SCHEMA_VERSION = "3.1"
+"""3.1: added `scenario` and `serving` (the serving scenario: load, latency, SLO and energy per request).
+3.0: `peak_memory_mb` became `peak_memory_mib` (one meaning for every backend), `vram_total_mb`
+`vram_total_mib`; `reproducibility_notes` is the measuring meter's own (no fixed text); added
+`energy_per_output_token_total_j`, `host_bound` and `prefix_caching`."""
 
 
 class _Model(BaseModel):
@@ -31,7 +28,7 @@ class GPUInfo(_Model):
     name: str
     uuid: str
     pci_bus_id: str | None = None
-    vram_total_mb: float | None = None
+    vram_total_mib: float | None = Field(None, description="Total GPU memory (NVML), MiB")
     power_limit_w: float | None = None
     persistence_mode: bool | None = None
 
@@ -123,6 +120,63 @@ class Placement(_Model):
     attempt: int | None = None
 
 
+class ServingLatency(_Model):
+    """Client-side latency of the serving scenario's measured requests (sent inside its steady window), ms."""
+
+    ttft: Percentiles | None = Field(None, description="Time to first token: send to first streamed token")
+    tpot: Percentiles | None = Field(None, description="Time per output token: (last - first token) / (tokens - 1)")
+    itl: Percentiles | None = Field(None, description="Gaps between consecutive streamed chunks")
+    e2e: Percentiles | None = Field(None, description="End to end: send to last token")
+
+
+class ServingResult(_Model):
+    """What one serving run measured (`scenario: serving`; docs/methodology.md, "Serving scenario").
+
+    Times are s since the run began. In the steady window, a request counts by the share of its
+    output tokens streamed inside the window (`requests_in_window`, fractional): achieved rate,
+    SLO attainment, goodput and the per-request energies all use that count. Energy figures are
+    None when the window is rejected (shorter than 30 s, or none) or no energy was measured.
+    """
+
+    mode: Literal["rate", "concurrency"]
+    target_rate_req_s: float | None = Field(None, description="Configured request_rate_req_s (rate mode)")
+    burstiness: float | None = Field(None, description="Gamma shape of the arrivals (rate mode)")
+    concurrency: int | None = Field(None, description="Requests kept in flight (fixed-concurrency mode)")
+    duration_s: float = Field(..., description="Configured time requests were sent for, s")
+    warmup_requests: int
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    requests_sent: int
+    requests_completed: int
+    requests_failed: int = Field(..., description="Failed by the engine or cancelled when the drain timed out")
+    send_phase_s: float = Field(..., description="From the start to when sending stopped, s")
+    drain_s: float = Field(..., description="From when sending stopped to the end of the last request, s")
+    offered_rate_req_s: float = Field(..., description="Requests sent / send_phase_s, as the generator sent them")
+    generator_lag_p99_ms: float | None = Field(None, description="99th percentile of send time - due time, ms")
+    generator_lag_max_ms: float | None = None
+    generator_fell_behind: bool = Field(..., description="Some request was sent more than 100 ms after it was due")
+    window_start_s: float | None = Field(None, description="Steady window start: the last warm-up request ended")
+    window_end_s: float | None = Field(None, description="Steady window end: sending stopped (or fell behind)")
+    window_accepted: bool = Field(..., description="The window is at least 30 s long: its energy figures are kept")
+    measured_requests: int = Field(..., description="Requests sent inside the window (the latency percentiles')")
+    requests_in_window: float | None = Field(None, description="Requests served in the window (token shares)")
+    slo_requests_in_window: float | None = Field(None, description="Of those, requests meeting every SLO bound")
+    output_tokens_in_window: int | None = None
+    achieved_rate_req_s: float | None = Field(None, description="requests_in_window / window length")
+    slo_attainment: float | None = Field(None, description="slo_requests_in_window / requests_in_window, 0-1")
+    goodput_req_s: float | None = Field(None, description="slo_requests_in_window / window length")
+    latency: ServingLatency = Field(default_factory=ServingLatency)
+    energy_window_j: float | None = Field(None, description="Raw GPU energy in the window, J")
+    energy_window_adjusted_j: float | None = Field(None, description="energy_window_j - baseline W x window s")
+    mean_power_w: float | None = Field(None, description="energy_window_j / window length, W")
+    energy_per_output_token_j: float | None = None
+    energy_per_output_token_adjusted_j: float | None = None
+    energy_per_request_j: float | None = None
+    energy_per_request_adjusted_j: float | None = None
+    energy_per_slo_request_j: float | None = Field(None, description="energy_window_j / slo_requests_in_window")
+    energy_per_slo_request_adjusted_j: float | None = None
+
+
 class ExperimentResult(_Model):
     """One experiment's measurement, identical in shape for every backend (RES-01, RES-21)."""
 
@@ -137,6 +191,7 @@ class ExperimentResult(_Model):
     device: str = Field(..., description="'cuda' or 'cpu'")
     started_at: datetime
     ended_at: datetime
+    scenario: Literal["offline", "serving"] = "offline"
     measurement_methodology: Literal["total", "steady_state", "windowed"] = "total"
     steady_state_window: tuple[float, float] | None = Field(
         None, description="(start_s, end_s) relative to the measured window start"
@@ -162,7 +217,11 @@ class ExperimentResult(_Model):
     prefill: PhaseMetrics | None = None
     decode: PhaseMetrics | None = None
     latency: LatencyStats = Field(default_factory=LatencyStats)
-    peak_memory_mb: float | None = None
+    peak_memory_mib: float | None = Field(
+        None,
+        description="Highest GPU memory in use (NVML, all processes) on the experiment's GPUs, summed, during the "
+        "measured window, MiB: CUDA contexts plus torch's caching allocator or the engine's pools; None on CPU",
+    )
     mean_gpu_utilization_pct: float | None = None
     mean_power_w: float | None = None
     host_bound: bool | None = Field(
@@ -176,13 +235,16 @@ class ExperimentResult(_Model):
     throttle_reasons: list[str] = Field(default_factory=list)
     flops: FlopsResult | None = None
     warmup: WarmupResult | None = None
+    serving: ServingResult | None = Field(None, description="The serving scenario's load, latency, SLO and energy")
     warmup_excluded_samples: int | None = None
     energy_facility_j: float | None = Field(None, description="energy_total_j x PUE, when PUE is configured")
     co2e_g: float | None = Field(None, description="CO2-equivalent, g, when carbon intensity is configured")
     environment_snapshot: EnvironmentSnapshot
     placement: Placement = Field(default_factory=Placement)
     measurement_warnings: list[str] = Field(default_factory=list)
-    reproducibility_notes: str = REPRODUCIBILITY_NOTES
+    reproducibility_notes: str = Field(
+        ..., description="What measured the energy, how, how far to trust it, how to compare (the meter's own)"
+    )
 
 
 class StudySummary(_Model):

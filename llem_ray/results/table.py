@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic
 from llem_ray.results.schema import ExperimentResult, Percentiles
+from llem_ray.results.serving_columns import SERVING_TABLE_FIELDS, serving_columns
 
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 COMPACT_PATTERN = re.compile(r"^compact-t(\d+)-v\d{6}-\d+\.parquet$")
@@ -68,7 +69,7 @@ STUDY_TABLE_SCHEMA = pa.schema(
         pa.field("request_latency_p99_ms", pa.float64()),
         pa.field("ttft_p50_ms", pa.float64()),
         pa.field("itl_p50_ms", pa.float64()),
-        pa.field("peak_memory_mb", pa.float64()),
+        pa.field("peak_memory_mib", pa.float64()),
         pa.field("mean_gpu_utilization_pct", pa.float64()),
         pa.field("mean_power_w", pa.float64()),
         pa.field("host_bound", pa.bool_()),
@@ -84,6 +85,7 @@ STUDY_TABLE_SCHEMA = pa.schema(
         pa.field("measurement_warnings", _STRINGS),
         pa.field("result_path", pa.string()),
         pa.field("schema_version", pa.string()),
+        *SERVING_TABLE_FIELDS,
     ]
 )
 
@@ -131,7 +133,7 @@ def result_row(result: ExperimentResult, *, key: str, order_index: int, result_p
         "request_latency_p99_ms": _p(lat.request, "p99_ms"),
         "ttft_p50_ms": _p(lat.ttft, "p50_ms"),
         "itl_p50_ms": _p(lat.itl, "p50_ms"),
-        "peak_memory_mb": result.peak_memory_mb,
+        "peak_memory_mib": result.peak_memory_mib,
         "mean_gpu_utilization_pct": result.mean_gpu_utilization_pct,
         "mean_power_w": result.mean_power_w,
         "host_bound": result.host_bound,
@@ -147,6 +149,7 @@ def result_row(result: ExperimentResult, *, key: str, order_index: int, result_p
         "measurement_warnings": list(result.measurement_warnings),
         "result_path": result_path,
         "schema_version": result.schema_version,
+        **serving_columns(result),
     }
 
 

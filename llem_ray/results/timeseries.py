@@ -2,7 +2,7 @@
 
 Columns: `t_s` (Unix time, s), `elapsed_s` (s since the measured window began; negative before
 it), `device_uuid`, `phase` (warmup, thermal_floor, measured, prefill, or other between phases),
-`power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mb` (MiB),
+`power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mib` (MiB),
 `sm_clock_mhz` (MHz), `throttle_reasons` (comma-separated clock-event reasons, '' when none).
 An experiment's process builds them as plain columns (timeseries_columns.py, no pyarrow); the results
 actor and `llem run` turn them into this schema's table.
@@ -26,7 +26,7 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("power_w", pa.float64()),
         pa.field("temperature_c", pa.float64()),
         pa.field("utilization_pct", pa.float64()),
-        pa.field("memory_used_mb", pa.float64()),
+        pa.field("memory_used_mib", pa.float64()),
         pa.field("sm_clock_mhz", pa.float64()),
         pa.field("throttle_reasons", pa.string(), nullable=False),
     ]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from llem_ray.energy.protocol import PowerSample
 
 COLUMN_NAMES = (
-    "t_s", "elapsed_s", "device_uuid", "phase", "power_w", "temperature_c", "utilization_pct", "memory_used_mb",
+    "t_s", "elapsed_s", "device_uuid", "phase", "power_w", "temperature_c", "utilization_pct", "memory_used_mib",
     "sm_clock_mhz", "throttle_reasons",
 )
 """The timeseries' columns, in order (timeseries.TIMESERIES_SCHEMA types them)."""
@@ -44,7 +44,7 @@ def samples_to_columns(samples: Sequence[PowerSample], phases: Sequence[Phase], 
         columns["power_w"].append(s.power_w)
         columns["temperature_c"].append(s.temperature_c)
         columns["utilization_pct"].append(s.utilization_pct)
-        columns["memory_used_mb"].append(s.memory_used_mb)
+        columns["memory_used_mib"].append(s.memory_used_mib)
         columns["sm_clock_mhz"].append(s.sm_clock_mhz)
         columns["throttle_reasons"].append(",".join(s.throttle_reasons))
     return columns

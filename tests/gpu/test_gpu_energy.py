@@ -85,7 +85,7 @@ def test_experiment_on_gpu_measures_energy(record):
     r = run(config).result
     assert r.device == "cuda" and r.energy_meter == "nvml" and r.energy_total_j > 0
     assert r.energy_per_device_j and list(r.energy_per_device_j) == [_cuda_uuid(0)]
-    assert r.baseline_power_w > 10 and r.prefill.energy_j is not None and r.peak_memory_mb > 0
+    assert r.baseline_power_w > 10 and r.prefill.energy_j is not None and r.peak_memory_mib > 0
     assert r.environment_snapshot.driver_version and r.environment_snapshot.gpus[0].uuid == _cuda_uuid(0)
     assert r.environment_snapshot.cuda_version_source == "torch"
     record("experiment_tiny", energy_j=r.energy_total_j, adjusted_j=r.energy_adjusted_j,

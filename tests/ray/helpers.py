@@ -43,7 +43,7 @@ def fake_experiment(seed: int, duration_s: float = 0.2, **passthrough: Any) -> E
 
 def fake_study(experiments: list[ExperimentConfig], output_dir: Path, **execution: Any) -> StudyConfig:
     """A study of `experiments` with no gaps unless given, writing under `output_dir`."""
-    settings = {"n_cycles": 1, "config_gap_s": 0, "cycle_gap_s": 0, "timeout_s": 120, **execution}
+    settings = {"n_cycles": 1, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "timeout_s": 120, **execution}
     return StudyConfig(
         name="t", experiments=experiments, execution=ExecutionConfig(**settings), output_dir=str(output_dir)
     )
@@ -62,7 +62,7 @@ def sweep_study(experiments: int, cycles: int, duration_s: float, output_dir: Pa
         "baseline": {"enabled": False},
         "passthrough_kwargs": {"fake_duration_s": duration_s},
         "sweep": {"random_seed": list(range(experiments))},
-        "execution": {"n_cycles": cycles, "config_gap_s": 0, "cycle_gap_s": 0, "cycle_order": "interleaved",
+        "execution": {"n_cycles": cycles, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "cycle_order": "interleaved",
                       "timeout_s": duration_s * 4 + 300},
         "output_dir": str(output_dir),
     }

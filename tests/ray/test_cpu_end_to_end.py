@@ -30,7 +30,7 @@ STUDY = {
     "warmup": {"n_warmup": 1, "max_output_tokens": 2, "thermal_floor_s": 0},
     "baseline": {"enabled": False},
     "sweep": {"pytorch.batch_size": [1, 2]},
-    "execution": {"n_cycles": 1, "config_gap_s": 0, "cycle_gap_s": 0, "timeout_s": 300},
+    "execution": {"n_cycles": 1, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "timeout_s": 300},
 }
 
 

@@ -34,7 +34,7 @@ STUDY = {
     "baseline": {"enabled": False},
     "passthrough_kwargs": {"fake_duration_s": 1.5},
     "sweep": {"random_seed": [1, 2, 3, 4]},
-    "execution": {"n_cycles": 2, "config_gap_s": 0, "cycle_gap_s": 0, "timeout_s": 120},
+    "execution": {"n_cycles": 2, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "timeout_s": 120},
 }
 
 

@@ -33,3 +33,26 @@ def jsonl_data():
         if (root / "data" / "aienergyscore.jsonl").is_file():
             return root / "data" / "aienergyscore.jsonl"
     pytest.skip("shared dataset copy ../shared/data/aienergyscore.jsonl not found")
+
+
+@pytest.fixture
+def vllm_stand_in(monkeypatch):
+    """The stand-in `vllm` package (tests/unit/fake_engines/vllm, with its async engine) first on sys.path."""
+    import sys
+    from pathlib import Path
+
+    def drop() -> None:
+        for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+            del sys.modules[name]
+
+    drop()
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_engines"))
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    import vllm
+    from vllm import _async
+
+    vllm.EVENTS.clear()
+    vllm.REFUSE_RESET = False
+    _async.FAIL_REQUEST_IDS.clear()
+    yield vllm
+    drop()

@@ -13,6 +13,7 @@ CORPUS = Path(__file__).parent / "bad_configs"
 
 # file -> text the message must contain (besides the file name)
 EXPECTED = {
+    "serving_old_rate_name.yaml": "serving.request_rate: renamed to serving.request_rate_req_s",
     "wrong_type.yaml": "n: Input should be a valid integer",
     "unknown_key.yaml": "batchsize: unknown field",
     "unknown_backend.yaml": "backend: Input should be 'pytorch', 'vllm' or 'tensorrt'",
@@ -30,6 +31,8 @@ EXPECTED = {
     "study_all_skipped.yaml": "no valid experiment (1 skipped",
     "decoding_unsupported.yaml": "decoding mode 'beam_search' is not supported by backend 'vllm'",
     "empty.yaml": "the file is empty",
+    "study_old_gap_name.yaml": "execution.config_gap_s: renamed to execution.config_gap_seconds",
+    "seed_v1_name.yaml": "model_name: renamed to model",
 }
 
 

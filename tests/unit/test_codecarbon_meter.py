@@ -12,7 +12,7 @@ pytest.importorskip("codecarbon", reason="the codecarbon extra is not installed"
 from llem_ray.config.experiment import EnergyConfig  # noqa: E402
 from llem_ray.energy import registry  # noqa: E402
 from llem_ray.energy.codecarbon import CPU_DEVICE, CodeCarbonMeter  # noqa: E402
-from llem_ray.energy.protocol import MeterUnavailable  # noqa: E402
+from llem_ray.energy.protocol import MeterUnavailable, WindowAlreadyOpen  # noqa: E402
 from llem_ray.energy.select import select_meter  # noqa: E402
 
 
@@ -62,6 +62,21 @@ def test_cpu_mode_windows_nest_and_overlap(offline):
         meter.end_window("never-begun")
 
 
+def test_an_open_window_key_is_refused_not_replaced(offline):
+    meter = registry.create("codecarbon", [], EnergyConfig(backend="codecarbon"))
+    try:
+        meter.begin_window("w")
+        _busy(0.2)
+        with pytest.raises(WindowAlreadyOpen, match="'w' is already open"):
+            meter.begin_window("w")
+        window = meter.end_window("w")
+        assert window.duration_s >= 0.2, "the second begin_window restarted the open window"
+        meter.begin_window("w")  # once ended, the key may be used again
+        meter.end_window("w")
+    finally:
+        meter.close()
+
+
 def test_auto_on_cpu_keeps_energy_null_and_says_why():
     meter, warnings = select_meter(EnergyConfig(backend="auto"), [])
     assert meter is None
@@ -84,3 +99,6 @@ def test_experiment_records_codecarbon_and_its_accuracy(offline, fakes):
     assert result.energy_meter == "codecarbon"
     assert result.energy_meter_accuracy is not None and "CodeCarbon" in result.energy_meter_accuracy
     assert result.energy_per_device_j is not None and result.energy_per_device_j[CPU_DEVICE] > 0
+    notes = result.reproducibility_notes
+    assert "NVML" not in notes and "GPU energy only" not in notes, "a CPU estimate claimed to be GPU metering"
+    assert "CodeCarbon" in notes and "estimate of the host's CPU and RAM energy" in notes

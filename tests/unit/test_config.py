@@ -10,6 +10,7 @@ from llem_ray.config.introspection import backend_fields, render_markdown
 from llem_ray.config.loader import load_experiment_config, load_study_config
 from llem_ray.config.ssot import DECODING_SUPPORT, PRECISION_SUPPORT
 from llem_ray.config.sweep import expand_study
+from llem_ray.cluster.runtime_env import experiment_runtime_env
 from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue, load_user_config, runner_for
 from llem_ray.errors import ConfigError
 
@@ -107,30 +108,132 @@ def test_every_example_config_is_valid(path):
 
 def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("runners: {vllm: 'docker.io/vllm/vllm-openai:v0.11'}\n"
+    cfg.write_text("runners: {vllm: 'docker:docker.io/vllm/vllm-openai:v0.11'}\n"
                    "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
-                   "execution: {config_gap_s: 5}\n")
+                   "execution: {config_gap_seconds: 5}\n")
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     user = load_user_config()
-    assert runner_for("vllm", user).startswith("docker.io") and runner_for("pytorch", user) == "local"
+    assert runner_for("vllm", user).startswith("docker:docker.io") and runner_for("pytorch", user) == "local"
     monkeypatch.setenv("LLEM_RUNNER_VLLM", "local")
     assert runner_for("vllm", user) == "local"
     assert datacenter_pue(user) == 1.4
     monkeypatch.setenv("LLEM_CARBON_INTENSITY", "50")
     assert carbon_intensity_g_per_kwh(user) == 50.0
     study = load_study_config(ROOT / "configs" / "study-grid.yaml")
-    assert study.execution.config_gap_s == 0  # set in the study file: the file wins
+    assert study.execution.config_gap_seconds == 0  # set in the study file: the file wins
     explicit = load_study_config(ROOT / "configs" / "study-combined.yaml")
-    assert explicit.execution.config_gap_s == 30
+    assert explicit.execution.config_gap_seconds == 30
 
 
 def test_user_config_gap_fills_unset_study_field(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("execution: {config_gap_s: 7, cycle_gap_s: 9}\n")
+    cfg.write_text("execution: {config_gap_seconds: 7, cycle_gap_seconds: 9}\n")
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     study = tmp_path / "s.yaml"
     study.write_text("experiments: [{n: 1}]\n")
-    assert load_study_config(study).execution.config_gap_s == 7
+    assert load_study_config(study).execution.config_gap_seconds == 7
+
+
+SEED_STUDY = """\
+name: seed-study
+model: llem/tiny-llama
+dataset: synthetic
+n: 4
+sweep:
+  precision: [fp32, bf16]
+  pytorch.batch_size: [1, 2]
+execution:
+  n_cycles: 2
+  cycle_order: interleaved
+  config_gap_seconds: 5
+  cycle_gap_seconds: 10
+"""
+
+
+def test_a_study_written_for_the_seeds_tool_loads(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(SEED_STUDY)
+    study = load_study_config(path)
+    assert len(study.experiments) == 4 and study.name == "seed-study"
+    execution = study.execution
+    assert (execution.n_cycles, execution.cycle_order) == (2, "interleaved")
+    assert (execution.config_gap_seconds, execution.cycle_gap_seconds) == (5, 10)
+
+
+@pytest.mark.parametrize("old, new", [("config_gap_s", "config_gap_seconds"), ("cycle_gap_s", "cycle_gap_seconds")])
+def test_an_old_spelling_is_a_config_error_naming_the_new_one(tmp_path, monkeypatch, old, new):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"experiments: [{{n: 1}}]\nexecution: {{{old}: 3}}\n")
+    with pytest.raises(ConfigError, match=f"study.yaml: execution.{old}: renamed to execution.{new}"):
+        load_study_config(study)
+    user = tmp_path / "config.yaml"
+    user.write_text(f"execution: {{{old}: 3}}\n")
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(user))
+    with pytest.raises(ConfigError, match=f"config.yaml: execution.{old}: renamed to execution.{new}"):
+        load_user_config()
+
+
+def _user_config(tmp_path, monkeypatch, text: str) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
+
+
+def test_a_docker_runner_runs_that_backend_in_its_image_through_the_runtime_env(tmp_path, monkeypatch):
+    _user_config(tmp_path, monkeypatch, "runners: {vllm: 'docker:registry.example/llem-vllm:1', pytorch: local}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text("sweep: {backend: [pytorch, vllm]}\nprecision: fp16\n")
+    loaded = load_study_config(study)
+    assert set(loaded.runtime_envs) == {"vllm"}, "a local runner changes nothing"
+    assert experiment_runtime_env(loaded, "vllm")["image_uri"] == "registry.example/llem-vllm:1"
+    assert experiment_runtime_env(loaded, "pytorch") is None
+    monkeypatch.setenv("LLEM_RUNNER_PYTORCH", "docker:registry.example/llem-torch:2")  # the variable wins
+    assert load_study_config(study).runtime_envs["pytorch"].image_uri == "registry.example/llem-torch:2"
+
+
+def test_a_runner_and_a_study_runtime_env_for_one_backend_disagree(tmp_path, monkeypatch):
+    _user_config(tmp_path, monkeypatch, "runners: {vllm: 'docker:img'}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text("backend: vllm\nexperiments: [{n: 1}]\nruntime_envs: {vllm: {pip: [vllm]}}\n")
+    with pytest.raises(ConfigError, match="runtime_envs.vllm is set, and the runner of vllm"):
+        load_study_config(study)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("runners: {vllm: docker}\n", "name the image"),
+    ("runners: {vllm: 'podman:x'}\n", "expected 'local' or 'docker:<image>'"),
+    ("runners: {jax: local}\n", "unknown backend 'jax'"),
+])
+def test_a_bad_runner_names_the_file(tmp_path, monkeypatch, text, needle):
+    _user_config(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError, match=f"config.yaml: runners: .*{needle}"):
+        load_user_config()
+
+
+def test_a_bad_runner_variable_is_named(monkeypatch):
+    monkeypatch.setenv("LLEM_RUNNER_VLLM", "somewhere")
+    with pytest.raises(ConfigError, match="LLEM_RUNNER_VLLM='somewhere'"):
+        runner_for("vllm")
+
+
+def test_a_study_without_output_dir_writes_under_the_user_configs_results_dir(tmp_path, monkeypatch):
+    study = tmp_path / "study.yaml"
+    study.write_text("experiments: [{n: 1}]\n")
+    assert load_study_config(study).output_dir == "results"
+    _user_config(tmp_path, monkeypatch, f"output: {{results_dir: {tmp_path / 'mine'}}}\n")
+    assert load_study_config(study).output_dir == str(tmp_path / "mine")
+    study.write_text("experiments: [{n: 1}]\noutput_dir: /data/here\n")
+    assert load_study_config(study).output_dir == "/data/here", "the study file wins over the user config"
+
+
+def test_cold_start_measures_without_any_warm_up():
+    cold = ExperimentConfig(cold_start=True)
+    assert cold.warmup.n_warmup == 0 and not cold.warmup.convergence_detection
+    assert measurement_config_hash(cold) != measurement_config_hash(ExperimentConfig())
+    assert ExperimentConfig(cold_start=True, warmup={"n_warmup": 0, "thermal_floor_s": 5}).warmup.thermal_floor_s == 5
+    for warmup in ({"n_warmup": 3}, {"convergence_detection": True}):
+        with pytest.raises(ValidationError, match="cold_start measures without warm-up"):
+            ExperimentConfig(cold_start=True, warmup=warmup)
 
 
 def test_bad_env_var_is_a_config_error(monkeypatch):

@@ -4,6 +4,7 @@ import pytest
 
 from llem_ray.config.experiment import EnergyConfig
 from llem_ray.energy import registry
+from llem_ray.energy.accuracy import NO_METER_NOTES, DeviceFacts, generation, gpu_accuracy, gpu_notes
 from llem_ray.energy.baseline import BaselineCache
 from llem_ray.energy.devices import parse_visible, visible_gpus
 from llem_ray.energy.nvml import NVMLMeter, decode_clock_event_reasons
@@ -123,3 +124,36 @@ def test_baseline_power_is_energy_over_time():
     reading = BaselineCache().get(FakeMeter(["GPU-1"]), duration_s=0.05, ttl_s=0)
     assert reading.power_w["GPU-1"] == pytest.approx(FAKE_POWER_W)
     assert reading.total_power_w == pytest.approx(FAKE_POWER_W) and reading.duration_s >= 0.05
+
+
+H100 = DeviceFacts("NVIDIA H100 80GB HBM3", (9, 0))
+A100 = DeviceFacts("NVIDIA A100-SXM4-40GB", (8, 0))
+RTX4090 = DeviceFacts("NVIDIA GeForce RTX 4090", (8, 9))
+V100 = DeviceFacts("Tesla V100-SXM2-16GB", (7, 0))
+
+
+def test_accuracy_is_written_for_the_gpu_that_was_measured():
+    hopper = gpu_accuracy([H100], "counter")
+    assert "H100" in hopper and "Hopper" in hopper and "+/-5 %" in hopper and "energy counter" in hopper
+    assert "+/-5 %" in gpu_accuracy([A100], "polled power")
+    ada_polled = gpu_accuracy([RTX4090], "polled power")
+    assert "1 s moving average" in ada_polled and "+/-5" not in ada_polled and "power readings x time" in ada_polled
+    for other in (RTX4090, V100, DeviceFacts("unknown GPU")):
+        text = gpu_accuracy([other], "counter")
+        assert "+/-5" not in text and "no accuracy figure" in text
+    assert "unknown generation" in gpu_accuracy([DeviceFacts("unknown GPU")], "counter")
+    assert gpu_accuracy([H100, H100], "counter").count("H100") == 1  # two alike GPUs are named once
+
+
+def test_notes_say_how_the_joules_were_got_and_how_to_compare():
+    notes = gpu_notes("Energy is the counter difference.", [RTX4090], "counter")
+    assert notes.startswith("Energy is the counter difference. Accuracy: NVML energy counter")
+    assert "RTX 4090" in notes and "CPU and DRAM are not included" in notes and "same GPU model" in notes
+    assert "NVML" not in NO_METER_NOTES and "not measured" in NO_METER_NOTES
+
+
+def test_generations_from_compute_capability():
+    assert [generation(cc) for cc in ((7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0))] == [
+        "Volta", "Turing", "Ampere", "Ampere", "Ada Lovelace", "Hopper", "Blackwell", "Blackwell"]
+    assert generation(None) == generation((5, 2)) == "unknown generation"
+

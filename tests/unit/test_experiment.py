@@ -1,13 +1,16 @@
 """The whole protocol of one experiment: with the deterministic fakes, and with the real PyTorch backend."""
 
 import os
+from pathlib import Path
 
 import pytest
 
 from llem_ray.backends import registry as backend_registry
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy import registry as meter_registry
+from llem_ray.energy.accuracy import NO_METER_NOTES
 from llem_ray.errors import BackendError, PreFlightError
+from llem_ray.measure.cold import COMPILATION_CACHE_VARS, WARM_PROCESS_NOTE
 from llem_ray.measure.defaults import embedded_default_config
 from llem_ray.measure.experiment import run, run_and_save
 from llem_ray.results.persistence import from_json
@@ -33,7 +36,8 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     assert stages == ["preflight", "load", "environment", "baseline", "warmup", "thermal_floor", "measure", "prefill",
                       "metrics", "unload"]
     assert r.energy_meter == "fake" and r.placement == placement
-    assert r.energy_total_j == pytest.approx(FAKE_POWER_W * r.duration_s, rel=0.05)
+    # the energy window encloses the timed generate call, by however much a busy host delays it
+    assert r.energy_total_j >= FAKE_POWER_W * r.duration_s
     assert r.energy_per_device_j == {"GPU-fake-0": r.energy_total_j}
     assert r.baseline_power_w == pytest.approx(FAKE_POWER_W) and r.energy_breakdown.baseline_source == "measured"
     assert r.energy_adjusted_j == pytest.approx(r.energy_total_j - FAKE_POWER_W * r.duration_s)
@@ -51,8 +55,11 @@ def test_timeseries_tags_phases_and_counts_excluded_samples(fakes):
     phases = measured.timeseries.column("phase").to_pylist()
     assert {"warmup", "thermal_floor", "measured", "prefill"} <= set(phases)
     assert measured.result.warmup_excluded_samples == phases.count("warmup") + phases.count("thermal_floor")
-    elapsed = [e for e, p in zip(measured.timeseries.column("elapsed_s").to_pylist(), phases) if p == "measured"]
-    assert min(elapsed) >= -0.02 and max(elapsed) <= measured.result.duration_s + 0.02
+    elapsed = measured.timeseries.column("elapsed_s").to_pylist()
+    in_window = [e for e, p in zip(elapsed, phases) if p == "measured"]
+    after = [e for e, p in zip(elapsed, phases) if p == "prefill"]
+    # elapsed_s counts from the start of the measured phase, which ends before the prefill loop starts
+    assert in_window and 0 <= min(in_window) and max(in_window) <= min(after)
 
 
 def test_backend_is_unloaded_and_meter_closed_when_generate_fails():
@@ -126,20 +133,27 @@ def test_embedded_default_runs_for_real_without_energy_here():
     assert r.latency.ttft.count == 16 and r.latency.itl.count == 16 * 31
     assert r.flops.total_flops == 2 * 336_192 * (16 * 64 + 16 * 32)
     assert r.environment_snapshot.pip_freeze and r.warmup_excluded_samples is None
+    assert r.reproducibility_notes == NO_METER_NOTES and r.peak_memory_mib is None
 
 
 def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, monkeypatch):
     monkeypatch.setenv("LLEM_AIENERGYSCORE_PATH", str(jsonl_data))
     backend_registry.unregister("pytorch")  # keep the fake meter, use the real backend
     config = ExperimentConfig(
-        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=4, precision="fp32",
+        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=16, precision="fp32",
         warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, pytorch={"batch_size": 3},
     )
     r = run(config).result
     assert r.energy_meter == "fake" and r.energy_breakdown.baseline_source == "disabled"
     assert r.energy_adjusted_j is None and r.energy_total_j > 0
-    assert 6 <= r.input_tokens <= 6 * 32 and r.output_tokens == 24
-    assert r.decode.tokens == 24 and r.prefill.tokens == r.input_tokens
+    assert 6 <= r.input_tokens <= 6 * 32 and r.output_tokens == 6 * 16
+    assert r.prefill.tokens == r.input_tokens
+    # 16 decoding steps normally outlast one prefill pass by far; on a busy host the prefill pass can
+    # still take longer than the window, and then the split is omitted, saying so
+    if r.decode is None:
+        assert any("decode split omitted" in w for w in r.measurement_warnings)
+    else:
+        assert r.decode.tokens == 6 * 16 and r.decode.duration_s == pytest.approx(r.duration_s - r.prefill.duration_s)
     assert any("byte-level" in w for w in r.measurement_warnings)
     assert os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
 
@@ -179,3 +193,31 @@ def test_warm_up_runs_the_windows_shapes_when_code_is_compiled_per_shape(fakes, 
     assert warmups == [(2, 24 if specialised else 16)] * 2 and window == (5, 24)
     partial = [w for w in result.measurement_warnings if "not a multiple of batch size" in w]
     assert bool(partial) is specialised  # n=5 with batch 2: the last batch's shape was never compiled
+def test_a_cold_start_skips_warm_up_and_compiles_into_empty_caches_of_its_own(fakes, monkeypatch):
+    import torch  # noqa: F401  (as earlier work in this process would have: the note below depends on it)
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/warm")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # torch sets it once it compiles
+    seen = {}
+
+    class Recording(FakeBackend):
+        def load(self, config, device):
+            seen.update({name: os.environ.get(name) for name in COMPILATION_CACHE_VARS})
+            return super().load(config, device)
+
+    backend_registry.register("pytorch", Recording)
+    r = run(ExperimentConfig(**{**QUICK, "warmup": {"thermal_floor_s": 0}}, cold_start=True)).result
+    assert r.warmup.iterations_completed == 0 and r.config["cold_start"]
+    roots = {str(Path(path).parent) for path in seen.values()}
+    assert len(roots) == 1 and "/somewhere/warm" not in seen.values()
+    assert not Path(roots.pop()).exists(), "the cold start's cache directory was left behind"
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/warm" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    # torch was imported before this run: the result says what a cold start in this process cannot undo
+    assert WARM_PROCESS_NOTE in r.measurement_warnings
+
+
+def test_a_warm_run_leaves_the_caches_alone(fakes, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/warm")
+    r = run(ExperimentConfig(**QUICK)).result
+    assert r.warmup.iterations_completed == 2 and WARM_PROCESS_NOTE not in r.measurement_warnings
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/warm"

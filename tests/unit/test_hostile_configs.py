@@ -51,7 +51,7 @@ HOSTILE_EXPECTED = {
     "overflow_temperature.yaml": "decoder.temperature: must be a finite number, got '1.0e+400'",
     "nan_passthrough.yaml": "passthrough_kwargs.scale: must be a finite number",
     "inf_sweep_value.yaml": "sweep.decoder.top_p[1]: must be a finite number",
-    "inf_config_gap.yaml": "execution.config_gap_s: must be a finite number",
+    "inf_config_gap.yaml": "execution.config_gap_seconds: must be a finite number",
     "nan_vllm_fraction.yaml": "vllm.gpu_memory_utilization: must be a finite number",
     "inf_as_string.yaml": "baseline.cache_ttl_s: Input should be a valid number (got 'inf')",
     "n_1e20.yaml": "n: integer out of range (more than 64 bits)",

@@ -13,7 +13,8 @@ import pytest
 import ray
 import yaml
 
-from llem_ray.study import _parser
+from llem_ray.runner import RunFlags
+from llem_ray.study import _parse
 from tests.ray.helpers import REPO_ROOT
 
 MANIFEST = REPO_ROOT / "deploy" / "kuberay-rayjob.yaml"
@@ -27,6 +28,15 @@ def documents() -> dict[str, dict]:
     return {d["kind"]: d for d in docs}
 
 
+def _flags(entrypoint: str) -> RunFlags:
+    """The study CLI's flags of `entrypoint` (`python -m llem_ray.study ...`), parsed by the CLI itself."""
+    argv = shlex.split(entrypoint)
+    assert argv[:3] == ["python", "-m", "llem_ray.study"]
+    flags = _parse(argv[3:])
+    assert isinstance(flags, RunFlags), f"the study CLI refuses {entrypoint!r} (exit {flags})"
+    return flags
+
+
 def _containers(group: dict) -> list[dict]:
     return group["template"]["spec"]["containers"]
 
@@ -35,9 +45,7 @@ def test_it_is_a_rayjob_running_the_study_cli_on_this_ray(documents):
     job = documents["RayJob"]
     assert job["apiVersion"] == "ray.io/v1" and DNS_LABEL.match(job["metadata"]["name"])
     spec = job["spec"]
-    argv = shlex.split(spec["entrypoint"])
-    assert argv[:3] == ["python", "-m", "llem_ray.study"]
-    args = _parser().parse_args(argv[3:])  # flags the CLI really has
+    args = _flags(spec["entrypoint"])  # flags the CLI really has
     assert PurePosixPath(args.output).is_absolute(), "ray job submit runs in a temporary copy: absolute --output"
     assert spec["shutdownAfterJobFinishes"] is True and spec["activeDeadlineSeconds"] > 0
     assert spec["rayClusterSpec"]["rayVersion"] == ray.__version__, "the image's Ray must be this Ray"
@@ -50,7 +58,7 @@ def test_head_runs_no_experiment_and_holds_the_study_directory(documents):
     (container,) = _containers(head)
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    args = _parser().parse_args(shlex.split(spec["entrypoint"])[3:])
+    args = _flags(spec["entrypoint"])
     volumes = {v["name"]: v for v in head["template"]["spec"]["volumes"]}
     config_mounts = [name for path, name in mounts.items() if str(args.config).startswith(path + "/")]
     assert len(config_mounts) == 1 and "configMap" in volumes[config_mounts[0]], "the study file is not mounted"
@@ -79,3 +87,10 @@ def test_gpu_workers_ask_for_whole_gpus_and_every_ray_process_gets_the_gpu_rules
         limits, requests = container["resources"]["limits"], container["resources"]["requests"]
         gpus = limits["nvidia.com/gpu"]
         assert isinstance(gpus, int) and gpus >= 1 and requests["nvidia.com/gpu"] == gpus
+
+
+def test_the_resume_entrypoint_the_manifest_documents_is_one_the_cli_accepts():
+    lines = [line.lstrip("# ").strip() for line in MANIFEST.read_text().splitlines()]
+    (resume,) = [line for line in lines if line.startswith("python -m llem_ray.study") and "--resume" in line]
+    flags = _flags(resume.replace("<study directory>", "study_20260101T000000Z"))  # the placeholder filled in
+    assert flags.resume is not None and PurePosixPath(flags.resume).is_absolute() and flags.output is None

@@ -5,8 +5,19 @@ import pytest
 from llem_ray.config.experiment import WarmupConfig
 from llem_ray.energy.protocol import PowerSample
 from llem_ray.measure.flops import estimate_flops
-from llem_ray.measure.metrics import DeviceStats, device_stats, facility_figures, host_bound, measurement_warnings, percentiles
+from llem_ray.measure.metrics import (
+    DeviceStats,
+    device_stats,
+    facility_figures,
+    host_bound,
+    measurement_warnings,
+    peak_memory_mib,
+    percentiles,
+)
 from llem_ray.measure.warmup import coefficient_of_variation, run_warmup
+from llem_ray.results.schema import ExperimentResult, GPUInfo
+from llem_ray.results.table import STUDY_TABLE_SCHEMA
+from llem_ray.results.timeseries import TIMESERIES_SCHEMA
 
 
 def _batches(latencies_s):
@@ -109,3 +120,26 @@ def test_host_bound_is_unknown_without_power_or_a_limit():
     assert host_bound(DeviceStats(n_samples=5, mean_power_w=100.0), [None]) == (None, None)
     two_gpus = DeviceStats(n_samples=5, mean_power_w=900.0, mean_utilization_pct=99.0)  # summed over devices
     assert host_bound(two_gpus, [700.0, 700.0]) == (False, None)
+def _memory(t, uuid, mib):
+    return PowerSample(t, uuid, 100.0, 40.0, 50.0, mib)
+
+
+def test_peak_memory_is_the_highest_sum_over_the_gpus_of_one_reading():
+    samples = [
+        _memory(0, "A", 1000), _memory(0, "B", 3000),  # 4000 together
+        _memory(1, "A", 2500), _memory(1, "B", 2000),  # 4500: the peak, though neither GPU peaks here
+        _memory(2, "A", 2600),                         # B did not report: not a complete reading
+        _memory(2, "cpu", 900_000),                    # CodeCarbon's host pseudo device: not GPU memory
+    ]
+    assert peak_memory_mib(samples, ["A", "B"], at_end_mib=None) == 4500
+    assert peak_memory_mib(samples, ["A", "B"], at_end_mib=5000) == 5000  # the reading as the window closed
+    assert peak_memory_mib(samples, [], at_end_mib=None) is None  # CPU run: no GPU memory to speak of
+    assert peak_memory_mib([], ["A"], at_end_mib=None) is None
+
+
+def test_the_result_has_one_memory_field_in_mib():
+    fields = ExperimentResult.model_fields
+    assert "peak_memory_mib" in fields and not [f for f in fields if f.endswith("_mb")]
+    assert "NVML" in fields["peak_memory_mib"].description
+    assert "peak_memory_mib" in STUDY_TABLE_SCHEMA.names and "peak_memory_mb" not in STUDY_TABLE_SCHEMA.names
+    assert "memory_used_mib" in TIMESERIES_SCHEMA.names and "vram_total_mib" in GPUInfo.model_fields

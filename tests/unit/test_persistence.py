@@ -18,7 +18,7 @@ from llem_ray.results.persistence import (
     save_experiment,
     to_json,
 )
-from llem_ray.results.schema import EnvironmentSnapshot, ExperimentResult
+from llem_ray.results.schema import SCHEMA_VERSION, EnvironmentSnapshot, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA, samples_to_table
 from llem_ray.results.timeseries_columns import COLUMN_NAMES
 
@@ -29,7 +29,7 @@ def _result(name="exp"):
         name=name, measurement_config_hash="0123456789abcdef", config={"model": "m"}, backend="pytorch",
         model="m", precision="bf16", batch_size=1, device="cpu", started_at=now, ended_at=now,
         duration_s=1.5, n_requests=2, input_tokens=10, output_tokens=20, tokens_per_second=13.3,
-        energy_total_j=12.5, measurement_warnings=["w"],
+        energy_total_j=12.5, measurement_warnings=["w"], reproducibility_notes="notes",
         environment_snapshot=EnvironmentSnapshot(tool_version="2.0.0", python_version="3.11", platform="p", hostname="h"),
     )
 
@@ -52,7 +52,10 @@ def test_unknown_major_schema_version_is_rejected_clearly():
     data["schema_version"] = "9.0"
     with pytest.raises(UnsupportedSchemaVersion, match="9.0"):
         from_json(json.dumps(data))
-    data["schema_version"] = "2.7"
+    data["schema_version"] = "2.0"  # before peak_memory_mib and the meters' own reproducibility notes
+    with pytest.raises(UnsupportedSchemaVersion, match="2.0"):
+        from_json(json.dumps(data))
+    data["schema_version"] = f"{SCHEMA_VERSION.split('.')[0]}.7"
     with pytest.raises(ValueError):  # same major, but validation still applies to the content
         from_json(json.dumps({**data, "bogus": 1}))
 

@@ -138,9 +138,9 @@ def test_unreadable_result_is_reported_missing_with_the_reason(tmp_path):
     manifest = json.loads((study / MANIFEST_FILE).read_text())
     result_json = study / manifest["entries"][1]["result_path"] / "result.json"
     data = json.loads(result_json.read_text())
-    result_json.write_text(json.dumps({**data, "schema_version": "3.0"}))
+    result_json.write_text(json.dumps({**data, "schema_version": "9.0"}))
     text = write_report(study).read_text(encoding="utf-8")
-    assert "schema_version 3.0" in text and "1 of 2 entries" in text
+    assert "schema_version 9.0" in text and "1 of 2 entries" in text
 
 
 def test_study_without_energy_renders_and_says_why(tmp_path):
@@ -195,7 +195,7 @@ baseline: {{enabled: false}}
 energy: {{sample_hz: 100}}
 sweep:
   pytorch.batch_size: [1, 4]
-execution: {{n_cycles: 2, config_gap_s: 0, cycle_gap_s: 0, timeout_s: 300}}
+execution: {{n_cycles: 2, config_gap_seconds: 0, cycle_gap_seconds: 0, timeout_s: 300}}
 """
 
 
@@ -213,7 +213,7 @@ def engine_study(tmp_path_factory):
     (root / "study.yaml").write_text(ENGINE_STUDY.format(out=root / "out"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLEM_PLUGINS", "tests.report_meter")
-        result = run_study(root / "study.yaml")
+        result = run_study(root / "study.yaml", address="local")
     return Path(result.output_dir), result
 
 
@@ -237,3 +237,17 @@ def test_report_of_a_study_run_by_the_engine(engine_study, tmp_path):
     rows = {r["batch_size"]: r for r in summary}
     assert len(summary) == 2 and rows[4]["energy_per_output_token_j_n"] == 2
     assert rows[4]["energy_per_output_token_j_ci95_low"] <= rows[4]["energy_per_output_token_j_mean"]
+
+
+def test_a_host_bound_configuration_is_marked_in_the_report(tmp_path):
+    plan = [{"hash": "h" * 16, "cycle": c, "batch": 16, "status": "completed", "j": 0.3, "tps": 1200.0}
+            for c in (1, 2)]
+    study = build_study(tmp_path, plan)
+    for result_file in study.rglob("result.json"):  # as measure/metrics.host_bound would have flagged them
+        data = json.loads(result_file.read_text())
+        data["host_bound"] = True
+        result_file.write_text(json.dumps(data))
+    text = write_report(study).read_text(encoding="utf-8")
+    assert text.count(">host-bound</span>") == 1  # one configuration, marked once
+    unmarked = write_report(build_study(tmp_path, FULL_PLAN, name="clean")).read_text(encoding="utf-8")
+    assert ">host-bound</span>" not in unmarked

@@ -155,10 +155,20 @@ def test_steady_state_without_energy_is_total_without_warnings():
     assert (got.methodology, got.energy_per_output_token_j, got.warnings) == ("total", None, ())
 
 
+def _fastest_s(samples, duration_s: float, repeats: int = 5) -> float:
+    best_s = float("inf")
+    for _ in range(repeats):  # the fastest of several runs: a busy host delays some, not all
+        start = time.perf_counter()
+        window_energy_j(samples, T0, duration_s, (duration_s / 72, duration_s * 70 / 72), energy_total_j=1.0)
+        best_s = min(best_s, time.perf_counter() - start)
+    return best_s
+
+
 def test_energy_of_a_long_window_takes_linear_time():
-    # two hours of 10 Hz samples: a quadratic integral would take minutes
+    # two hours of 10 Hz samples: right answer, and 4x the samples cost ~4x the time (a quadratic
+    # integral would cost 16x); a ratio of timings holds on a slow or busy host, a deadline does not
     samples = _samples(7200.0)
-    start = time.perf_counter()
     part = window_energy_j(samples, T0, 7200.0, (100.0, 7000.0), energy_total_j=720_000.0)
     assert part == pytest.approx(690_000.0, rel=1e-9)
-    assert time.perf_counter() - start < 5.0
+    ratio = _fastest_s(samples, 7200.0) / _fastest_s(_samples(1800.0), 1800.0)
+    assert ratio < 10.0, f"4x the samples took {ratio:.1f}x the time"

@@ -34,7 +34,7 @@ from llem_ray.results.manifest import (
     utc_now,
 )
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, consolidate, write_part
-from llem_ray.study import parse_at
+from llem_ray.runner import parse_at
 
 
 def _configs(n: int) -> list[ExperimentConfig]:
@@ -141,8 +141,18 @@ def test_duplicates_dropped_and_cold_start_is_a_different_measurement():
     configs = _configs(2)
     kept, dropped = unique_experiments([*configs, configs[0].model_copy(update={"name": "renamed"})])
     assert (len(kept), dropped) == (2, 1)
-    cold = cold_start(configs[0])
-    assert cold.warmup.n_warmup == 0 and measurement_config_hash(cold) != measurement_config_hash(configs[0])
+    converging = configs[0].warmup.model_copy(update={"convergence_detection": True})
+    warm = configs[0].model_copy(update={"warmup": converging})
+    cold = cold_start(warm)
+    assert cold.cold_start and cold.warmup.n_warmup == 0 and not cold.warmup.convergence_detection
+    assert measurement_config_hash(cold) != measurement_config_hash(configs[0])
+
+
+def test_a_cold_start_actor_gets_a_runtime_env_no_idle_worker_has():
+    first = runtime_env.cold_start_runtime_env(None, "k-c1-a1")
+    assert first["env_vars"][runtime_env.COLD_START_ENV_VAR] == "k-c1-a1"
+    retry = runtime_env.cold_start_runtime_env({"pip": ["vllm"], "env_vars": {"A": "1"}}, "k-c1-a2")
+    assert retry == {"pip": ["vllm"], "env_vars": {"A": "1", runtime_env.COLD_START_ENV_VAR: "k-c1-a2"}}
 
 
 # ---- placement ------------------------------------------------------------------------------------------
@@ -288,7 +298,7 @@ def test_dry_run_prints_the_plan_without_ray(capsys, tmp_path):
     study = StudyConfig(experiments=_configs(2), execution=ExecutionConfig(n_cycles=2), output_dir=str(tmp_path))
     result = run(study, StudyOptions(dry_run=True, cycle_order="sequential"))
     out = capsys.readouterr().out
-    assert "2 configuration(s), 4 run(s)" in out
+    assert "2 configuration(s) x 2 cycle(s) = 4 run(s)" in out
     assert [line.split()[2] for line in out.splitlines() if line.split()[1:2] == ["cycle"]] == ["1", "2", "1", "2"]
     assert result.summary.total_experiments == 4 and result.result_files == []
     assert not ray.is_initialized() and list(tmp_path.iterdir()) == []

@@ -127,6 +127,15 @@ def test_generate_fixed_length_greedy_with_request_metrics(fake_vllm):
     assert len(_events(fake_vllm, "reset_prefix_cache")) == 2
 
 
+def test_cold_start_sends_no_kernel_warm_up_request_at_load(fake_vllm):
+    backend = VLLMBackend()
+    backend.load(_config(cold_start=True), "cpu")
+    assert _events(fake_vllm, "generate") == [], "a cold start's first request must be a measured one"
+    backend.generate([Prompt(token_ids=(10, 11, 12))], 8)
+    assert len(_events(fake_vllm, "generate")) == 1
+    backend.unload()
+
+
 def test_sampling_and_free_length(fake_vllm):
     backend = VLLMBackend()
     backend.load(_config(decoder={"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9,

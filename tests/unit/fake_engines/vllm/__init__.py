@@ -15,6 +15,9 @@ then one token every TOKEN_INTERVAL_S; it yields `min_tokens` tokens when set, e
 `max_tokens` (an early EOS). `generate` sleeps until the simulated last token, so wall time covers
 the stamps. Every call is appended to `EVENTS` for assertions; `REFUSE_RESET = True` makes
 `reset_prefix_cache` return False (as vLLM does while requests run).
+
+The in-process async engine (`AsyncEngineArgs`, `AsyncLLMEngine`, vLLM 0.25's alias of V1
+`AsyncLLM`) is in `_async.py`: it streams tokens at a fixed pace.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+
+from vllm.sampling_params import RequestOutputKind
 
 __version__ = "0.0.fake"
 FIRST_TOKEN_S = 0.01
@@ -93,6 +98,7 @@ class SamplingParams:
     seed: int | None = None
     detokenize: bool = True
     ignore_eos: bool = False
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
 
 
 @dataclass
@@ -194,3 +200,6 @@ class LLM:
 
     def _legacy_shutdown(self) -> None:
         EVENTS.append(("shutdown", None))
+
+
+from vllm._async import AsyncEngineArgs, AsyncLLMEngine  # noqa: E402  (needs EngineArgs and the outputs above)
