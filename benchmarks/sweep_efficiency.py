@@ -120,7 +120,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    ray.init(num_cpus=args.cpus_per_node, num_gpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=args.cpus_per_node, num_gpus=1, include_dashboard=False)
     try:
         one = measure(args.speedup_experiments, args.speedup_duration, 1, args.output)
     finally:
