@@ -36,7 +36,7 @@ from llem_ray import device  # noqa: E402
 from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
 from llem_ray.config.study import ExecutionConfig, StudyConfig  # noqa: E402
-from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter  # noqa: E402
+from llem_ray.results.manifest import read_manifest  # noqa: E402
 from llem_ray.results.persistence import from_json  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def main() -> int:
     poll.join()
 
     failures: list[str] = []
-    manifest = ManifestWriter.load(Path(result.output_dir) / MANIFEST_FILE).manifest
+    manifest = read_manifest(Path(result.output_dir))
     if result.summary.completed != result.summary.total_experiments:
         failures.append(f"only {result.summary.completed}/{result.summary.total_experiments} runs completed")
     actor_pids = {r.actor_pid for e in manifest.entries for r in e.history if r.actor_pid}

@@ -102,7 +102,7 @@ def config_cmd(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also
 
 @app.command()
 def report(
-    study_dir: Path = typer.Argument(..., help="Study directory (with manifest.json), finished or partial."),
+    study_dir: Path = typer.Argument(..., help="Study directory (with its manifest), finished or partial."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default STUDY_DIR/report)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> None:

@@ -2,20 +2,28 @@
 
 Study directory layout (all paths absolute, resolved by the driver before anything is dispatched):
 
-    <study_dir>/manifest.json            StudyManifest, rewritten atomically after every change
+    <study_dir>/manifest.sqlite          the manifest's store: one transaction per change (results/manifest.py)
+    <study_dir>/manifest.json            its export, at a bounded rate and at the end (manifest_export.py)
     <study_dir>/study.json               the resolved StudyConfig (provenance)
     <study_dir>/experiments/<key>/<name>_<timestamp>/result.json + timeseries.parquet
-    <study_dir>/table/part-<key>.parquet one row per (experiment, cycle), temp name + os.replace
+    <study_dir>/table/                   the study table, one live Parquet dataset: one-row parts,
+                                         compacted atomically (results/study_table.py)
     <study_dir>/results.parquet          consolidated table of completed entries (at the end)
     <study_dir>/study_result.json        StudyResult (at the end)
     <study_dir>/.llem.lock               held by the driver working here (results/study_dir.py)
 
+A result is stored in this order: its experiment directory, its table row, then the manifest change
+that makes it completed, then (now and then) a compaction of the table. A kill between any two steps
+leaves an entry that is not completed, whose files a resume replaces (`repair`): so a completed entry
+always has its files, and none is stored twice.
+
 Fault tolerance: the actor restarts forever (`max_restarts=-1`) and Ray replays its pending calls
 (`max_task_retries=-1`), so every method is idempotent: a result already recorded is not written
 again, a half-written experiment directory of the same key is replaced, a part file is rewritten
-under the same name. On restart the constructor reloads `manifest.json` from disk.
+under the same name. On restart the constructor reopens the store.
 
 It runs without GPUs and with `CUDA_VISIBLE_DEVICES=""`, so it can never create a CUDA context.
+`stats()` says how long its changes took (benchmarks/cluster_scale.py prints it).
 """
 
 from __future__ import annotations
@@ -24,30 +32,37 @@ import json
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from llem_ray.cluster.runtime_env import no_gpu_runtime_env
+from llem_ray.results.atomic import remove_temp_files
 from llem_ray.results.manifest import (
     MANIFEST_FILE,
     AttemptRecord,
     ManifestWriter,
+    PlannedRow,
     StudyManifest,
+    has_manifest,
     write_json_atomic,
 )
-from llem_ray.results.atomic import remove_temp_files
+from llem_ray.results.manifest_export import ManifestExporter
 from llem_ray.results.persistence import RESULT_FILE, save_experiment
 from llem_ray.results.repair import repair_parts
 from llem_ray.results.schema import ExperimentResult
+from llem_ray.results.study_table import VERSIONS_DIR, StudyTable
 from llem_ray.results.table import consolidate, result_row, write_part
+from llem_ray.results.timeseries import columns_to_table
+from llem_ray.results.timeseries_columns import Columns
 
 NAMESPACE = "llem"
 EXPERIMENTS_DIR = "experiments"
-TABLE_DIR = "table"
 RESULTS_TABLE = "results.parquet"
 STUDY_CONFIG_FILE = "study.json"
 STUDY_RESULT_FILE = "study_result.json"
@@ -57,6 +72,24 @@ COLLECTOR_FILES_TIMEOUT_S = 300.0
 """Longest wait for the results actor to consolidate the table or write a file, s."""
 
 
+def _timed(kind: str) -> Callable:
+    """Count calls of a ResultsActor method and the seconds they took under `kind` (`stats()`)."""
+
+    def wrap(method: Callable) -> Callable:
+        @wraps(method)
+        def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+            begun_s = time.monotonic()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                calls, seconds = self._busy.get(kind, (0, 0.0))
+                self._busy[kind] = (calls + 1, seconds + time.monotonic() - begun_s)
+
+        return timed
+
+    return wrap
+
+
 @ray.remote
 class ResultsActor:
     """Writes results, the study table and the manifest of one study directory (see module docstring)."""
@@ -64,92 +97,148 @@ class ResultsActor:
     def __init__(self, study_dir: str, manifest: StudyManifest, study_config: dict[str, Any]):
         self.dir = Path(study_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._busy: dict[str, tuple[int, float]] = {}
         path = self.dir / MANIFEST_FILE
-        if path.exists():
+        resuming = has_manifest(self.dir)
+        if resuming:
             self.writer = ManifestWriter.load(path)
             self.writer.add_missing(manifest.entries)
         else:
             self.writer = ManifestWriter.create(path, manifest)
+        self.table = StudyTable(self.dir)
+        self.exporter = ManifestExporter(self.dir)
+        if resuming:
+            self.exporter.changed()  # later: at 100,000 entries an export takes a second
+        else:
+            self.exporter.flush()  # a new study's manifest.json is there from the start
         write_json_atomic(self.dir / STUDY_CONFIG_FILE, json.dumps(study_config, indent=1, default=str))
 
+    @_timed("change")
+    def add_planned(self, rows: list[PlannedRow]) -> list[str]:
+        """Add the planned entries the manifest does not hold yet (pending); returns their keys."""
+        added = self.writer.add_planned(rows)
+        self.exporter.changed()
+        return added
+
+    @_timed("change")
     def mark_running(self, key: str, record: AttemptRecord) -> None:
         """An attempt was dispatched (called again with the actor's node and GPUs once known)."""
         self.writer.mark_running(key, record)
+        self.exporter.changed()
 
+    @_timed("change")
     def mark_failed(self, key: str, error: str, record: AttemptRecord) -> None:
         self.writer.mark_failed(key, error, record)
+        self.exporter.changed()
+
+    @_timed("change")
+    def add_stages(self, key: str, attempt: int, stages_s: dict[str, float]) -> None:
+        """Stages measured after the attempt was recorded (the slot's release, s) join its record."""
+        self.writer.add_stages(key, attempt, stages_s)
+        self.exporter.changed()
 
     def release_running(self) -> list[str]:
         """On resume, before anything is dispatched: entries a stopped driver left `running` go
         back to pending (ManifestWriter.release_running). Returns their keys."""
-        return self.writer.release_running(LEFT_RUNNING_ERROR)
+        released = self.writer.release_running(LEFT_RUNNING_ERROR)
+        self.exporter.changed()
+        return released
 
     def repair(self) -> dict[str, Any]:
         """On resume, before anything is dispatched: remove temporary files a killed writer left,
-        rebuild every bad or missing part file of a completed entry from its result.json, and set
-        entries whose result is gone back to pending. Returns rebuilt (keys), lost (keys) and
-        temp_files (how many were removed)."""
-        removed = remove_temp_files(self.dir) + remove_temp_files(self.dir / TABLE_DIR)
-        rebuilt, lost = self._repair_parts(self.writer.manifest.keys_with("completed"))
-        return {"rebuilt": rebuilt, "lost": lost, "temp_files": len(removed)}
+        make the table hold one readable row per completed entry and nothing else (results/repair.py:
+        rows rebuilt from result.json), and set entries whose result is gone back to pending. Returns
+        rebuilt (keys), lost (keys), removed (table files) and temp_files (how many were removed)."""
+        removed = [*remove_temp_files(self.dir), *remove_temp_files(self.table.current())]
+        removed += remove_temp_files(self.dir / VERSIONS_DIR)
+        repair = self._repair_parts(self.writer.keys_with("completed"))
+        return {"rebuilt": repair.rebuilt, "lost": sorted(repair.lost), "removed": len(repair.removed),
+                "temp_files": len(removed)}
 
-    def _repair_parts(self, keys: list[str]) -> tuple[list[str], list[str]]:
-        repair = repair_parts(self.dir, self.dir / TABLE_DIR, [self.writer.entry(k) for k in keys])
+    def _repair_parts(self, keys: list[str]):
+        repair = repair_parts(self.dir, self.table.path, keys, self.writer.entry)
         for key, why in repair.lost.items():
             self.writer.reopen(key, LOST_RESULT_ERROR.format(why=why))
-        return repair.rebuilt, sorted(repair.lost)
+        self.exporter.changed()
+        return repair
 
+    @_timed("change")
     def mark_pending(self, keys: list[str], error: str) -> None:
         """Running entries stopped by the driver (interrupt, circuit breaker) go back to pending."""
         for key in keys:
             self.writer.mark_pending(key, error)
+        self.exporter.changed()
 
-    def record(self, key: str, result: ExperimentResult, timeseries: pa.Table, record: AttemptRecord) -> str:
-        """Store a completed attempt: experiment directory, part file, then manifest. Returns the
-        result directory relative to the study directory. Idempotent (see module docstring)."""
+    @_timed("record")
+    def record(self, key: str, result: ExperimentResult, timeseries: Columns, record: AttemptRecord) -> str:
+        """Store a completed attempt: experiment directory, table row, then manifest (module docstring),
+        then compact the table if it is due. Returns the result directory relative to the study
+        directory. Idempotent: an entry already completed is left as it is."""
+        begun_s = time.monotonic()
         entry = self.writer.entry(key)
-        if entry.status == "completed" and entry.result_path and (self.dir / entry.result_path / RESULT_FILE).exists():
+        if entry.status == "completed" and entry.result_path:
             return entry.result_path
         parent = self.dir / EXPERIMENTS_DIR / key
         if parent.exists():
             shutil.rmtree(parent)
-        result_dir = save_experiment(result, timeseries, parent)
+        result_dir = save_experiment(result, columns_to_table(timeseries), parent)
         relative = str(result_dir.relative_to(self.dir))
-        write_part(self.dir / TABLE_DIR, result_row(result, key=key, order_index=entry.order_index, result_path=relative))
-        self.writer.mark_completed(key, relative, record)
+        write_part(self.table.path, result_row(result, key=key, order_index=entry.order_index, result_path=relative))
+        stages = {**record.stages_s, "result_write": time.monotonic() - begun_s}
+        self.writer.mark_completed(key, relative, record.model_copy(update={"stages_s": stages}))
+        self.exporter.changed()
+        self._compact()
         return relative
 
-    def manifest(self) -> StudyManifest:
-        return self.writer.manifest
+    @_timed("compaction")
+    def _compact(self) -> None:
+        self.table.compact(self.writer.completed_among)
+
+    def resume_state(self) -> dict[str, int]:
+        """Attempts started so far of every entry not completed, by key: what the driver runs."""
+        return self.writer.attempts_not_completed()
+
+    def stats(self) -> dict[str, Any]:
+        """Calls and seconds per kind of work (change: one manifest change; record: a stored result,
+        its files, manifest change and compaction; compaction), manifest exports (count, seconds), and
+        the table's part files now."""
+        return {
+            "busy": {kind: {"calls": n, "seconds": s} for kind, (n, s) in self._busy.items()},
+            "exports": {"calls": self.exporter.exports, "seconds": self.exporter.export_s,
+                        "last_error": self.exporter.last_error},
+            "parts": len(self.table.parts()),
+        }
 
     def finish(self, keys: list[str]) -> dict[str, Any]:
-        """Consolidate `results.parquet` from the completed entries among `keys` (idempotent). A bad
-        or missing part is rebuilt from its result.json first; an entry whose result is gone goes
-        back to pending (counted so).
+        """Consolidate `results.parquet` from the completed entries among `keys` (idempotent) and write
+        `manifest.json`. A bad or missing row is rebuilt from its result.json first; an entry whose
+        result is gone goes back to pending (counted so).
 
         Returns results_table (path), result_files (absolute paths of result.json), counts (per
         status), total_energy_j (None without energy), table (the consolidated Arrow table) and
         configs (measurement_config_hash -> (name, items, items failed), in run order).
         """
-        entries = self.writer.manifest.by_key()
-        planned = sorted((entries[k] for k in keys), key=lambda e: e.order_index)
-        completed = [e.key for e in planned if e.status == "completed"]
+        wanted = set(keys)
+        planned = [r for r in self.writer.rows() if r[0] in wanted]
+        completed = [r[0] for r in planned if r[4] == "completed"]
         try:
-            table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
-        except (OSError, ValueError):  # a part went bad under us: rebuild it (or reopen a lost entry), once
+            table = consolidate(self.table.path, self.dir / RESULTS_TABLE, completed)
+        except (OSError, ValueError):  # a row went bad under us: rebuild it (or reopen a lost entry), once
             self._repair_parts(completed)
-            completed = [e.key for e in planned if e.status == "completed"]
-            table = consolidate(self.dir / TABLE_DIR, self.dir / RESULTS_TABLE, completed)
+            planned = [r for r in self.writer.rows() if r[0] in wanted]
+            completed = [r[0] for r in planned if r[4] == "completed"]
+            table = consolidate(self.table.path, self.dir / RESULTS_TABLE, completed)
+        self.exporter.flush()
         energies = [e for e in table.column("energy_total_j").to_pylist() if e is not None]
         counts = {"pending": 0, "running": 0, "completed": 0, "failed": 0}
         configs: dict[str, tuple[str, int, int]] = {}
-        for e in planned:
-            counts[e.status] += 1
-            name, total, failed = configs.get(e.measurement_config_hash, (e.name, 0, 0))
-            configs[e.measurement_config_hash] = (name, total + 1, failed + (e.status == "failed"))
+        for _, _, name, config_hash, status, _ in planned:
+            counts[status] += 1
+            known, total, failed = configs.get(config_hash, (name, 0, 0))
+            configs[config_hash] = (known, total + 1, failed + (status == "failed"))
         return {
             "results_table": str(self.dir / RESULTS_TABLE),
-            "result_files": [str(self.dir / entries[k].result_path / RESULT_FILE) for k in completed],
+            "result_files": [str(self.dir / r[5] / RESULT_FILE) for r in planned if r[4] == "completed"],
             "counts": counts,
             "total_energy_j": sum(energies) if energies else None,
             "table": table,

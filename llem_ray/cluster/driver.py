@@ -5,11 +5,12 @@ the limits first), pre-flight what needs only the file system (datasets, local m
 directory: every problem at once, before Ray starts), lock the study directory (a new one, or
 `--resume DIR`; a second driver there is refused), connect to Ray (plain `ray.init()`: inside
 `ray job submit` it joins that cluster; run directly it starts a local Ray without dashboard),
-pre-flight every experiment against the cluster and the backends' environments, start the results
-actor on this node (on resume it closes what a stopped driver left running and rebuilds bad table
-parts from their result.json), schedule (cluster/scheduler.py), consolidate `results.parquet`,
-write `study_result.json`, print the summary table on stdout, POST the optional webhook. On resume,
-only items not completed in the manifest run again.
+check every experiment fits the cluster, start the backends' environment probes and, while they run,
+the results actor on this node (on resume it closes what a stopped driver left running and rebuilds
+bad table rows from their result.json), wait for the probes (PreFlightError), schedule
+(cluster/scheduler.py), consolidate `results.parquet`, write `study_result.json`, print the summary
+table on stdout, POST the optional webhook. On resume, only items not completed in the manifest run
+again.
 
 The driver process never imports torch and never touches CUDA. Before it starts a local Ray it
 sets `RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1` (GPU-less workers see no GPU) and `CUDA_DEVICE_ORDER=
@@ -44,9 +45,10 @@ from llem_ray.cluster import runtime_env
 from llem_ray.cluster.collector import COLLECTOR_FILES_TIMEOUT_S, start_collector
 from llem_ray.cluster.notify import post_webhook
 from llem_ray.cluster.placement import ClusterInventory, feasibility_problems, shape_for
-from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, unique_experiments
+from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, plan_rows, unique_experiments
 from llem_ray.cluster.progress import Progress, summary_table
-from llem_ray.cluster.scheduler import Policy, Scheduler, describe
+from llem_ray.cluster.attempts import Policy, describe
+from llem_ray.cluster.scheduler import Scheduler
 from llem_ray.config import guards
 from llem_ray.config.limits import check_runs
 from llem_ray.config.study import StudyConfig
@@ -150,12 +152,12 @@ def _connect(options: StudyOptions) -> bool:
     return True
 
 
-def _preflight(study: StudyConfig, items: list[WorkItem], policy: Policy) -> ClusterInventory:
+def _feasible(items: list[WorkItem], policy: Policy) -> ClusterInventory:
+    """The alive cluster, once every experiment's shape fits on one of its nodes (PreFlightError if not)."""
     inventory = ClusterInventory.from_ray()
-    shapes = {i.name: shape_for(i.config, policy.isolation, inventory) for i in items}
-    problems = feasibility_problems(shapes, inventory)
-    if not problems:
-        problems = runtime_env.probe_problems(study, inventory, PROBE_TIMEOUT_S)
+    configs = {i.config_hash: i for i in items}.values()  # one per configuration, not per cycle
+    problems = feasibility_problems({i.name: shape_for(i.config, policy.isolation, inventory) for i in configs},
+                                    inventory)
     if problems:
         raise PreFlightError(problems)
     return inventory
@@ -199,7 +201,9 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
             if previous is None:
                 print(f"llem: {resume_dir} has no manifest yet (its driver stopped first): starting there",
                       file=sys.stderr)
+        startup = protocol["startup_s"] = {"planned_and_locked": time.monotonic() - started_s}
         started_ray = _connect(options)
+        startup["connected"] = time.monotonic() - started_s
         collector = None
         first: BaseException | None = None
         try:
@@ -207,10 +211,16 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
             if resume_dir is None:
                 held.enter_context(StudyLock(study_dir))
             print(f"llem: study directory {study_dir}", file=sys.stderr)
-            inventory = _preflight(study, items, policy)
+            inventory = _feasible(items, policy)
             protocol["cluster"] = {"nodes": len(inventory.nodes), "gpus": inventory.total_gpus,
                                    "cpus": inventory.total_cpus}
+            probes = runtime_env.start_probes(study, inventory)  # they run while the results actor opens
             collector = _open_collector(study, items, study_dir, previous is not None)
+            startup["results_actor_open"] = time.monotonic() - started_s
+            problems = runtime_env.probe_problems(probes, PROBE_TIMEOUT_S)
+            if problems:
+                raise PreFlightError(problems)
+            startup["probed"] = time.monotonic() - started_s
             return _schedule(study, items, policy, protocol, collector, study_dir, options, started_s)
         except BaseException as exc:
             first = exc
@@ -222,13 +232,15 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
 
 
 def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, resuming: bool):
-    """The results actor of `study_dir`; on resume it first closes what a stopped driver left
-    running and repairs the table's part files from their result.json."""
-    entries = [i.manifest_entry() for i in items]
-    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash, entries=entries)
+    """The results actor of `study_dir`, its manifest holding every planned item (as plain rows: at
+    100,000 entries, models would cost seconds to build and send); on resume it first closes what a
+    stopped driver left running and repairs the table from the results' result.json."""
+    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash)
     job = ray.get_runtime_context().get_job_id()
     name = f"llem-results-{hashlib.sha256(str(study_dir).encode()).hexdigest()[:12]}-{job}"
     collector = start_collector(study_dir, manifest, study.model_dump(mode="json"), name)
+    rows = [list(row) for row in plan_rows(items)]  # Ray serialises a list of tuples ~5x slower
+    ray.get(collector.add_planned.remote(rows), timeout=COLLECTOR_FILES_TIMEOUT_S)
     if resuming:
         released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if released:
@@ -237,6 +249,8 @@ def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, 
         repaired = ray.get(collector.repair.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if repaired["rebuilt"]:
             print(f"llem: rebuilt {len(repaired['rebuilt'])} table part(s) from their result.json", file=sys.stderr)
+        if repaired["removed"]:
+            print(f"llem: removed {repaired['removed']} unreadable or orphaned table file(s)", file=sys.stderr)
         if repaired["lost"]:
             print(f"llem: {len(repaired['lost'])} completed entries lost their result files: measured again",
                   file=sys.stderr)
@@ -252,10 +266,10 @@ def _schedule(
     A StudyError or interrupt from the scheduler is re-raised after the study directory is
     finished; an error while finishing then becomes a note on it, never raised in its place.
     """
-    manifest = ray.get(collector.manifest.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
-    done = set(manifest.keys_with("completed"))
-    first_attempt = {e.key: e.attempts + 1 for e in manifest.entries}
-    todo = [i for i in items if i.key not in done]
+    not_done = ray.get(collector.resume_state.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
+    first_attempt = {key: attempts + 1 for key, attempts in not_done.items()}
+    todo = [i for i in items if i.key in not_done]
+    protocol.setdefault("startup_s", {})["todo_known"] = time.monotonic() - started_s
     envs = {b: runtime_env.experiment_runtime_env(study, b) for b in {i.config.backend for i in items}}
     progress = Progress(len(items), len(items) - len(todo), study.name, options.quiet)
     stopped: BaseException | None = None
@@ -285,10 +299,13 @@ def _conclude(
     """Consolidate the table, write study_result.json, print the summary, POST the webhook."""
     try:
         files = ray.get(collector.finish.remote([i.key for i in items]), timeout=COLLECTOR_FILES_TIMEOUT_S)
+        protocol["results_actor"] = ray.get(collector.stats.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
     except Exception as exc:
         raise StudyError(f"the results actor could not finish the study: {describe(exc)}") from exc
     if report is not None and report.start_overheads_s:
         protocol["mean_actor_start_s"] = sum(report.start_overheads_s) / len(report.start_overheads_s)
+    if report is not None and report.first_dispatch_s is not None:
+        protocol["time_to_first_dispatch_s"] = report.first_dispatch_s - started_s
     result = _study_result(study, protocol, str(study_dir), files, len(items), time.monotonic() - started_s)
     ray.get(collector.write_study_result.remote(result.model_dump(mode="json")), timeout=COLLECTOR_FILES_TIMEOUT_S)
     print(summary_table(files["table"], files["configs"]))

@@ -19,7 +19,7 @@ from typing import Literal
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.limits import check_runs
 from llem_ray.config.study import StudyConfig
-from llem_ray.results.manifest import ManifestEntry, entry_key
+from llem_ray.results.manifest import ManifestEntry, PlannedRow, entry_key
 
 CycleOrder = Literal["sequential", "interleaved", "shuffled"]
 
@@ -69,6 +69,16 @@ class WorkItem:
             cycle=self.cycle,
             backend=self.config.backend,
         )
+
+
+def plan_rows(items: list[WorkItem]) -> list[PlannedRow]:
+    """The manifest rows of `items` (pending), each configuration's name computed once."""
+    names: dict[str, str] = {}
+    rows = []
+    for item in items:
+        name = names.get(item.config_hash) or names.setdefault(item.config_hash, item.name)
+        rows.append((item.key, item.order_index, name, item.config_hash, item.cycle, item.config.backend))
+    return rows
 
 
 def cold_start(config: ExperimentConfig) -> ExperimentConfig:

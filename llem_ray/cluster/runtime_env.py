@@ -5,7 +5,8 @@ A study gives each backend its own environment in `runtime_envs:` (pip, py_execu
 env_vars); Ray builds it on the nodes and starts that backend's actors in it. Before any experiment
 runs, `environment_problems` checks statically that a multi-backend study isolates what must be
 isolated, then runs one tiny probe task per backend, in that backend's environment, on a GPU node,
-that imports nothing heavy but checks the engine is installed there. Every problem is reported at
+that imports nothing heavy but checks the engine is installed there (`start_probes`, then
+`probe_problems`: the driver opens the results actor while they run). Every problem is reported at
 once (the driver raises `PreFlightError`).
 
 Non-GPU actors and tasks (results actor, probes) get `NO_GPU_ENV_VARS`: since Ray PR #62492 a
@@ -139,20 +140,25 @@ def _probe_backend(backend: str) -> str | None:
     return None
 
 
-def probe_problems(study: StudyConfig, inventory: ClusterInventory, timeout_s: float) -> list[str]:
-    """Run `_probe_backend` for every backend of the study on a node that has GPUs (any node if none).
-
-    Building a pip environment can take minutes; the probes wait at most `timeout_s` seconds in all.
-    """
+def start_probes(study: StudyConfig, inventory: ClusterInventory) -> dict[Any, str]:
+    """Submit `_probe_backend` for every backend of the study on a node that has GPUs (any node if
+    none); returns the pending refs by backend, for `probe_problems`. {} on a cluster with no node
+    (feasibility_problems reports that)."""
     gpu_nodes = [n for n in inventory.nodes if n.gpus > 0] or list(inventory.nodes)
     if not gpu_nodes:
-        return ["the Ray cluster has no alive node"]
+        return {}
     target = NodeAffinitySchedulingStrategy(gpu_nodes[0].node_id, soft=False)
     refs = {}
     for backend in sorted({e.backend for e in study.experiments}):
         env = experiment_runtime_env(study, backend) or {}
         env["env_vars"] = {**(env.get("env_vars") or {}), **NO_GPU_ENV_VARS}
         refs[_probe_backend.options(runtime_env=env, scheduling_strategy=target).remote(backend)] = backend
+    return refs
+
+
+def probe_problems(refs: dict[Any, str], timeout_s: float) -> list[str]:
+    """Wait for the probes `start_probes` submitted; every problem they found. Building a pip
+    environment can take minutes; the probes wait at most `timeout_s` seconds in all."""
     deadline_s = time.monotonic() + timeout_s
     problems = []
     pending = list(refs)

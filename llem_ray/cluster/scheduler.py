@@ -19,21 +19,20 @@ are killed, their entries go back to pending in the manifest, and every placemen
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from collections import Counter, deque
+from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.exceptions import RayActorError
 
-from llem_ray.cluster.placement import Slot, actor_options, shape_for
+from llem_ray.cluster.attempts import Attempt, Policy, Report, cause_of, describe
+from llem_ray.cluster.placement import Slot, SlotShape, actor_options, shape_for
 from llem_ray.cluster.plan import WorkItem
 from llem_ray.cluster.progress import Progress, clock_text
 from llem_ray.cluster.runtime_env import cold_start_runtime_env
 from llem_ray.cluster.slots import SlotPool
-from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor, prewarm
+from llem_ray.cluster.stages import elapsed_s, utc
+from llem_ray.cluster.worker import BaselineKey, CachedBaseline, ExperimentActor
 from llem_ray.errors import LLEMError, StudyError, clean_up
 from llem_ray.results.manifest import AttemptRecord, utc_now
 
@@ -43,68 +42,12 @@ COLLECTOR_TIMEOUT_S = 120.0
 """Longest wait for the results actor to store one result, s."""
 MAX_WAIT_S = 1.0
 """Longest single `ray.wait`, s (the countdown on stderr refreshes at least this often)."""
-MAX_ERROR_CHARS = 500
-"""Longest error text recorded for one attempt."""
+MAX_PENDING_CALLS = 256
+"""Calls to the results actor kept before the resolved ones are checked and forgotten (a study of
+100,000 entries would otherwise hold every reference it ever made)."""
 ACTOR_START_TIMEOUT_S = 600.0
 """Longest wait for an experiment actor to start (process, runtime_env, placement), s. The
 experiment's own deadline (`timeout_s`) counts from the moment it has started."""
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Effective execution settings of one driver run (CLI overrides applied). Times in seconds."""
-
-    config_gap_seconds: float
-    cycle_gap_seconds: float
-    timeout_s: float
-    max_retries: int
-    circuit_breaker: int
-    isolation: Literal["gpu", "node"]
-    cycle_starts: dict[int, datetime] = field(default_factory=dict)
-
-
-@dataclass
-class Attempt:
-    item: WorkItem
-    slot: Slot
-    actor: Any
-    where_ref: Any
-    run_ref: Any
-    dispatched_s: float
-    deadline_s: float
-    record: AttemptRecord
-    started: bool = False
-    killed: str | None = None
-    killed_s: float = 0.0
-
-
-@dataclass
-class Report:
-    """What a scheduler run did: keys completed / failed for good, attempts started, actor start overheads (s)."""
-
-    completed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    attempts: int = 0
-    start_overheads_s: list[float] = field(default_factory=list)
-
-
-def cause_of(exc: BaseException) -> BaseException:
-    """The exception an actor raised, unwrapped from Ray's RayTaskError."""
-    return exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-
-
-def describe(exc: BaseException) -> str:
-    """One line (at most MAX_ERROR_CHARS) saying why an attempt failed: the cause comes first.
-
-    An LLEMError's whole message is kept (a PreFlightError lists every failure); of anything else,
-    the first line (a RayTaskError without its cause would otherwise bring a whole traceback).
-    """
-    exc = cause_of(exc)
-    if isinstance(exc, RayActorError):
-        return "the experiment's actor process died (crash, out of memory or lost node)"
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(" ".join(lines).split()) if isinstance(exc, LLEMError) else (lines[0].strip() if lines else "")
-    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 
 class Scheduler:
@@ -120,6 +63,7 @@ class Scheduler:
         first_attempt: dict[str, int],
     ):
         self.queue: deque[WorkItem] = deque(items)
+        self.queued_shapes: Counter[SlotShape] = Counter()
         self.policy = policy
         self.collector = collector
         self.runtime_envs = runtime_envs
@@ -127,10 +71,14 @@ class Scheduler:
         self.next_attempt = {i.key: first_attempt.get(i.key, 1) for i in items}
         self.tries = {i.key: 0 for i in items}
         self.pool = SlotPool(policy.config_gap_seconds, policy.cycle_gap_seconds)
-        self.shapes = {i.key: shape_for(i.config, policy.isolation, self.pool.inventory) for i in items}
+        configs = {i.config_hash: i.config for i in items}  # one per configuration, not per cycle
+        by_config = {h: shape_for(c, policy.isolation, self.pool.inventory) for h, c in configs.items()}
+        self.shapes = {i.key: by_config[i.config_hash] for i in items}
+        self.queued_shapes.update(self.shapes[i.key] for i in items)
         self.running: dict[Any, Attempt] = {}
         self.where_refs: dict[Any, Attempt] = {}
         self.record_refs: dict[Any, tuple[str, float]] = {}
+        self.releasing: dict[Any, tuple[str, int, float]] = {}
         self.baselines: dict[BaselineKey, CachedBaseline] = {}
         self.calls: list[Any] = []
         self.report = Report()
@@ -144,17 +92,18 @@ class Scheduler:
         unplaceable work, results actor unresponsive); KeyboardInterrupt passes through. Either way
         running actors are killed and their entries set back to pending first."""
         try:
-            while self.queue or self.running or self.record_refs:
+            while self.queue or self.running or self.record_refs or self.releasing:
                 now = time.monotonic()
                 self.pool.refresh(now)
                 self._dispatch(now)
                 self.pool.provision(((self.shapes[i.key], i.cycle) for i in self.queue), now)
                 head = self.shapes[self.queue[0].key] if self.queue else None
-                self.pool.release_unneeded({self.shapes[i.key] for i in self.queue}, head, now)
+                self.pool.release_unneeded({s for s, n in self.queued_shapes.items() if n}, head, now)
                 self._enforce_deadlines(now)
                 self._check_stall(now)
                 self._wait_and_handle(now)
                 self.progress.status(len(self.running), len(self.report.failed), self._waiting_for(time.monotonic()))
+                self._prune_calls()
             ray.get(self.calls, timeout=COLLECTOR_TIMEOUT_S)
         except BaseException as exc:
             self._stop(f"stopped: {describe(exc) if not isinstance(exc, KeyboardInterrupt) else 'interrupted'}")
@@ -174,12 +123,23 @@ class Scheduler:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ready_set = set(ready)
         self.pool.handle(ready_set)
+        for ref in [r for r in self.releasing if r not in self.pool.drain_refs]:  # gone, or given up on
+            key, number, killed_unix_s = self.releasing.pop(ref)
+            if ref in ready_set:
+                stages = {"slot_release": elapsed_s(killed_unix_s, time.time())}
+                self.calls.append(self.collector.add_stages.remote(key, number, stages))
         for ref in [r for r in self.where_refs if r in ready_set]:
             self._on_where(self.where_refs.pop(ref), ref)
         for ref in [r for r in self.running if r in ready_set]:
             self._on_run(self.running.pop(ref), ref)
         for ref in [r for r in self.record_refs if r in ready_set]:
             self._on_recorded(self.record_refs.pop(ref)[0], ref)
+
+    def _prune_calls(self) -> None:
+        """Forget calls to the results actor that returned (raising now if one failed, as at the end)."""
+        if len(self.calls) >= MAX_PENDING_CALLS:
+            done, self.calls = ray.wait(self.calls, num_returns=len(self.calls), timeout=0)
+            ray.get(done, timeout=COLLECTOR_TIMEOUT_S)
 
     def _next_wakeup(self, now: float) -> float:
         times = [now + MAX_WAIT_S]
@@ -204,6 +164,7 @@ class Scheduler:
             if slot is None:
                 return
             self.queue.popleft()
+            self.queued_shapes[self.shapes[item.key]] -= 1
             self._start(item, slot, now)
 
     def _start(self, item: WorkItem, slot: Slot, now: float) -> None:
@@ -211,6 +172,8 @@ class Scheduler:
         self.next_attempt[item.key] += 1
         self.tries[item.key] += 1
         self.report.attempts += 1
+        if self.report.first_dispatch_s is None:
+            self.report.first_dispatch_s = now
         record = AttemptRecord(attempt=number, dispatched_at=utc_now())
         options = actor_options(slot)
         env = self.runtime_envs.get(item.config.backend)
@@ -221,7 +184,7 @@ class Scheduler:
         actor = ExperimentActor.options(**options).remote()
         where_ref = actor.where.remote()
         run_ref = actor.run.remote(item.config, item.cycle, number, dict(self.baselines))
-        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record)
+        attempt = Attempt(item, slot, actor, where_ref, run_ref, now, now + ACTOR_START_TIMEOUT_S, record, time.time())
         self.running[run_ref] = attempt
         self.where_refs[where_ref] = attempt
         self.calls.append(self.collector.mark_running.remote(item.key, record))
@@ -263,14 +226,12 @@ class Scheduler:
                 "gpu_ids": info.gpu_ids,
                 "gpu_uuids": info.gpu_uuids,
                 "actor_pid": info.pid,
+                "stages_s": {
+                    "actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s), **info.stages_s
+                },
             }
         )
         self.calls.append(self.collector.mark_running.remote(attempt.item.key, attempt.record))
-        if attempt.item.config.cold_start:  # force_cold_start: the next actor gets a new process, not a warm one
-            return
-        env = self.runtime_envs.get(attempt.item.config.backend)
-        target = NodeAffinitySchedulingStrategy(info.node_id, soft=True)
-        prewarm.options(scheduling_strategy=target, **({"runtime_env": env} if env else {})).remote()
 
     def _on_run(self, attempt: Attempt, ref: Any) -> None:
         self.where_refs.pop(attempt.where_ref, None)
@@ -279,9 +240,20 @@ class Scheduler:
         except Exception as exc:
             cause = cause_of(exc)
             final = isinstance(cause, LLEMError) and not cause.retryable
+            stages = {**attempt.record.stages_s, **getattr(cause, "llem_stages_s", {})}
+            attempt.record = attempt.record.model_copy(update={"stages_s": stages})
             self._on_failure(attempt, attempt.killed or describe(exc), isinstance(exc, RayActorError), final)
             return
-        record = attempt.record.model_copy(update={"ended_at": utc_now(), "gpu_pids_seen": outcome.gpu_pids_seen})
+        stages = {**attempt.record.stages_s, **outcome.stages_s,
+                  "result_transfer": elapsed_s(outcome.returned_unix_s, time.time())}
+        window = outcome.window_s
+        record = attempt.record.model_copy(update={
+            "ended_at": utc_now(),
+            "gpu_pids_seen": outcome.gpu_pids_seen,
+            "stages_s": stages,
+            "window_started_at": utc(window[0]) if window else None,
+            "window_ended_at": utc(window[1]) if window else None,
+        })
         self.baselines.update(outcome.new_baselines)
         self.consecutive_failures = 0
         self._drain(attempt)
@@ -308,6 +280,7 @@ class Scheduler:
         ray.kill(attempt.actor, no_restart=True)
         gone = attempt.actor.__ray_terminate__.remote()
         self.pool.drain(attempt.slot, gone, attempt.item.cycle, KILL_GRACE_S)
+        self.releasing[gone] = (attempt.item.key, attempt.record.attempt, time.time())
 
     def _on_failure(self, attempt: Attempt, error: str, actor_gone: bool, final: bool = False) -> None:
         """Record a failed attempt; retry it unless it had all its attempts or `final` (no retry can fix it)."""
@@ -321,6 +294,7 @@ class Scheduler:
         self.consecutive_failures += 1
         if not final and self.tries[item.key] <= self.policy.max_retries:
             self.queue.appendleft(item)
+            self.queued_shapes[self.shapes[item.key]] += 1
         else:
             self.report.failed.append(item.key)
             self.progress.failed(item.name, item.cycle, error)

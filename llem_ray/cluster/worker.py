@@ -9,7 +9,9 @@ calls `where()` then `run()`, and kills the actor afterwards. The actor:
 - records where it ran (`Placement`: node id, hostname, GPU UUIDs, PCI bus ids, cycle, attempt);
 - watches the GPUs' compute processes during the measured window and warns if any is not its own;
 - reuses the study's idle baseline of the same GPU while it is younger than `baseline.cache_ttl_s`
-  (the cache lives in the driver; each actor gets the readings and returns the new ones).
+  (the cache lives in the driver; each actor gets the readings and returns the new ones);
+- times its own stages (cluster/stages.py) and returns them with the outcome; when `run()` raises,
+  the stages it reached travel on the exception as its `llem_stages_s` attribute.
 
 `CUDA_DEVICE_ORDER=PCI_BUS_ID` is set in `__init__`, before anything can initialise CUDA, so Ray's
 GPU indices, CUDA's and NVML's name the same devices.
@@ -20,17 +22,19 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import ray
 
 from llem_ray import device
+from llem_ray.cluster.stages import StageClock
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache, BaselineReading
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.results.schema import ExperimentResult, Placement
+from llem_ray.results.timeseries_columns import Columns
 
 GPU_PROCESS_POLL_S = 0.25
 """How often the measured-window watcher lists the GPUs' compute processes, s."""
@@ -80,7 +84,8 @@ class StudyBaselineCache(BaselineCache):
 
 @dataclass(frozen=True)
 class WhereInfo:
-    """Where an actor runs: Ray node id, host, Ray GPU ids, NVML UUIDs / PCI ids, pid, start time (UTC)."""
+    """Where an actor runs: Ray node id, host, Ray GPU ids, NVML UUIDs / PCI ids, pid, start time (UTC);
+    when its constructor ran (unix s) and its `actor_init` / `nvml_init` stages (s)."""
 
     node_id: str
     hostname: str
@@ -90,16 +95,23 @@ class WhereInfo:
     pid: int
     started_at: datetime
     cuda_visible_devices: str | None
+    constructed_unix_s: float = 0.0
+    stages_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Outcome:
-    """What one successful attempt returns to the driver."""
+    """What one successful attempt returns to the driver: the result and its timeseries (plain columns:
+    the results actor builds the Arrow table, results/timeseries.py says why), the GPUs' compute pids seen in the window, new baseline readings, seconds per stage of `run()`, the measured
+    window (unix s, or None) and the moment `run()` returned (unix s)."""
 
     result: ExperimentResult
-    timeseries: pa.Table
+    timeseries: Columns
     gpu_pids_seen: list[int] = field(default_factory=list)
     new_baselines: dict[BaselineKey, CachedBaseline] = field(default_factory=dict)
+    stages_s: dict[str, float] = field(default_factory=dict)
+    window_s: tuple[float, float] | None = None
+    returned_unix_s: float = 0.0
 
 
 class GPUProcessWatcher:
@@ -179,36 +191,27 @@ def foreign_process_warning(seen: set[int], own: set[int]) -> str | None:
     )
 
 
-@ray.remote(num_cpus=0, num_gpus=0, max_retries=0)
-def prewarm() -> int:
-    """Do nothing in a pooled worker of this node and return its pid.
-
-    Run on the node of a busy slot while its experiment measures, it leaves an idle worker process
-    there with Ray and this module already imported, from which Ray starts the slot's next
-    `ExperimentActor` instead of a cold Python process (Ray keeps idle workers up to the node's
-    CPU count). The worker sees no GPU and imports nothing heavy. Not used for cold starts, whose
-    actors get a runtime_env of their own and so a new process (runtime_env.cold_start_runtime_env).
-    """
-    return os.getpid()
-
-
 @ray.remote(max_restarts=0, max_task_retries=0)
 class ExperimentActor:
     """Runs one experiment attempt in a fresh process (see module docstring). Created by the driver."""
 
     def __init__(self) -> None:
+        self._constructed_unix_s = time.time()
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         if not ray.get_runtime_context().get_accelerator_ids().get("GPU"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU experiment must not touch any GPU
         self._where: WhereInfo | None = None
+        self._where_done_unix_s: float | None = None
 
     def where(self) -> WhereInfo:
         """Node, GPUs and pid of this actor (NVML query only: creates no CUDA context)."""
         if self._where is None:
+            begun_s = time.time()
             from llem_ray.energy.devices import visible_gpus
 
             ctx = ray.get_runtime_context()
             gpus = visible_gpus() if os.environ.get("CUDA_VISIBLE_DEVICES") else None
+            stages_s = {"actor_init": max(0.0, begun_s - self._constructed_unix_s), "nvml_init": time.time() - begun_s}
             self._where = WhereInfo(
                 node_id=ctx.get_node_id(),
                 hostname=socket.gethostname(),
@@ -218,15 +221,35 @@ class ExperimentActor:
                 pid=os.getpid(),
                 started_at=datetime.now(timezone.utc),
                 cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                constructed_unix_s=self._constructed_unix_s,
+                stages_s=stages_s,
             )
+            self._where_done_unix_s = time.time()
         return self._where
 
     def run(
         self, config: ExperimentConfig, cycle: int, attempt: int, baselines: dict[BaselineKey, CachedBaseline]
     ) -> Outcome:
         """Measure `config` (cycle and attempt numbered from 1). Raises whatever the protocol raises
-        (PreFlightError, BackendError, ...); a crash of the process surfaces as ActorDiedError.
+        (PreFlightError, BackendError, ...), with the stages it reached as `llem_stages_s`; a crash of
+        the process surfaces as ActorDiedError.
         """
+        clock = StageClock()
+        clock.mark("imports", self._where_done_unix_s)
+        try:
+            return self._run(config, cycle, attempt, baselines, clock)
+        except BaseException as exc:
+            exc.llem_stages_s = clock.durations_s(time.time())  # type: ignore[attr-defined]
+            raise
+
+    def _run(
+        self,
+        config: ExperimentConfig,
+        cycle: int,
+        attempt: int,
+        baselines: dict[BaselineKey, CachedBaseline],
+        clock: StageClock,
+    ) -> Outcome:
         from llem_ray.measure.experiment import run as run_experiment
 
         where = self.where()
@@ -242,6 +265,7 @@ class ExperimentActor:
         with GPUProcessWatcher(where.gpu_uuids) as watcher:
 
             def on_progress(stage: str) -> None:
+                clock.mark(stage)
                 if stage == "measure":
                     watcher.poll()
                     watcher.active.set()
@@ -254,4 +278,13 @@ class ExperimentActor:
         warning = foreign_process_warning(watcher.pids, _own_pids())
         if warning:
             result = result.model_copy(update={"measurement_warnings": [*result.measurement_warnings, warning]})
-        return Outcome(result, measured.timeseries, sorted(watcher.pids), cache.new_readings)
+        end_s = time.time()
+        return Outcome(
+            result,
+            measured.timeseries_columns,
+            sorted(watcher.pids),
+            cache.new_readings,
+            stages_s=clock.durations_s(end_s),
+            window_s=clock.window_s(end_s),
+            returned_unix_s=end_s,
+        )

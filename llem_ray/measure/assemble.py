@@ -43,7 +43,7 @@ from llem_ray.results.schema import (
     Placement,
     WarmupResult,
 )
-from llem_ray.results.timeseries import Phase, phase_of
+from llem_ray.results.timeseries_columns import Phase, phase_of
 
 
 @dataclass

@@ -7,7 +7,7 @@ and a pre-started Ray worker already holds an interpreter with llem_ray imported
 - empty compilation caches: `fresh_compilation_caches` points `COMPILATION_CACHE_VARS` at a new
   temporary directory for the experiment and removes it afterwards;
 - in a study, a worker process nothing ran in before (cluster/scheduler: a runtime_env of its own,
-  so Ray cannot hand it a pooled or pre-started worker, and no pre-warming of the next actor).
+  so Ray cannot hand it a pooled or pre-started worker).
 The model itself is loaded from its files every time (no experiment reuses another's model); the
 TensorRT engine cache keeps built engines, which are the model's on-disk form, not a warm state.
 """

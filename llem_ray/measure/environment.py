@@ -146,14 +146,34 @@ def detect_container() -> str | None:
     return "container" if os.environ.get("container") else None
 
 
+def _name_version(dist: importlib.metadata.Distribution) -> tuple[str, str] | None:
+    """(Name, Version) from the head of a distribution's METADATA (or PKG-INFO); None if absent.
+
+    Reads only the header lines it needs: `dist.metadata` parses the whole file with the email parser,
+    which for ~300 installed distributions costs ~0.3 s in every experiment's fresh process.
+    """
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    name = version = None
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line
+        if line.startswith("Name:"):
+            name = line[5:].strip()
+        elif line.startswith("Version:"):
+            version = line[8:].strip()
+        if name and version:
+            return name, version
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def pip_freeze() -> tuple[str, ...]:
     """Installed distributions as sorted 'name==version' (importlib.metadata: no pip subprocess)."""
     seen = {}
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            seen[name.lower()] = f"{name}=={dist.version}"
+        found = _name_version(dist)
+        if found:
+            seen[found[0].lower()] = f"{found[0]}=={found[1]}"
     return tuple(sorted(seen.values(), key=str.lower))
 
 

@@ -3,11 +3,12 @@
 This is the offline scenario; `scenario: serving` is dispatched to `scenarios/serving.py` (open-loop
 load at an SLO), which reuses the baseline and phase helpers here.
 
-environment snapshot → pre-flight → load → idle baseline → warm-up (none for a cold start,
-measure/cold.py) → thermal floor → measured window (energy window + sampler, devices synchronised
-before the stop, CM-15) → prefill-only loop (PREC-01) → metrics → unload (always). The sampler
-runs from warm-up to the end of the prefill loop; every sample is tagged with its phase in the
-timeseries, and only the measured window's samples enter the result's device statistics.
+pre-flight → load → environment snapshot (after load: no torch import of its own) → idle baseline →
+warm-up (none for a cold start, measure/cold.py) → thermal floor → measured window (energy window +
+sampler, devices synchronised before the stop, CM-15) → prefill-only loop (PREC-01) → metrics →
+unload (always). The sampler runs from warm-up to the end of the prefill loop; every sample is tagged
+with its phase in the timeseries, and only the measured window's samples enter the result's device
+statistics.
 
 Warm-up reaches the window's steady state: each warm-up batch holds as many requests as the
 backend runs at once in the window (PyTorch `batch_size`; an engine's effective `max_num_seqs`),
@@ -29,8 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
 from llem_ray.config.experiment import ExperimentConfig
@@ -47,7 +47,10 @@ from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import ExperimentResult, Placement
-from llem_ray.results.timeseries import Phase, samples_to_table
+from llem_ray.results.timeseries_columns import Columns, Phase, samples_to_columns
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PREFILL_COUNTER_UPDATES = 20
 """The prefill loop runs for at least this many updates of the meter's counter (NVML: 100 ms each)."""
@@ -56,17 +59,24 @@ DEFAULT_RESOLUTION_S = 0.1
 PREFILL_MAX_PASSES = 1000
 
 ProgressCallback = Callable[[str], None]
-"""Called with each stage name as it starts: environment, preflight, load, baseline, warmup,
-thermal_floor, measure, prefill, metrics."""
+"""Called with each stage name as it starts: preflight, load, environment, baseline, warmup,
+thermal_floor, measure, prefill, metrics, unload (the last also after a failure)."""
 
 
 @dataclass
 class Measured:
-    """A result, its timeseries (results.timeseries.TIMESERIES_SCHEMA) and where it was saved (if it was)."""
+    """A result, its timeseries as plain columns (results.timeseries.Columns) and where it was saved (if it
+    was). `timeseries` is the Arrow table (TIMESERIES_SCHEMA), built when first asked for."""
 
     result: ExperimentResult
-    timeseries: pa.Table
+    timeseries_columns: Columns
     result_dir: Path | None = None
+
+    @property
+    def timeseries(self) -> pa.Table:
+        from llem_ray.results.timeseries import columns_to_table  # pyarrow: only where a table is wanted
+
+        return columns_to_table(self.timeseries_columns)
 
 
 @contextmanager
@@ -144,11 +154,9 @@ def _measure(
     progress = on_progress or (lambda stage: None)
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     started_at = datetime.now(timezone.utc)
-    progress("environment")
+    progress("preflight")
     gpus = visible_gpus()
     device = resolve_device(config.device, gpus)
-    env = snapshot(gpus.uuids if device == "cuda" else [], import_torch=device == "cuda")
-    progress("preflight")
     cleared = preflight(config, device, gpus)
     backend, meter = cleared.backend, cleared.meter
     phases: list[Phase] = []
@@ -157,6 +165,8 @@ def _measure(
         progress("load")
         info = backend.load(config, device)
         synchronize(device)
+        progress("environment")  # after load: the CUDA version comes from the engine's torch if it imported one
+        env = snapshot(gpus.uuids if device == "cuda" else [])
         progress("baseline")
         baseline = idle_baseline(config, meter, baseline_cache or PROCESS_CACHE)
         prompt_set = load_prompts(config, config.n, info.vocab_size)
@@ -218,11 +228,12 @@ def _measure(
             notes=[*cold_notes, *cleared.warnings, *info.notes, *prompt_set.notes, *shape_notes],
             placement=placement,
         )
-        return Measured(build_result(observations), samples_to_table(samples, phases, measured_start_s))
+        return Measured(build_result(observations), samples_to_columns(samples, phases, measured_start_s))
     except BaseException as exc:
         first = exc
         raise
     finally:
+        progress("unload")
         clean_up([backend.unload] + ([meter.stop_sampling, meter.close] if meter is not None else []), first=first)
 
 

@@ -45,6 +45,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
+def fsync_dir(directory: Path) -> None:
+    """fsync `directory` itself, so a rename or link replaced in it survives a crash. Raises OSError."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_temp_files(directory: Path) -> list[Path]:
     """Remove the temporary files left in `directory` (not below it) by killed writers; returns them."""
     removed = []

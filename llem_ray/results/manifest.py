@@ -3,9 +3,15 @@
 One `ManifestEntry` per (experiment, cycle), identified by `entry_key(measurement_config_hash,
 cycle)` (STU-11): its status (pending, running, completed, failed), the number of attempts, the
 last error, the path of its result directory, and one `AttemptRecord` per attempt (where it ran,
-when, on which GPUs). `ManifestWriter` rewrites `manifest.json` atomically (temp file, fsync,
-`os.replace`) after every change, so a reader, or a resumed study after a crash at any instant,
-sees either the previous or the next complete manifest, never a torn one.
+when, on which GPUs, seconds per stage).
+
+Storage (issue 13): `ManifestWriter` keeps the manifest in `<study_dir>/manifest.sqlite`
+(results/manifest_sql.py: SQLite, WAL, one fsynced transaction per change, whatever the study's size).
+A kill at any instant leaves the last committed change; a reader (`read_manifest`) sees one committed
+state, never a torn one. `manifest.json` is an export of one snapshot, written by `export()` (the
+results actor does so at a bounded rate while the study runs and at its end: manifest_export.py);
+readers that need the live state use `read_manifest`. A study directory written before the store
+existed (only `manifest.json`) is migrated into a store when it is first loaded; its manifest.json stays.
 
 No Ray here: the results actor owns a `ManifestWriter`; tests use it directly.
 
@@ -13,20 +19,25 @@ Example:
     >>> writer = ManifestWriter.create(Path("study/manifest.json"), StudyManifest(...))
     >>> writer.mark_running(key, AttemptRecord(attempt=1, dispatched_at=now))
     >>> writer.mark_completed(key, "experiments/abc-c1/run_20260101T000000", record)
+    >>> read_manifest(Path("study")).counts()
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llem_ray.results import manifest_sql as sql
 from llem_ray.results.atomic import write_bytes_atomic
+from llem_ray.results.manifest_sql import PlannedRow, store_path, transaction
 
-MANIFEST_SCHEMA_VERSION = "1.0"
+MANIFEST_SCHEMA_VERSION = "1.1"
+"""1.1: attempts record seconds per stage and their measured window (issue 13)."""
 MANIFEST_FILE = "manifest.json"
 
 EntryStatus = Literal["pending", "running", "completed", "failed"]
@@ -63,6 +74,11 @@ class AttemptRecord(_Model):
         default_factory=list, description="Compute processes seen on the GPUs during the measured window."
     )
     error: str | None = None
+    stages_s: dict[str, float] = Field(
+        default_factory=dict, description="Seconds per stage, in the order they ran (cluster/stages.py)."
+    )
+    window_started_at: datetime | None = Field(None, description="Start of the measured window (UTC).")
+    window_ended_at: datetime | None = Field(None, description="End of the measured window (UTC).")
 
 
 class ManifestEntry(_Model):
@@ -82,7 +98,7 @@ class ManifestEntry(_Model):
 
 
 class StudyManifest(_Model):
-    """In-progress checkpoint of a study (distinct from the final `StudyResult`, RES-14)."""
+    """In-progress checkpoint of a study (distinct from the final `StudyResult`, RES-14): a snapshot."""
 
     schema_version: str = MANIFEST_SCHEMA_VERSION
     study_name: str
@@ -112,106 +128,243 @@ def write_json_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-class ManifestWriter:
-    """Owns one `manifest.json`: every `mark_*` updates the model and rewrites the file atomically.
+@dataclass(frozen=True)
+class ManifestHeader:
+    """Which study a manifest belongs to, and how many entries it plans."""
 
-    All `mark_*` methods are idempotent (marking the same attempt twice gives the same manifest),
-    which lets a restarted results actor replay calls safely. Unknown keys raise KeyError.
+    study_name: str
+    study_design_hash: str
+    n_entries: int
+
+
+def has_manifest(study_dir: Path) -> bool:
+    """True if `study_dir` holds a manifest: a store, or a `manifest.json` from before the store."""
+    return store_path(study_dir).is_file() or (Path(study_dir) / MANIFEST_FILE).is_file()
+
+
+def read_manifest(study_dir: Path) -> StudyManifest:
+    """The manifest of `study_dir` as one committed snapshot: from its store (while a study runs too),
+    else from `manifest.json` (a directory from before the store). O(entries): for readers, not writers.
+
+    Raises FileNotFoundError without either, sqlite3.Error or pydantic ValidationError when unreadable.
+    """
+    store = store_path(study_dir)
+    if not store.is_file():
+        return StudyManifest.model_validate_json((Path(study_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    conn = sql.connect(store, readonly=True)
+    try:
+        return StudyManifest.model_validate_json(sql.export_text(conn))
+    finally:
+        conn.close()
+
+
+def export_manifest(study_dir: Path) -> None:
+    """Write `<study_dir>/manifest.json` (atomic) from one snapshot of its store, on a connection of its
+    own (any thread may call it). Raises sqlite3.Error or OSError."""
+    conn = sql.connect(store_path(study_dir), readonly=True)
+    try:
+        text = sql.export_text(conn)
+    finally:
+        conn.close()
+    write_json_atomic(Path(study_dir) / MANIFEST_FILE, text)
+
+
+def _planned(entry: ManifestEntry) -> PlannedRow:
+    return (entry.key, entry.order_index, entry.name, entry.measurement_config_hash, entry.cycle, entry.backend)
+
+
+def _create(store: Path, manifest: StudyManifest) -> None:
+    """Create `store` holding `manifest` whole (its entries' state and history too: a migration)."""
+    meta = {
+        "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+        "study_name": manifest.study_name,
+        "study_design_hash": manifest.study_design_hash,
+        "created_at": manifest.created_at.isoformat(),
+        "updated_at": utc_now().isoformat(),
+    }
+    entries = manifest.entries
+    state = [(e.status, e.attempts, e.error, e.result_path, e.key) for e in entries
+             if e.status != "pending" or e.attempts]
+    attempts = [(e.key, r.attempt, r.status, r.model_dump_json()) for e in entries for r in e.history]
+    sql.create_store(store, meta, [_planned(e) for e in entries], state, attempts)
+
+
+class ManifestWriter:
+    """Owns the manifest store of one study directory (the only writer; see module docstring).
+
+    `path` is the manifest's `manifest.json` (its export); the store lives beside it. Every `mark_*`
+    is one transaction and idempotent (marking the same attempt twice gives the same manifest), which
+    lets a restarted results actor replay calls safely. Unknown keys raise KeyError; storage errors
+    raise sqlite3.Error (the change is then not made).
     """
 
-    def __init__(self, path: Path, manifest: StudyManifest):
+    def __init__(self, path: Path):
         self.path = Path(path)
-        self.manifest = manifest
-        self._entries = manifest.by_key()
+        self.store = store_path(self.path.parent)
+        self._conn = sql.connect(self.store)
 
     @classmethod
     def create(cls, path: Path, manifest: StudyManifest) -> ManifestWriter:
-        """A writer for a new manifest; writes it at once."""
-        writer = cls(path, manifest)
-        writer.write()
-        return writer
+        """A writer for a new manifest holding `manifest`. Raises FileExistsError if a store exists."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _create(store_path(Path(path).parent), manifest)
+        return cls(path)
 
     @classmethod
     def load(cls, path: Path) -> ManifestWriter:
-        """A writer for an existing `manifest.json`. Raises FileNotFoundError or pydantic ValidationError."""
-        text = Path(path).read_text(encoding="utf-8")
-        return cls(path, StudyManifest.model_validate_json(text))
+        """A writer for an existing manifest: its store, or its `manifest.json` migrated into a new
+        store. Raises FileNotFoundError without either, pydantic ValidationError for a bad manifest.json."""
+        path = Path(path)
+        store = store_path(path.parent)
+        if not store.is_file():
+            _create(store, StudyManifest.model_validate_json(path.read_text(encoding="utf-8")))
+        return cls(path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ---- reading --------------------------------------------------------------------------------
+    def header(self) -> ManifestHeader:
+        meta = sql.read_meta(self._conn)
+        (n,) = self._conn.execute("SELECT count(*) FROM entries").fetchone()
+        return ManifestHeader(meta["study_name"], meta["study_design_hash"], n)
+
+    @property
+    def manifest(self) -> StudyManifest:
+        """The whole manifest as one snapshot (O(entries): for tests and readers)."""
+        return StudyManifest.model_validate_json(sql.export_text(self._conn))
+
+    def entry(self, key: str) -> ManifestEntry:
+        """The entry for `key`, with its history (KeyError if unknown)."""
+        text = sql.entry_json(self._conn, key)
+        if text is None:
+            raise KeyError(key)
+        return ManifestEntry.model_validate_json(text)
+
+    def keys_with(self, *statuses: EntryStatus) -> list[str]:
+        """Keys of entries in any of `statuses`, in run order."""
+        marks = ", ".join("?" * len(statuses))
+        query = f"SELECT key FROM entries WHERE status IN ({marks}) ORDER BY order_index"
+        rows = self._conn.execute(query, statuses)
+        return [key for (key,) in rows]
+
+    def attempts_not_completed(self) -> dict[str, int]:
+        """Attempts started so far of every entry not completed, by key."""
+        rows = self._conn.execute("SELECT key, attempts FROM entries WHERE status != 'completed'")
+        return dict(rows.fetchall())
+
+    def completed_among(self, keys: list[str]) -> set[str]:
+        """Those of `keys` whose entry is completed."""
+        done: set[str] = set()
+        for start in range(0, len(keys), 500):  # SQLite limits the parameters of one statement
+            chunk = keys[start:start + 500]
+            query = f"SELECT key FROM entries WHERE status = 'completed' AND key IN ({', '.join('?' * len(chunk))})"
+            done.update(key for (key,) in self._conn.execute(query, chunk))
+        return done
+
+    def rows(self) -> list[tuple[str, int, str, str, EntryStatus, str | None]]:
+        """(key, order_index, name, measurement_config_hash, status, result_path) of every entry, in run order."""
+        query = "SELECT key, order_index, name, measurement_config_hash, status, result_path FROM entries"
+        return self._conn.execute(query + " ORDER BY order_index").fetchall()
+
+    # ---- changing -------------------------------------------------------------------------------
+    def _status(self, key: str) -> EntryStatus:
+        row = self._conn.execute("SELECT status FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return row[0]
+
+    def _touch(self) -> None:
+        self._conn.execute("UPDATE meta SET value = ? WHERE name = 'updated_at'", (utc_now().isoformat(),))
+
+    def _put_attempt(self, key: str, record: AttemptRecord) -> None:
+        values = (key, record.attempt, record.status, record.model_dump_json())
+        self._conn.execute("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?)", values)
+        self._conn.execute("UPDATE entries SET attempts = max(attempts, ?) WHERE key = ?", (record.attempt, key))
+
+    def _set(self, key: str, status: EntryStatus, error: str | None, **result_path: str | None) -> None:
+        column = ", result_path = :result_path" if result_path else ""
+        values = {"key": key, "status": status, "error": error, **result_path}
+        self._conn.execute(f"UPDATE entries SET status = :status, error = :error{column} WHERE key = :key", values)
+        self._touch()
 
     def add_missing(self, entries: list[ManifestEntry]) -> list[str]:
         """Add entries whose key is not present yet (a resume with more cycles); returns their keys."""
-        added = [e.key for e in entries if e.key not in self._entries]
-        for entry in entries:
-            if entry.key in added:
-                self.manifest.entries.append(entry)
-                self._entries[entry.key] = entry
-        if added:
-            self.write()
-        return added
+        return self.add_planned([_planned(e) for e in entries])
 
-    def entry(self, key: str) -> ManifestEntry:
-        """The entry for `key` (KeyError if unknown)."""
-        return self._entries[key]
+    def add_planned(self, rows: Iterable[PlannedRow]) -> list[str]:
+        """Add planned entries (pending) whose key is not present yet; returns their keys, in order."""
+        known = {key for (key,) in self._conn.execute("SELECT key FROM entries")}
+        new = [row for row in rows if row[0] not in known]
+        if new:
+            with transaction(self._conn):
+                columns = ", ".join(sql.ENTRY_COLUMNS)
+                self._conn.executemany(f"INSERT OR IGNORE INTO entries ({columns}) VALUES (?, ?, ?, ?, ?, ?)", new)
+                self._touch()
+        return [row[0] for row in new]
 
-    def _put_attempt(self, entry: ManifestEntry, record: AttemptRecord) -> None:
-        entry.history = [r for r in entry.history if r.attempt != record.attempt] + [record]
-        entry.history.sort(key=lambda r: r.attempt)
-        entry.attempts = max(entry.attempts, record.attempt)
+    def _close_running(self, key: str, error: str | None) -> None:
+        query = "SELECT record FROM attempts WHERE key = ? AND status = 'running'"
+        for (text,) in self._conn.execute(query, (key,)).fetchall():
+            record = AttemptRecord.model_validate_json(text)
+            ended_at = record.ended_at or utc_now()
+            self._put_attempt(key, record.model_copy(update={"status": "failed", "error": error, "ended_at": ended_at}))
 
     def mark_pending(self, key: str, error: str | None = None) -> None:
         """Back to pending (an interrupted attempt); its running record, if any, becomes failed."""
-        entry = self._entries[key]
-        if entry.status == "completed":
-            return
-        for record in entry.history:
-            if record.status == "running":
-                record.status, record.error, record.ended_at = "failed", error, record.ended_at or utc_now()
-        entry.status, entry.error = "pending", error
-        self.write()
+        with transaction(self._conn):
+            if self._status(key) != "completed":
+                self._close_running(key, error)
+                self._set(key, "pending", error)
 
     def reopen(self, key: str, error: str) -> None:
         """A completed entry whose result files are gone goes back to pending (it is measured again);
         its history is kept, the last attempt's error says why."""
-        entry = self._entries[key]
-        entry.status, entry.error, entry.result_path = "pending", error, None
-        self.write()
+        with transaction(self._conn):
+            self._status(key)
+            self._set(key, "pending", error, result_path=None)
 
     def release_running(self, error: str) -> list[str]:
         """On resume: entries still `running` were left by a driver that stopped without saying so
         (SIGKILL, lost head node). Their actors died with that driver, so each goes back to pending
         and its running attempt becomes failed with `error`, ended now: the latest moment it can
-        have run, and earlier than any new attempt. Returns their keys."""
-        keys = [e.key for e in self.manifest.entries if e.status == "running"]
-        for key in keys:
-            self.mark_pending(key, error)
+        have run, and earlier than any new attempt. Returns their keys (one transaction)."""
+        with transaction(self._conn):
+            query = "SELECT key FROM entries WHERE status = 'running' ORDER BY order_index"
+            keys = [k for (k,) in self._conn.execute(query)]
+            for key in keys:
+                self._close_running(key, error)
+                self._set(key, "pending", error)
         return keys
 
     def mark_running(self, key: str, record: AttemptRecord) -> None:
         """Attempt `record.attempt` has been dispatched (a completed entry is left as it is)."""
-        entry = self._entries[key]
-        if entry.status == "completed":
-            return
-        self._put_attempt(entry, record.model_copy(update={"status": "running"}))
-        entry.status = "running"
-        self.write()
+        with transaction(self._conn):
+            if self._status(key) != "completed":
+                self._put_attempt(key, record.model_copy(update={"status": "running"}))
+                self._set(key, "running", None)
 
     def mark_completed(self, key: str, result_path: str, record: AttemptRecord) -> None:
         """The attempt produced a result stored at `result_path` (relative to the study directory)."""
-        entry = self._entries[key]
-        self._put_attempt(entry, record.model_copy(update={"status": "completed", "error": None}))
-        entry.status, entry.error, entry.result_path = "completed", None, result_path
-        self.write()
+        with transaction(self._conn):
+            self._status(key)
+            self._put_attempt(key, record.model_copy(update={"status": "completed", "error": None}))
+            self._set(key, "completed", None, result_path=result_path)
 
     def mark_failed(self, key: str, error: str, record: AttemptRecord) -> None:
         """The attempt failed with `error`; the driver decides whether another attempt follows."""
-        entry = self._entries[key]
-        if entry.status == "completed":
-            return
-        self._put_attempt(entry, record.model_copy(update={"status": "failed", "error": error}))
-        entry.status, entry.error = "failed", error
-        self.write()
+        with transaction(self._conn):
+            if self._status(key) != "completed":
+                self._put_attempt(key, record.model_copy(update={"status": "failed", "error": error}))
+                self._set(key, "failed", error)
 
-    def write(self) -> None:
-        """Rewrite `manifest.json` atomically with the current state."""
-        self.manifest.updated_at = utc_now()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, json.dumps(self.manifest.model_dump(mode="json"), indent=1))
+    def add_stages(self, key: str, attempt: int, stages_s: dict[str, float]) -> None:
+        """Merge `stages_s` (seconds per stage) into attempt `attempt` of `key` (ignored if unknown)."""
+        with transaction(self._conn):
+            self._status(key)
+            query = "SELECT record FROM attempts WHERE key = ? AND attempt = ?"
+            row = self._conn.execute(query, (key, attempt)).fetchone()
+            if row is not None:
+                record = AttemptRecord.model_validate_json(row[0])
+                self._put_attempt(key, record.model_copy(update={"stages_s": {**record.stages_s, **stages_s}}))
+                self._touch()

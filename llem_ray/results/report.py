@@ -1,8 +1,9 @@
 """`llem report STUDY_DIR`: an HTML report of a study, finished or not (RES-13..15, MEAS-07/08).
 
-Reads the study directory the Ray engine writes (`manifest.json`, and each completed entry's
-`result_path`/`result.json` + `timeseries.parquet`); without a manifest, every `result.json`
-below the directory. Writes into `STUDY_DIR/report/` (or `out_dir`):
+Reads the study directory the Ray engine writes (its manifest, from the store while the study runs
+too: `results.manifest.read_manifest`, and each completed entry's `result_path`/`result.json` +
+`timeseries.parquet`); without a manifest, every `result.json` below the directory. Writes into
+`STUDY_DIR/report/` (or `out_dir`):
 
     report.html            one page, no external resources; images by relative link
     batch_scaling.png      J/token and tokens/s vs batch size, 95 % CI bars (offline configurations)
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from llem_ray.errors import ConfigError
 from llem_ray.results import report_plots, report_serving
 from llem_ray.results.aggregate import group_by_config, summary_table, write_summary
-from llem_ray.results.manifest import MANIFEST_FILE, StudyManifest
+from llem_ray.results.manifest import MANIFEST_FILE, has_manifest, read_manifest
 from llem_ray.results.persistence import RESULT_FILE, TIMESERIES_FILE, from_json
 from llem_ray.results.schema import ExperimentResult
 
@@ -72,8 +73,7 @@ def load_study(study_dir: Path) -> StudyData:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise ConfigError(f"{study_dir}: not a directory")
-    manifest_path = study_dir / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if not has_manifest(study_dir):
         files = sorted(study_dir.rglob(RESULT_FILE))
         if not files:
             raise ConfigError(f"{study_dir}: no {MANIFEST_FILE} and no {RESULT_FILE} below it: nothing to report")
@@ -85,7 +85,7 @@ def load_study(study_dir: Path) -> StudyData:
             except (OSError, ValueError) as exc:  # one bad file must not hide the rest of the study
                 data.notes.append(f"{path.relative_to(study_dir)} unreadable: {exc}")
         return data
-    manifest = StudyManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(study_dir)
     data = StudyData(study_dir, manifest.study_name, manifest.study_design_hash, len(manifest.entries))
     for entry in sorted(manifest.entries, key=lambda e: e.order_index):
         if entry.status == "completed" and entry.result_path:

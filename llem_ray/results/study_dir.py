@@ -6,9 +6,10 @@
   message that says who holds it. The kernel drops the lock when its process ends, however it ends
   (SIGKILL included), so a killed driver never leaves a stale lock. Advisory and local: on NFS it
   holds only where the server supports flock (NFSv4).
-- `load_for_resume`: the manifest to continue from; a directory with no manifest (its driver was
-  killed before writing one) holds nothing else and is resumed as a new study in place.
-No Ray here, and nothing here reads the manifest's storage format (ManifestWriter.load does).
+- `load_for_resume`: which study the directory's manifest belongs to (a `manifest.json` from before
+  the manifest store is migrated into one here, under the lock); a directory with no manifest (its
+  driver was killed before writing one) holds nothing else and is resumed as a new study in place.
+No Ray here, and nothing here reads the manifest's storage format (ManifestWriter does).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 
 from llem_ray.errors import StudyError
-from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter, StudyManifest, utc_now
+from llem_ray.results.manifest import MANIFEST_FILE, ManifestHeader, ManifestWriter, has_manifest, utc_now
+from llem_ray.results.manifest_sql import store_path
 from llem_ray.results.persistence import make_unique_dir, sanitise_name
 
 LOCK_FILE = ".llem.lock"
@@ -96,28 +98,33 @@ def _holder(fd: int) -> str:
     return f"pid {info['pid']} on {info.get('host', '?')} since {info.get('since', '?')}: {info.get('command', '')}"
 
 
-def load_for_resume(study_dir: Path, study_design_hash: str) -> StudyManifest | None:
-    """The manifest of `study_dir` to resume, or None when the directory holds no manifest and
-    nothing else (a driver killed before it wrote one): the study then starts afresh there.
+def load_for_resume(study_dir: Path, study_design_hash: str) -> ManifestHeader | None:
+    """The header of the manifest of `study_dir` to resume, or None when the directory holds no manifest
+    and nothing else (a driver killed before it wrote one): the study then starts afresh there. A
+    directory with only a `manifest.json` (written before the manifest store) is migrated into a store.
 
     Call it holding the directory's StudyLock. Raises StudyError when the directory holds other files
     but no manifest, when the manifest cannot be read, or belongs to another study (design hash).
     """
-    path = study_dir / MANIFEST_FILE
-    if not path.is_file():
+    if not has_manifest(study_dir):
         others = sorted(p.name for p in study_dir.iterdir() if not p.name.startswith("."))
         if others:
             raise StudyError(
                 f"{study_dir} is not a study directory (no {MANIFEST_FILE}; it holds {', '.join(others[:5])})"
             )
         return None
+    path = store_path(study_dir) if store_path(study_dir).is_file() else study_dir / MANIFEST_FILE
     try:
-        manifest = ManifestWriter.load(path).manifest
+        writer = ManifestWriter.load(study_dir / MANIFEST_FILE)
+        try:
+            header = writer.header()
+        finally:
+            writer.close()
     except Exception as exc:  # any unreadable manifest: say which file and why, never a traceback
         raise StudyError(f"{path} cannot be read: {' '.join(str(exc).split())[:300]}") from exc
-    if manifest.study_design_hash != study_design_hash:
+    if header.study_design_hash != study_design_hash:
         raise StudyError(
-            f"{study_dir} holds study {manifest.study_design_hash}, but this config is study "
+            f"{study_dir} holds study {header.study_design_hash}, but this config is study "
             f"{study_design_hash}: resume with the same experiments"
         )
-    return manifest
+    return header

@@ -11,17 +11,24 @@ No Ray here: the results actor calls these functions; tests call them directly.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic
 from llem_ray.results.schema import ExperimentResult, Percentiles
 from llem_ray.results.serving_columns import SERVING_TABLE_FIELDS, serving_columns
 
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
+COMPACT_PATTERN = re.compile(r"^compact-t(\d+)-v\d{6}-\d+\.parquet$")
+"""Name of a compacted file (results/study_table.py): tier, version that wrote it, index."""
 _UTC_US = pa.timestamp("us", tz="UTC")
 _STRINGS = pa.list_(pa.string())
 
@@ -152,7 +159,15 @@ def _write_table_atomic(table: pa.Table, path: Path) -> None:
 
 def part_path(dataset_dir: Path, key: str) -> Path:
     """Where the part file of entry `key` lives (one file per key, so a rewrite replaces it)."""
-    return Path(dataset_dir) / f"part-{key}.parquet"
+    return Path(dataset_dir) / f"{PART_PREFIX}{key}{PART_SUFFIX}"
+
+
+def part_key(path: Path) -> str | None:
+    """The key whose part file `path` is, or None if it is no part file (temporary files included)."""
+    name = Path(path).name
+    if name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX) and len(name) > len(PART_PREFIX + PART_SUFFIX):
+        return name[len(PART_PREFIX):-len(PART_SUFFIX)]
+    return None
 
 
 def write_part(dataset_dir: Path, row: dict[str, Any]) -> Path:
@@ -173,15 +188,80 @@ def read_part(dataset_dir: Path, key: str) -> pa.Table:
     return table
 
 
-def consolidate(dataset_dir: Path, out_path: Path, keys: Iterable[str]) -> pa.Table:
-    """Merge the part files of `keys` into `out_path` (atomic), sorted by run order; returns the table.
+@dataclass
+class TableScan:
+    """What one version of the table holds: the keys of each readable file, and the files that cannot
+    be read (path -> why)."""
 
-    Parts of keys not listed (stale from an earlier, larger study) are ignored. A listed key whose
-    part is missing or unreadable raises as `read_part` does: a completed entry must have its row
-    (results/repair.py rebuilds it from its result.json).
-    """
-    tables = [read_part(dataset_dir, k) for k in keys]
+    keys_of: dict[Path, list[str]] = field(default_factory=dict)
+    bad: dict[Path, str] = field(default_factory=dict)
+
+    def counts(self) -> Counter[str]:
+        """How many rows each key has."""
+        return Counter(key for keys in self.keys_of.values() for key in keys)
+
+
+def read_keys(path: Path) -> list[str]:
+    """The `key` column of one table file. Raises OSError or ValueError (pyarrow's ArrowInvalid) when
+    the file cannot be read, and ValueError for a part file that does not hold exactly its own row."""
+    keys = pq.read_table(path, columns=["key"]).column("key").to_pylist()
+    own = part_key(path)
+    if own is not None and keys != [own]:
+        raise ValueError(f"{path.name} does not hold exactly the row of {own}")
+    return keys
+
+
+def table_files(directory: Path) -> list[Path]:
+    """The part and compacted files of one version (regular files, sorted by name)."""
+    return sorted(
+        p for p in Path(directory).iterdir()
+        if p.is_file() and (part_key(p) is not None or COMPACT_PATTERN.match(p.name))
+    )
+
+
+def scan(directory: Path) -> TableScan:
+    """Read the keys of every file of the version at `directory` (the `table` link or a plain directory)."""
+    out = TableScan()
+    for path in table_files(directory):
+        try:
+            keys = read_keys(path)
+        except (OSError, ValueError) as exc:  # truncated, not Parquet, or the wrong row: repaired by the caller
+            out.bad[path] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            continue
+        out.keys_of[path] = keys
+    return out
+
+
+def read_rows(directory: Path, keys: Iterable[str]) -> pa.Table:
+    """The rows of `keys`, one each, sorted by run order (`order_index`), from the version at
+    `directory`. Raises ValueError when a key has no row or more than one, or a file holding one of
+    them cannot be read (the caller repairs, then reads again)."""
+    wanted = set(keys)
+    found = scan(directory)
+    counts = found.counts()
+    missing = [k for k in wanted if k not in counts]
+    if missing:
+        bad = "; ".join(f"{p.name}: {why}" for p, why in found.bad.items())
+        raise ValueError(f"{len(missing)} completed entries have no row in the table (e.g. {min(missing)})"
+                         + (f"; unreadable: {bad}" if bad else ""))
+    twice = [k for k in wanted if counts[k] > 1]
+    if twice:
+        raise ValueError(f"{len(twice)} entries have more than one row (e.g. {min(twice)})")
+    files = [p for p, held in found.keys_of.items() if not wanted.isdisjoint(held)]
+    tables = [pq.read_table(p, schema=STUDY_TABLE_SCHEMA) for p in files]
     table = pa.concat_tables(tables) if tables else STUDY_TABLE_SCHEMA.empty_table()
-    table = table.sort_by([("order_index", "ascending")])
+    mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(wanted), type=pa.string()))
+    return table.filter(mask).sort_by([("order_index", "ascending")])
+
+
+def consolidate(dataset_dir: Path, out_path: Path, keys: Iterable[str]) -> pa.Table:
+    """Write the rows of `keys` from the table at `dataset_dir` to `out_path` (atomic), sorted by run
+    order; returns the table.
+
+    Rows of keys not listed (an entry not completed, stale from an earlier, larger study) are left out.
+    A listed key without exactly one readable row raises ValueError (`read_rows`): a completed entry
+    must have its row (results/repair.py rebuilds it from its result.json).
+    """
+    table = read_rows(dataset_dir, keys)
     _write_table_atomic(table, Path(out_path))
     return table

@@ -4,6 +4,8 @@ Columns: `t_s` (Unix time, s), `elapsed_s` (s since the measured window began; n
 it), `device_uuid`, `phase` (warmup, thermal_floor, measured, prefill, or other between phases),
 `power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mib` (MiB),
 `sm_clock_mhz` (MHz), `throttle_reasons` (comma-separated clock-event reasons, '' when none).
+An experiment's process builds them as plain columns (timeseries_columns.py, no pyarrow); the results
+actor and `llem run` turn them into this schema's table.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from llem_ray.energy.protocol import PowerSample
+from llem_ray.results.timeseries_columns import Columns, Phase, samples_to_columns
 
 TIMESERIES_SCHEMA = pa.schema(
     [
@@ -28,28 +31,14 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("throttle_reasons", pa.string(), nullable=False),
     ]
 )
-
-Phase = tuple[str, float, float]
-"""(name, start Unix time s, end Unix time s)."""
+"""The Arrow types of timeseries_columns.COLUMN_NAMES, in that order."""
 
 
-def phase_of(t_s: float, phases: Sequence[Phase]) -> str:
-    """Name of the phase whose [start, end] holds `t_s`, else 'other'."""
-    return next((name for name, start, end in phases if start <= t_s <= end), "other")
+def columns_to_table(columns: Columns) -> pa.Table:
+    """The Arrow table (TIMESERIES_SCHEMA) of `columns`. Raises pyarrow errors for columns of the wrong type."""
+    return pa.Table.from_pydict(columns, schema=TIMESERIES_SCHEMA)
 
 
 def samples_to_table(samples: Sequence[PowerSample], phases: Sequence[Phase], window_start_s: float) -> pa.Table:
     """Arrow table (TIMESERIES_SCHEMA) of `samples`, each tagged with its phase."""
-    columns: dict[str, list] = {f.name: [] for f in TIMESERIES_SCHEMA}
-    for s in samples:
-        columns["t_s"].append(s.t_s)
-        columns["elapsed_s"].append(s.t_s - window_start_s)
-        columns["device_uuid"].append(s.device_uuid)
-        columns["phase"].append(phase_of(s.t_s, phases))
-        columns["power_w"].append(s.power_w)
-        columns["temperature_c"].append(s.temperature_c)
-        columns["utilization_pct"].append(s.utilization_pct)
-        columns["memory_used_mib"].append(s.memory_used_mib)
-        columns["sm_clock_mhz"].append(s.sm_clock_mhz)
-        columns["throttle_reasons"].append(",".join(s.throttle_reasons))
-    return pa.Table.from_pydict(columns, schema=TIMESERIES_SCHEMA)
+    return columns_to_table(samples_to_columns(samples, phases, window_start_s))

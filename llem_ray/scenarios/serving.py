@@ -41,7 +41,7 @@ from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.steady_state import WindowEnergy, validity_warnings, window_energy_j
 from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import Placement
-from llem_ray.results.timeseries import Phase, samples_to_table
+from llem_ray.results.timeseries_columns import Phase, samples_to_columns
 from llem_ray.scenarios.arrivals import arrival_schedule
 from llem_ray.scenarios.loadgen import ConcurrencyPlan, LoadTrace, RatePlan, run_batch, run_load
 from llem_ray.scenarios.serving_metrics import Window, serving_result, steady_window
@@ -181,7 +181,7 @@ def run_serving(
         )
         result = build_result(observations).model_copy(update={"scenario": "serving", "serving": figures})
         measured_start_s = next(start for name, start, _ in phases if name == "measured")
-        return Measured(result, samples_to_table(samples, phases, measured_start_s))
+        return Measured(result, samples_to_columns(samples, phases, measured_start_s))
     except BaseException as exc:
         first = exc
         raise

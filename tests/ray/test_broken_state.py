@@ -31,7 +31,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_2gpu():
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -33,7 +33,8 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     placement = Placement(node_id="n1", gpu_uuids=["GPU-fake-0"], cycle=2, attempt=1)
     measured = run(ExperimentConfig(**QUICK), placement=placement, on_progress=stages.append)
     r = measured.result
-    assert stages == ["environment", "preflight", "load", "baseline", "warmup", "thermal_floor", "measure", "prefill", "metrics"]
+    assert stages == ["preflight", "load", "environment", "baseline", "warmup", "thermal_floor", "measure", "prefill",
+                      "metrics", "unload"]
     assert r.energy_meter == "fake" and r.placement == placement
     # the energy window encloses the timed generate call, by however much a busy host delays it
     assert r.energy_total_j >= FAKE_POWER_W * r.duration_s

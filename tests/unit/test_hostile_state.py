@@ -329,11 +329,12 @@ def test_bad_or_missing_parts_are_rebuilt_from_result_json(tmp_path):
     part_path(table_dir, "cfg0-c2").unlink()
     (tmp_path / entries[2].result_path / "result.json").unlink()  # c3's part is intact: nothing to do
 
-    repair = repair_parts(tmp_path, table_dir, entries)
+    keys, entry_of = [e.key for e in entries], {e.key: e for e in entries}.__getitem__
+    repair = repair_parts(tmp_path, table_dir, keys, entry_of)
     assert repair.rebuilt == ["cfg0-c1", "cfg0-c2"] and repair.lost == {}
     assert read_part(table_dir, "cfg0-c1").equals(original)
 
     part_path(table_dir, "cfg0-c3").unlink()
-    repair = repair_parts(tmp_path, table_dir, entries)
+    repair = repair_parts(tmp_path, table_dir, keys, entry_of)
     assert repair.rebuilt == [] and list(repair.lost) == ["cfg0-c3"]
     assert pq.read_table(part_path(table_dir, "cfg0-c2")).num_rows == 1

@@ -1,6 +1,8 @@
 """Result files: JSON round trip, Parquet schema, CSV, collisions, path safety (INF-20)."""
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
@@ -18,6 +20,7 @@ from llem_ray.results.persistence import (
 )
 from llem_ray.results.schema import SCHEMA_VERSION, EnvironmentSnapshot, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA, samples_to_table
+from llem_ray.results.timeseries_columns import COLUMN_NAMES
 
 
 def _result(name="exp"):
@@ -115,3 +118,17 @@ def test_make_unique_dir_appends_a_counter_and_stays_inside(tmp_path):
     assert make_unique_dir(tmp_path / "new", "run", 2) is None
     with pytest.raises(ValueError, match="outside"):
         make_unique_dir(tmp_path, "../escape", 1)
+
+
+def test_the_plain_columns_an_experiment_builds_are_the_schema_s_columns():
+    assert tuple(TIMESERIES_SCHEMA.names) == COLUMN_NAMES
+
+
+def test_an_experiment_s_process_imports_no_pyarrow():
+    """The modules an experiment's fresh process imports leave pyarrow (and the pandas it pulls in) out."""
+    code = (
+        "import sys, llem_ray.cluster.worker, llem_ray.measure.experiment;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'pandas'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,7 @@ from llem_ray.results.manifest import (
     ManifestEntry,
     ManifestWriter,
     StudyManifest,
+    export_manifest,
     utc_now,
 )
 from llem_ray.results.persistence import save_experiment
@@ -84,6 +85,7 @@ def build_study(root: Path, plan: list[dict], name: str = "toy") -> Path:
             writer.mark_failed(entry.key, p.get("error", "boom"), record)
         elif p["status"] == "running":
             writer.mark_running(entry.key, record)
+    export_manifest(study)  # what the results actor writes at the end of a study
     return study
 
 

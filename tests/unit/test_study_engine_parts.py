@@ -24,7 +24,15 @@ from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.study import ExecutionConfig, StudyConfig
 from llem_ray.energy.protocol import EnergyWindow
 from llem_ray.errors import ConfigError
-from llem_ray.results.manifest import AttemptRecord, ManifestWriter, StudyManifest, entry_key, utc_now
+from llem_ray.results.manifest import (
+    AttemptRecord,
+    ManifestWriter,
+    StudyManifest,
+    entry_key,
+    export_manifest,
+    read_manifest,
+    utc_now,
+)
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, consolidate, write_part
 from llem_ray.runner import parse_at
 
@@ -40,7 +48,7 @@ def _writer(tmp_path: Path, n: int = 2) -> tuple[ManifestWriter, list[str]]:
     return ManifestWriter.create(tmp_path / "manifest.json", manifest), [i.key for i in items]
 
 
-def test_manifest_tracks_attempts_and_rewrites_atomically(tmp_path):
+def test_manifest_tracks_attempts_in_its_store(tmp_path):
     writer, (a, b) = _writer(tmp_path)
     first = AttemptRecord(attempt=1, dispatched_at=utc_now())
     writer.mark_running(a, first)
@@ -56,7 +64,11 @@ def test_manifest_tracks_attempts_and_rewrites_atomically(tmp_path):
     assert (entry.status, entry.attempts, entry.result_path, entry.error) == ("completed", 2, "experiments/x", None)
     assert [(r.attempt, r.status, r.error) for r in entry.history] == [(1, "failed", "boom"), (2, "completed", None)]
     assert loaded.counts() == {"pending": 1, "running": 0, "completed": 1, "failed": 0}
-    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"], "a temp file was left behind"
+    assert writer.keys_with("completed") == [a] and writer.keys_with("pending") == [b]
+    assert not (tmp_path / "manifest.json").exists(), "manifest.json is an export: written by export() only"
+    export_manifest(tmp_path)
+    assert read_manifest(tmp_path) == StudyManifest.model_validate_json((tmp_path / "manifest.json").read_text())
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
 
 
 def test_mark_pending_closes_the_running_attempt_and_add_missing_only_adds(tmp_path):
