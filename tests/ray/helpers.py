@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.study import ExecutionConfig, StudyConfig
 from llem_ray.results.manifest import MANIFEST_FILE, AttemptRecord, StudyManifest
+from tests import fakes  # noqa: F401  (registers backend 'fake' here too: the driver validates `backend: fake`)
 
 PLUGINS = {"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}
-"""Job runtime_env that registers the fake backend ('pytorch') and meter in every worker."""
+"""Job runtime_env that registers the fake backend ('fake') and meter in every worker."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def fake_experiment(seed: int, duration_s: float = 0.2, **passthrough: Any) -> ExperimentConfig:
     """A fast fake experiment: no warm-up, no baseline, no prefill loop; distinct per `seed`."""
     return ExperimentConfig(
+        backend="fake",
         model="llem/tiny-llama",
         dataset="synthetic",
         n=1,

@@ -1,24 +1,32 @@
 """Fixtures of the unit tests: the registries start every test with the real backends and meters.
 
-`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they are removed
-before and after each test, and the `fakes` fixture installs them for the tests that want them.
+`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they, and any backend a
+test registered, are removed before and after each test, and the `fakes` fixture installs the
+doubles for the tests that want them.
 """
 
 import pytest
 
+from llem_ray.backends import registry as backend_registry
 from tests import fakes as fake_doubles
+
+
+def _forget_doubles() -> None:
+    fake_doubles.unregister_all()
+    for name in backend_registry.BACKENDS.registered_names():
+        backend_registry.unregister(name)
 
 
 @pytest.fixture(autouse=True)
 def _real_registries():
-    fake_doubles.unregister_all()
+    _forget_doubles()
     yield
-    fake_doubles.unregister_all()
+    _forget_doubles()
 
 
 @pytest.fixture
 def fakes():
-    """FakeBackend as 'pytorch' and FakeMeter as 'fake' (picked by energy.backend: auto)."""
+    """FakeBackend as backend 'fake' and FakeMeter as meter 'fake' (picked by energy.backend: auto)."""
     fake_doubles.register_all()
     return fake_doubles
 
