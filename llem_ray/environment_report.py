@@ -61,7 +61,8 @@ def render(verbose: bool = False) -> str:
         versions = [_version(d) for d in spec.modules]
         ok = all(versions)
         hint = f"pip install -e '.[{spec.install_extra}]'" if spec.install_extra else f"needs {', '.join(spec.modules)}"
-        detail = ", ".join(f"{d} {v}" for d, v in zip(spec.modules, versions) if v) if ok else hint
+        found = ", ".join(f"{d} {v}" for d, v in zip(spec.modules, versions) if v) or "needs no other package"
+        detail = found if ok else hint
         backend_rows.append([spec.name, "installed" if ok else "missing", detail])
     out.append(format_table(["backend", "status", "version / how to install"], backend_rows))
     out += ["", "Energy meters (auto order: zeus, nvml, codecarbon):"]

@@ -5,9 +5,8 @@ baseline, energy, dataset and resources, and one optional section per backend. T
 from the backend registry (`backends/registry.py`): `backend:` must name a registered one, the
 built-in sections are declared fields, and the section of a plugin backend is validated by its own
 model under its own name. Unknown fields are errors everywhere, so a typo is an error that names
-the field. Values are taken as typed (strict: `true`
-is not 1, `"4"` is not 4), every float must be finite, and counts, durations and seeds have the upper
-bounds of `limits.py`.
+the field. Values are taken as typed (strict: `true` is not 1, `"4"` is not 4), every float must be
+finite, and counts, durations and seeds have the upper bounds of `limits.py`.
 """
 
 from __future__ import annotations
