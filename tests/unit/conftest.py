@@ -1,13 +1,15 @@
 """Fixtures of the unit tests: the registries start every test with the real backends and meters.
 
-`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they, and any backend a
-test registered, are removed before and after each test, and the `fakes` fixture installs the
-doubles for the tests that want them.
+`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they, and any backend or
+meter a test or a plugin registered in this process (config validation loads `LLEM_PLUGINS`, so a
+test that sets it registers its plugin here too), are removed before and after each test, and the
+`fakes` fixture installs the doubles for the tests that want them.
 """
 
 import pytest
 
 from llem_ray.backends import registry as backend_registry
+from llem_ray.energy import registry as meter_registry
 from tests import fakes as fake_doubles
 
 
@@ -15,6 +17,8 @@ def _forget_doubles() -> None:
     fake_doubles.unregister_all()
     for name in backend_registry.BACKENDS.registered_names():
         backend_registry.unregister(name)
+    for name in meter_registry.registered_names():
+        meter_registry.unregister(name)
 
 
 @pytest.fixture(autouse=True)
