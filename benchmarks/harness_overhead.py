@@ -13,7 +13,7 @@ Both arms are warmed at the window's full shape first (compilation never lands i
 
 `--backend vllm`: a fresh vLLM engine per arm (default Llama-3.1-8B shape, random weights, bf16,
 `--max-num-seqs 128`, 1,024 prompts × 128 in / 256 out), the same token ids and the same engine
-arguments (`backends.vllm.engine_kwargs`, so the bare engine also keeps vLLM's per-request stats):
+arguments (`backends.vllm.backend.engine_kwargs`, so the bare engine also keeps vLLM's per-request stats):
 - bare: `vllm.LLM(**kwargs).generate(...)`, the NVML energy counter read around it (the device layer only);
 - bare_default_stats (optional arm): the same without `disable_log_stats=False`, i.e. vLLM's own
   default, which shows what llem's per-request timing costs the engine;
@@ -118,7 +118,7 @@ def llem_window(backend, prompts, new_tokens: int, device: str, meter: NVMLMeter
 def run_pytorch(args: argparse.Namespace) -> dict:
     import torch
 
-    from llem_ray.backends.pytorch import PyTorchBackend
+    from llem_ray.backends.pytorch.backend import PyTorchBackend
 
     tiny = args.tiny
     model_name, precision = ("llem/tiny-llama", "fp32") if tiny else (args.model or "llem/llama-3.2-1b", args.precision)
@@ -193,7 +193,13 @@ def bare_vllm_arm(vllm, config: ExperimentConfig, inputs: list[dict], repeats: i
                   uuid) -> list[tuple[float, float]]:
     """(tok/s, J/token) of `repeats` workloads on a fresh bare `vllm.LLM`; the engine is shut down after."""
     from llem_ray.backends.engine_common import ModelSource
-    from llem_ray.backends.vllm import child_processes, engine_kwargs, sampling_kwargs, shutdown_engine, started_since
+    from llem_ray.backends.vllm.backend import (
+        child_processes,
+        engine_kwargs,
+        sampling_kwargs,
+        shutdown_engine,
+        started_since,
+    )
 
     kwargs = engine_kwargs(config, ModelSource.prepare(config), "cuda")
     if default_stats:
@@ -220,7 +226,7 @@ def bare_vllm_arm(vllm, config: ExperimentConfig, inputs: list[dict], repeats: i
 
 def llem_vllm_arm(config: ExperimentConfig, prompts, repeats: int) -> list[tuple[float, float]]:
     """(tok/s, J/token) of `repeats` measured windows of a fresh `VLLMBackend`; unloaded after."""
-    from llem_ray.backends.vllm import VLLMBackend
+    from llem_ray.backends.vllm.backend import VLLMBackend
 
     backend = VLLMBackend()
     backend.load(config, "cuda")

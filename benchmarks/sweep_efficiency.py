@@ -46,6 +46,7 @@ from llem_ray.results.manifest import read_manifest  # noqa: E402
 def study(n: int, duration_s: float, output_dir: Path) -> StudyConfig:
     """`n` distinct fake experiments (random_seed varies) of `duration_s` each, no gaps."""
     base = {
+        "backend": "fake",
         "model": "llem/tiny-llama",
         "dataset": "synthetic",
         "n": 1,

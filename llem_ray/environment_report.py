@@ -11,15 +11,14 @@ import platform
 from pathlib import Path
 
 from llem_ray import device
-from llem_ray.config.ssot import BACKENDS
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config.user import load_user_config, runner_for, user_config_path
 from llem_ray.device import DeviceError, DeviceUnavailable
 from llem_ray.display import format_table
 from llem_ray.errors import ConfigError
 
-_BACKENDS = {"pytorch": ("torch", "transformers"), "vllm": ("vllm",), "tensorrt": ("tensorrt_llm",)}
 _METERS = {"nvml": "nvidia-ml-py", "zeus": "zeus", "codecarbon": "codecarbon"}
-_EXTRAS = {"pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt", "zeus": "zeus", "codecarbon": "codecarbon"}
+_METER_EXTRAS = {"zeus": "zeus", "codecarbon": "codecarbon"}
 
 
 def _version(dist: str) -> str | None:
@@ -52,14 +51,16 @@ def render(verbose: bool = False) -> str:
             else f"  none: {why}. Experiments run on the CPU (energy fields are null)."]
     out += ["", "Inference backends:"]
     backend_rows = []
-    for name, dists in _BACKENDS.items():
-        versions = [_version(d) for d in dists]
+    for spec in backend_registry.specs():
+        versions = [_version(d) for d in spec.modules]
         ok = all(versions)
-        detail = ", ".join(f"{d} {v}" for d, v in zip(dists, versions) if v) if ok else f"pip install -e '.[{_EXTRAS[name]}]'"
-        backend_rows.append([name, "installed" if ok else "missing", detail])
+        hint = f"pip install -e '.[{spec.install_extra}]'" if spec.install_extra else f"needs {', '.join(spec.modules)}"
+        found = ", ".join(f"{d} {v}" for d, v in zip(spec.modules, versions) if v) or "needs no other package"
+        detail = found if ok else hint
+        backend_rows.append([spec.name, "installed" if ok else "missing", detail])
     out.append(format_table(["backend", "status", "version / how to install"], backend_rows))
     out += ["", "Energy meters (auto order: zeus, nvml, codecarbon):"]
-    meter_rows = [[m, "installed" if _version(d) else "missing", _version(d) or f"pip install -e '.[{_EXTRAS.get(m, m)}]'"]
+    meter_rows = [[m, "installed" if _version(d) else "missing", _version(d) or f"pip install -e '.[{_METER_EXTRAS.get(m, m)}]'"]
                   for m, d in _METERS.items()]
     out.append(format_table(["meter", "status", "version / how to install"], meter_rows))
     config_path = user_config_path()
@@ -67,7 +68,7 @@ def render(verbose: bool = False) -> str:
             f"User config: {config_path} ({'present' if config_path.exists() else 'absent: defaults apply'})"]
     try:
         user = load_user_config()
-        runners = {b: runner_for(b, user) for b in BACKENDS}
+        runners = {b: runner_for(b, user) for b in backend_registry.names()}
     except ConfigError as exc:
         out.append(f"  runs will refuse this configuration: {exc}")
     else:

@@ -1,6 +1,6 @@
 """Load plugin modules named in `LLEM_PLUGINS` (comma-separated import paths), once per process.
 
-A plugin module registers backends or energy meters on import (`backends.registry.register`,
+A plugin module registers backends or energy meters on import (`backends.registry.register(spec)`,
 `energy.registry.register`). This is how test doubles reach Ray worker processes: the driver passes
 `LLEM_PLUGINS` in the actors' environment and every registry lookup loads the plugins first.
 Raises ImportError naming the module if a plugin cannot be imported.

@@ -1,8 +1,10 @@
 """Deterministic test doubles: `FakeBackend` and `FakeMeter`, registered on import.
 
 Use in any process with `LLEM_PLUGINS=tests.fakes` (Ray workers included): importing this module
-registers `FakeBackend` as backend 'pytorch' and `FakeMeter` as energy meter 'fake' (which
-`energy.backend: auto` picks before the built-ins). `unregister_all()` restores the real ones.
+registers `FakeBackend` as backend 'fake' (`backend: fake`, its section `fake:` holds `batch_size`;
+it batches statically, like PyTorch) and `FakeMeter` as energy meter 'fake' (which
+`energy.backend: auto` picks before the built-ins). `unregister_all()` removes both.
+`backend_spec(name, factory)` is the fake's spec under another name, for one-off doubles.
 
 FakeBackend reads `passthrough_kwargs`:
 - `fake_duration_s` (default 0.05): seconds each `generate` call sleeps (prefill: a tenth of it);
@@ -21,11 +23,17 @@ FAKE_POWER_W x its wall time; samples are synthesised at the requested rate on `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
+
+from pydantic import Field
 
 from llem_ray.backends import registry as backend_registry
-from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
+from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, ModelInfo, Prompt, RequestTiming
+from llem_ray.backends.spec import BackendSpec, Section
+from llem_ray.config.ssot import DECODING_MODES, PRECISIONS
 from llem_ray.energy import registry as meter_registry
 from llem_ray.energy.protocol import EnergyWindow, PowerSample, refuse_open
 
@@ -50,7 +58,7 @@ def _process_report() -> str:
 class FakeBackend:
     """A backend that sleeps instead of computing (see module docstring)."""
 
-    name = "pytorch"
+    name = "fake"
 
     def __init__(self) -> None:
         self._kwargs: dict = {}
@@ -143,15 +151,37 @@ class FakeMeter:
         self.closed = True
 
 
+class FakeConfig(Section):
+    """The `fake:` section: requests per `generate` batch."""
+
+    batch_size: int | None = Field(None, ge=1, description="Prompts per batch (default 1).")
+
+
+FAKE_SPEC = BackendSpec(
+    name="fake",
+    section=FakeConfig,
+    factory=FakeBackend,
+    precisions=PRECISIONS,
+    decoding_modes=DECODING_MODES,
+    static_batching=True,
+    batch_size_field="batch_size",
+)
+
+
+def backend_spec(name: str, factory: Callable[[], InferenceBackend]) -> BackendSpec:
+    """The fake's spec as backend `name` built by `factory` (register it, then `backend: <name>`)."""
+    return dataclasses.replace(FAKE_SPEC, name=name, factory=factory)
+
+
 def register_all() -> None:
-    """Register FakeBackend as 'pytorch' and FakeMeter as 'fake'."""
-    backend_registry.register("pytorch", FakeBackend)
+    """Register FakeBackend as backend 'fake' and FakeMeter as meter 'fake'."""
+    backend_registry.register(FAKE_SPEC)
     meter_registry.register("fake", FakeMeter)
 
 
 def unregister_all() -> None:
-    """Remove both fakes: the real 'pytorch' backend and the built-in meters come back."""
-    backend_registry.unregister("pytorch")
+    """Remove both fakes (the built-in meters are picked by `auto` again)."""
+    backend_registry.unregister("fake")
     meter_registry.unregister("fake")
 
 

@@ -1,13 +1,14 @@
 """Engine-argument coverage of the backend sections (PARAM-04): what an installed engine accepts that
 the `vllm:` / `tensorrt:` section does not expose, and which section fields the engine no longer knows.
 
-The engine's argument list is read by introspection, so a new engine release is audited without
-editing a list here: vLLM's `EngineArgs` dataclass (every `vllm.LLM` keyword ends up there); for
+Each backend's spec names its engine module and the module that maps its section to engine arguments
+(`backends/<name>/arguments.py`). The engine's argument list is read by introspection, so a new engine
+release is audited without editing a list: vLLM's `EngineArgs` dataclass (every `vllm.LLM` keyword ends up there); for
 TensorRT-LLM the argument model of the runtime (`llmapi.TorchLlmArgs`, or `llmapi.TrtLlmArgs` for
 the engine runtime), falling back to the signature of `LLM.__init__`.
 
 Arguments are classified as
-- covered: some section field maps to it (`tensorrt.ENGINE_ARG_OF_FIELD` for renamed ones);
+- covered: some section field maps to it (`backends.tensorrt.backend.ENGINE_ARG_OF_FIELD` for renamed ones);
 - set by the backend: derived from the experiment (model, dtype, TP size, ...);
 - uncovered: reachable only through `passthrough_kwargs`;
 and section fields whose argument the installed engine lacks are `stale` (renamed or removed
@@ -26,9 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from llem_ray.config.backends import TRT_ENGINE_ONLY_FIELDS, TRT_PYTORCH_ONLY_FIELDS, TensorRTConfig, VLLMConfig
-
-ENGINE_MODULES: dict[str, str] = {"vllm": "vllm", "tensorrt": "tensorrt_llm"}
+from llem_ray.backends import registry
 
 
 @dataclass(frozen=True)
@@ -71,26 +70,9 @@ def argument_names(spec: Any) -> set[str]:
     return {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def _engine_arguments(backend: str, module: Any, runtime: str) -> set[str]:
-    if backend == "vllm":
-        return argument_names(module.EngineArgs)
-    llmapi = getattr(module, "llmapi", None)
-    model = getattr(llmapi, "TrtLlmArgs" if runtime == "engine" else "TorchLlmArgs", None)
-    return argument_names(model if model is not None else module.LLM.__init__)
-
-
-def _section_mapping(backend: str, runtime: str) -> tuple[dict[str, str], tuple[str, ...]]:
-    """({section field: engine argument}, backend-set arguments) for `backend` on `runtime`."""
-    if backend == "vllm":
-        from llem_ray.backends.vllm import SET_BY_BACKEND
-
-        return {f: f for f in VLLMConfig.model_fields}, SET_BY_BACKEND
-    from llem_ray.backends.tensorrt import ENGINE_ARG_OF_FIELD, ENGINE_RUNTIME_ARG_OF_FIELD, SET_BY_BACKEND
-
-    renamed = ENGINE_RUNTIME_ARG_OF_FIELD if runtime == "engine" else ENGINE_ARG_OF_FIELD
-    other_runtime = TRT_PYTORCH_ONLY_FIELDS if runtime == "engine" else TRT_ENGINE_ONLY_FIELDS
-    mapping = {f: renamed.get(f, f) for f in TensorRTConfig.model_fields if f not in other_runtime}
-    return {f: arg for f, arg in mapping.items() if arg is not None}, SET_BY_BACKEND
+def covered_backends() -> list[str]:
+    """Backends whose spec names an engine and its argument mapping, in registry order."""
+    return [s.name for s in registry.specs() if s.engine_module and s.engine_arguments]
 
 
 def coverage(backend: str, module: Any = None, runtime: str = "pytorch") -> Coverage:
@@ -99,11 +81,13 @@ def coverage(backend: str, module: Any = None, runtime: str = "pytorch") -> Cove
     `runtime` picks TensorRT-LLM's argument model ('pytorch' or 'engine'; ignored for vLLM).
     Raises KeyError for an unknown backend and ImportError when the engine is not installed.
     """
-    if backend not in ENGINE_MODULES:
-        raise KeyError(f"no engine-argument coverage for backend '{backend}' (known: {', '.join(ENGINE_MODULES)})")
-    module = module if module is not None else importlib.import_module(ENGINE_MODULES[backend])
-    engine_args = _engine_arguments(backend, module, runtime)
-    mapping, set_by_backend = _section_mapping(backend, runtime)
+    spec = registry.find(backend)
+    if spec is None or spec.engine_module is None or spec.engine_arguments is None:
+        raise KeyError(f"no engine-argument coverage for backend '{backend}' (known: {', '.join(covered_backends())})")
+    module = module if module is not None else importlib.import_module(spec.engine_module)
+    arguments = importlib.import_module(spec.engine_arguments)
+    engine_args = arguments.engine_arguments(module, runtime)
+    mapping, set_by_backend = arguments.section_mapping(runtime)
     covered = {arg for arg in mapping.values() if arg in engine_args}
     derived = set(set_by_backend) & (engine_args - covered)
     return Coverage(
@@ -119,7 +103,7 @@ def coverage(backend: str, module: Any = None, runtime: str = "pytorch") -> Cove
 def main(argv: list[str]) -> int:
     """Print the coverage of each backend in `argv` (default: all); 0 if every engine asked for was found."""
     status = 0
-    for backend in argv or list(ENGINE_MODULES):
+    for backend in argv or covered_backends():
         try:
             print(coverage(backend).render())
         except ImportError as exc:

@@ -142,7 +142,7 @@ def _publish_model_dir(target: Path, config_text: str, needs_tokenizer: bool) ->
     try:
         (staging / "config.json").write_text(config_text)
         if needs_tokenizer:
-            from llem_ray.backends.pytorch_loading import byte_level_tokenizer
+            from llem_ray.backends.pytorch.loading import byte_level_tokenizer
 
             byte_level_tokenizer().save_pretrained(str(staging))
         try:

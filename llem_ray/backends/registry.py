@@ -1,48 +1,70 @@
-"""Backends by name (INF-10): tests inject a deterministic backend with `register`, never by patching.
+"""Backends by name (INF-10): each a `BackendSpec`, built-ins from their packages, plugins registered.
 
-Factories are imported lazily so `import llem_ray` never imports torch, vllm or tensorrt_llm.
+A plugin (or test double) registers a spec under its own name with `register`; from then on its name
+is a valid `backend:`, its section validates like a built-in's, and `create` builds it. Built-in
+specs live in `llem_ray/backends/<name>/__init__.py`; importing one imports pydantic only, never
+torch, vllm or tensorrt_llm (the implementation is imported by `create`).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-
 from llem_ray.backends.protocol import InferenceBackend
+from llem_ray.backends.spec import BackendSpec
 from llem_ray.errors import BackendError
-from llem_ray.plugins import load_plugins
+from llem_ray.registry import Registry
 
-BackendFactory = Callable[[], InferenceBackend]
-
-_BUILTIN: dict[str, str] = {
-    "pytorch": "llem_ray.backends.pytorch:PyTorchBackend",
-    "vllm": "llem_ray.backends.vllm:VLLMBackend",
-    "tensorrt": "llem_ray.backends.tensorrt:TensorRTBackend",
-}
-_REGISTERED: dict[str, BackendFactory] = {}
+BACKENDS: Registry[BackendSpec] = Registry({
+    "pytorch": "llem_ray.backends.pytorch:SPEC",
+    "vllm": "llem_ray.backends.vllm:SPEC",
+    "tensorrt": "llem_ray.backends.tensorrt:SPEC",
+})
 
 
-def register(name: str, factory: BackendFactory) -> None:
-    """Make `factory` the backend called `name` (overrides a built-in of the same name)."""
-    _REGISTERED[name] = factory
+def register(spec: BackendSpec) -> None:
+    """Make `spec` the backend called `spec.name` (overrides a built-in of the same name)."""
+    BACKENDS.register(spec.name, spec)
 
 
 def unregister(name: str) -> None:
-    """Forget a registered backend (built-ins come back)."""
-    _REGISTERED.pop(name, None)
+    """Forget a registered backend (a built-in of that name comes back)."""
+    BACKENDS.unregister(name)
+
+
+def names() -> list[str]:
+    """Every backend name: built-ins first, then those registered (plugins loaded first)."""
+    return BACKENDS.names()
+
+
+def find(name: str) -> BackendSpec | None:
+    """The spec of `name`, or None if no backend has that name."""
+    try:
+        return BACKENDS.get(name)
+    except KeyError:
+        return None
+
+
+def spec(name: str) -> BackendSpec:
+    """The spec of `name`. Raises BackendError naming the registered backends if there is none."""
+    found = find(name)
+    if found is None:
+        raise BackendError(f"unknown backend '{name}' (known: {', '.join(sorted(names()))})")
+    return found
+
+
+def specs() -> list[BackendSpec]:
+    """Every backend's spec, in `names()` order."""
+    return [BACKENDS.get(name) for name in names()]
+
+
+def builtin_specs() -> list[BackendSpec]:
+    """The built-in backends' specs (no plugin is loaded): the sections `ExperimentConfig` declares."""
+    return [BACKENDS.builtin(name) for name in BACKENDS.builtin_names()]
 
 
 def create(name: str) -> InferenceBackend:
     """A new backend instance for `name`. Raises BackendError if unknown or its engine is not installed."""
-    load_plugins()
-    if name in _REGISTERED:
-        return _REGISTERED[name]()
-    target = _BUILTIN.get(name)
-    if target is None:
-        raise BackendError(f"unknown backend '{name}' (known: {', '.join(sorted({*_BUILTIN, *_REGISTERED}))})")
-    module_name, attr = target.split(":")
+    backend = spec(name)
     try:
-        module = importlib.import_module(module_name)
+        return backend.create()
     except ImportError as exc:
         raise BackendError(f"backend '{name}' is not usable here: {exc}") from exc
-    return getattr(module, attr)()

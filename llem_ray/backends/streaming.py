@@ -1,13 +1,13 @@
 """What the serving scenario needs from an engine: a server inside the experiment's process.
 
 A `StreamingEngine` takes requests one at a time, while others run, and streams each request's
-tokens as the engine produces them (vLLM: its in-process async engine, `backends/vllm_serving.py`).
+tokens as the engine produces them (vLLM: its in-process async engine, `backends/vllm/serving.py`).
 It lives on an asyncio event loop of its own, in a thread of its own (`EngineLoop`): vLLM's async
 engine ties its output handler to the loop it was first used on, so one loop serves the engine
 from load to shutdown, and the load generator's requests run on that same loop. The experiment's
 thread hands coroutines to the loop with `call` and waits for them; no port is opened.
 
-A backend that can serve offers `streaming_engine()` (config/ssot.SCENARIO_SUPPORT lists them);
+A backend that can serve offers `streaming_engine()` (its spec lists `serving` among its scenarios);
 `streaming_engine_of` gets it. Every engine failure raises BackendError.
 """
 

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.cluster.placement import ClusterInventory
 from llem_ray.config.study import StudyConfig
 from llem_ray.plugins import ENV_VAR as PLUGINS_ENV_VAR
@@ -30,18 +31,8 @@ from llem_ray.plugins import ENV_VAR as PLUGINS_ENV_VAR
 NO_GPU_ENV_VARS = {"CUDA_VISIBLE_DEVICES": "", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
 """Environment of every actor or task that must not see a GPU."""
 
-ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "pytorch": ("torch", "transformers"),
-    "vllm": ("vllm",),
-    "tensorrt": ("tensorrt_llm",),
-}
-"""Modules a built-in backend needs where its actors run (checked with find_spec: nothing is imported)."""
-
 JOB_CONFIG_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 """Set by Ray's job manager in the environment of a `ray job submit` entrypoint."""
-
-MUST_ISOLATE = frozenset({"vllm", "tensorrt"})
-"""Backends that cannot share one Python environment with each other."""
 
 
 def plugin_env_vars() -> dict[str, str]:
@@ -105,7 +96,7 @@ def static_problems(study: StudyConfig) -> list[str]:
     """Problems visible from the config alone (no cluster needed)."""
     backends = {e.backend for e in study.experiments}
     problems = []
-    clash = sorted(MUST_ISOLATE & backends)
+    clash = sorted(b for b in backends if backend_registry.spec(b).must_isolate)
     if len(clash) > 1:
         isolating = [_isolating_spec(study, b) for b in clash]
         given = [spec for spec in isolating if spec]
@@ -126,17 +117,16 @@ def static_problems(study: StudyConfig) -> list[str]:
 
 @ray.remote(num_cpus=0, num_gpus=0, max_retries=0)
 def _probe_backend(backend: str) -> str | None:
-    """In the backend's environment: None if the backend can be created and its engine is installed."""
-    from llem_ray.backends import registry
-
+    """In the backend's environment: None if the backend can be created and the modules its spec names
+    (`BackendSpec.modules`, checked with find_spec: nothing is imported) are installed."""
     try:
-        instance = registry.create(backend)
+        backend_registry.create(backend)
+        modules = backend_registry.spec(backend).modules
     except Exception as exc:  # BackendError, or a plugin that fails to import
         return str(exc)
-    if type(instance).__module__.startswith("llem_ray.backends."):
-        missing = [m for m in ENGINE_MODULES.get(backend, ()) if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"backend '{backend}' needs {', '.join(missing)}, not installed in its environment"
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"backend '{backend}' needs {', '.join(missing)}, not installed in its environment"
     return None
 
 

@@ -1,10 +1,12 @@
 """`ExperimentConfig`: everything that defines one measurement (CFG-01..10).
 
 Composition, not inheritance: shared fields at the top, sub-configs for decoding, warm-up,
-baseline, energy, dataset and resources, and one optional section per backend. `extra="forbid"`
-everywhere, so a typo is an error that names the field. Values are taken as typed (strict: `true`
-is not 1, `"4"` is not 4), every float must be finite, and counts, durations and seeds have the upper
-bounds of `limits.py`.
+baseline, energy, dataset and resources, and one optional section per backend. The backends come
+from the backend registry (`backends/registry.py`): `backend:` must name a registered one, the
+built-in sections are declared fields, and the section of a plugin backend is validated by its own
+model under its own name. Unknown fields are errors everywhere, so a typo is an error that names
+the field. Values are taken as typed (strict: `true` is not 1, `"4"` is not 4), every float must be
+finite, and counts, durations and seeds have the upper bounds of `limits.py`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
+from llem_ray.backends import registry as backend_registry
+from llem_ray.backends.spec import Section
 from llem_ray.config import guards
-from llem_ray.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
 from llem_ray.config.limits import (
     MAX_BEAMS,
     MAX_CPUS,
@@ -28,10 +32,10 @@ from llem_ray.config.limits import (
     MAX_TOKENS,
     MAX_WARMUP,
     MAX_WORKLOAD_TOKENS,
+    STRICT_MODEL,
     StrictModel,
 )
 from llem_ray.config.serving import ServingConfig
-from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT, SCENARIO_SUPPORT
 
 BUILTIN_TINY_MODEL = "llem/tiny-llama"
 """Name of the built-in tiny random-weight Llama used when a config gives no `model`."""
@@ -53,7 +57,7 @@ class DecoderConfig(StrictModel):
 
     @property
     def mode(self) -> str:
-        """Decoding mode key of DECODING_SUPPORT: greedy, sampling or beam_search."""
+        """Decoding mode (`ssot.DECODING_MODES`): greedy, sampling or beam_search."""
         if self.num_beams > 1:
             return "beam_search"
         return "sampling" if self.do_sample else "greedy"
@@ -136,15 +140,36 @@ class LoRAConfig(StrictModel):
         return guards.printable(value)
 
 
-class ExperimentConfig(StrictModel):
-    """One experiment: model x backend x precision x decoding x batch, and how to measure it."""
+def _registered_backends(schema: dict[str, Any]) -> None:
+    """JSON schema of `backend`: one of the names registered when the schema is generated."""
+    schema["enum"] = backend_registry.names()
+
+
+def _prefixed(name: str, exc: ValidationError) -> list[InitErrorDetails]:
+    """The errors of section `name`, located under it."""
+    return [
+        InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"],
+                         **({"ctx": e["ctx"]} if "ctx" in e else {}))
+        for e in exc.errors()
+    ]
+
+
+class _ExperimentFields(StrictModel):
+    """`ExperimentConfig` without the built-in backend sections (added below from the registry)."""
+
+    model_config = {**STRICT_MODEL, "extra": "allow"}
 
     name: str | None = Field(None, description="Label for output directories; derived if None.")
     model: str = Field(BUILTIN_TINY_MODEL, description="Hub id, local path, or a built-in 'llem/...' shape.")
     weights: Literal["pretrained", "random"] = Field(
         "pretrained", description="'random' builds the model from its config with random weights (no download)."
     )
-    backend: Literal["pytorch", "vllm", "tensorrt"] = "pytorch"
+    backend: str = Field(
+        "pytorch",
+        description=f"A registered backend: {', '.join(backend_registry.BACKENDS.builtin_names())}, or one a "
+        "plugin registers (LLEM_PLUGINS).",
+        json_schema_extra=_registered_backends,
+    )
     scenario: Literal["offline", "serving"] = Field(
         "offline", description="offline: all n prompts at once, the measured window (default); serving: open-loop "
         "load at an SLO, configured in `serving:` (backends that serve: see the table above)."
@@ -171,9 +196,6 @@ class ExperimentConfig(StrictModel):
         description="Measure from a cold start (CAMP-05): no warm-up batches and no engine kernel warm-up at load, "
         "empty compilation caches; in a study also a new process (execution.force_cold_start sets it everywhere).",
     )
-    pytorch: PyTorchConfig | None = None
-    vllm: VLLMConfig | None = None
-    tensorrt: TensorRTConfig | None = None
     serving: ServingConfig | None = Field(None, description="Load, duration and SLO of `scenario: serving`.")
     lora: LoRAConfig | None = None
     passthrough_kwargs: dict[str, Any] | None = Field(
@@ -183,6 +205,42 @@ class ExperimentConfig(StrictModel):
         None, description="Write results here. None: `llem run` uses the user config's output.results_dir; "
         "run_experiment() writes nothing (LA-04)."
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_sections(cls, data: Any, handler: Any) -> Any:
+        """Validate the section of each plugin backend in `data` with its model (it is kept as an extra
+        field under its name); any other unknown field is an error, as everywhere else (a key that is
+        not a string is left to pydantic, which refuses it)."""
+        if not isinstance(data, dict):
+            return handler(data)
+        data, errors = dict(data), []
+        for key in [k for k in data if isinstance(k, str) and k not in cls.model_fields]:
+            spec = backend_registry.find(key)
+            if spec is None:
+                errors.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=data[key]))
+            elif data[key] is None:
+                del data[key]
+            else:
+                try:
+                    data[key] = spec.section.model_validate(data[key])
+                except ValidationError as exc:
+                    errors.extend(_prefixed(key, exc))
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            raise ValidationError.from_exception_data(cls.__name__, [*exc.errors(), *errors]) from None
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return config
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_registered(cls, value: str) -> str:
+        known = backend_registry.names()
+        if value not in known:
+            raise ValueError(f"unknown backend '{value}' (registered: {', '.join(known)})")
+        return value
 
     @field_validator("model")
     @classmethod
@@ -204,9 +262,10 @@ class ExperimentConfig(StrictModel):
     @field_validator("scenario")
     @classmethod
     def _backend_serves(cls, value: str, info: ValidationInfo) -> str:
-        backend = info.data.get("backend")
-        if backend is not None and value not in SCENARIO_SUPPORT[backend]:
-            serving = ", ".join(b for b in BACKENDS if value in SCENARIO_SUPPORT[b])
+        spec = backend_registry.find(info.data.get("backend", ""))
+        if spec is not None and value not in spec.scenarios:
+            serving = ", ".join(s.name for s in backend_registry.specs() if value in s.scenarios)
+            backend = spec.name
             raise ValueError(f"'{value}' is not supported by backend '{backend}' yet (backends that run it: {serving})")
         return value
 
@@ -231,23 +290,24 @@ class ExperimentConfig(StrictModel):
             )
 
     @model_validator(mode="after")
-    def _cross_validate(self) -> ExperimentConfig:
-        if self.precision not in PRECISION_SUPPORT[self.backend]:
+    def _cross_validate(self) -> _ExperimentFields:
+        spec = backend_registry.spec(self.backend)
+        if self.precision not in spec.precisions:
             raise ValueError(
                 f"precision '{self.precision}' is not supported by backend '{self.backend}' "
-                f"(supported: {', '.join(PRECISION_SUPPORT[self.backend])})"
+                f"(supported: {', '.join(spec.precisions)})"
             )
         mode = self.decoder.mode
-        if mode not in DECODING_SUPPORT[self.backend]:
+        if mode not in spec.decoding_modes:
             raise ValueError(
                 f"decoding mode '{mode}' is not supported by backend '{self.backend}' "
-                f"(supported: {', '.join(DECODING_SUPPORT[self.backend])})"
+                f"(supported: {', '.join(spec.decoding_modes)})"
             )
-        for other in BACKENDS:
-            if other != self.backend and getattr(self, other) is not None:
+        for other, section in self.sections().items():
+            if other != self.backend and section is not None:
                 raise ValueError(f"section '{other}' is set but backend is '{self.backend}'")
-        if self.lora is not None and self.backend == "tensorrt":
-            raise ValueError("lora is not supported by backend 'tensorrt'")
+        if self.lora is not None and not spec.supports_lora:
+            raise ValueError(f"lora is not supported by backend '{self.backend}'")
         prompt_tokens = self.n * min(self.dataset.input_len_tokens, self.max_input_tokens)
         if self.dataset.source == "synthetic" and prompt_tokens > MAX_WORKLOAD_TOKENS:
             raise ValueError(
@@ -265,23 +325,27 @@ class ExperimentConfig(StrictModel):
             self.warmup = warmup.model_copy(update={"n_warmup": 0})
         return self
 
+    def sections(self) -> dict[str, Section | None]:
+        """Every backend section this config holds: the built-in ones (None when unset), then plugin ones."""
+        declared = {name: getattr(self, name) for name in _BUILTIN_SECTIONS}
+        return {**declared, **{k: v for k, v in (self.model_extra or {}).items() if isinstance(v, Section)}}
+
     @property
-    def section(self) -> PyTorchConfig | VLLMConfig | TensorRTConfig | None:
+    def section(self) -> Section | None:
         """The backend section of the selected backend (None = all engine defaults)."""
-        return getattr(self, self.backend)
+        return self.sections().get(self.backend)
 
     @property
     def batch_size(self) -> int:
-        """Requests run at once as configured: PyTorch `batch_size`; an engine's `vllm.max_num_seqs` /
-        `tensorrt.max_batch_size` capped by `n`, or `n` when unset (the engine's own limit, read back
-        after load, then gives the result's `batch_size`)."""
-        if self.backend == "pytorch":
-            return (self.pytorch.batch_size if self.pytorch else None) or 1
-        limit = None
-        if self.backend == "vllm" and self.vllm is not None:
-            limit = self.vllm.max_num_seqs
-        elif self.backend == "tensorrt" and self.tensorrt is not None:
-            limit = self.tensorrt.max_batch_size
+        """Requests run at once as configured: a static-batching backend's batch size (PyTorch
+        `batch_size`, default 1); an engine's limit (`vllm.max_num_seqs`, `tensorrt.max_batch_size`)
+        capped by `n`, or `n` when unset (the engine's own limit, read back after load, then gives
+        the result's `batch_size`). The field is the spec's `batch_size_field`."""
+        spec = backend_registry.spec(self.backend)
+        section = self.section
+        limit = getattr(section, spec.batch_size_field) if section is not None and spec.batch_size_field else None
+        if spec.static_batching:
+            return limit or 1
         return min(self.n, limit) if limit else self.n
 
     def display_name(self) -> str:
@@ -295,6 +359,19 @@ class ExperimentConfig(StrictModel):
             return f"{stem}_c{self.serving.concurrency}"
         return f"{stem}_{self.serving.request_rate_req_s:g}rps"
 
+
+_BUILTIN_SECTIONS = {spec.name: spec for spec in backend_registry.builtin_specs()}
+
+ExperimentConfig = create_model(
+    "ExperimentConfig",
+    __base__=_ExperimentFields,
+    __module__=__name__,
+    __doc__="One experiment: model x backend x precision x decoding x batch, and how to measure it.",
+    **{
+        name: (spec.section | None, Field(None, description=f"Section of backend '{name}' (with backend: {name})."))
+        for name, spec in _BUILTIN_SECTIONS.items()
+    },
+)
 
 _NON_MEASUREMENT_FIELDS = {"name", "output_dir"}
 _OFFLINE_DEFAULTS = {"scenario", "serving"}

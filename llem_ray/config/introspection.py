@@ -8,6 +8,7 @@ committed docs file equals it (regenerate with `python -m llem_ray.config.intros
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config import limits
-from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
-from llem_ray.config.ssot import BACKENDS, DECODING_SUPPORT, PRECISION_SUPPORT, SCENARIO_SUPPORT
 from llem_ray.config.study import ExecutionConfig, RuntimeEnvConfig
 from llem_ray.config.user import UserConfig
 
@@ -33,12 +33,14 @@ class FieldRow:
     description: str
 
 
+_MODULE_PATH = re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])")
+"""A dotted module path in front of a name (`typing.`, `llem_ray.backends.vllm.config.`)."""
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
-    text = text or str(annotation).replace("typing.", "").replace("NoneType", "None")
-    for module in ("llem_ray.config.", "experiment.", "backends.", "serving."):
-        text = text.replace(module, "")
-    return text
+    text = text or str(annotation).replace("NoneType", "None")
+    return _MODULE_PATH.sub("", text)
 
 
 def _nested_model(info: FieldInfo) -> type[BaseModel] | None:
@@ -68,9 +70,10 @@ def _default(info: FieldInfo) -> str:
 
 def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
     rows: list[FieldRow] = []
+    backends = backend_registry.names()
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
-        routed = name if not prefix and name in BACKENDS else backend
+        routed = name if not prefix and name in backends else backend
         rows.append(
             FieldRow(path, _type_name(info.annotation).replace("|", "\\|"), _default(info).replace("|", "\\|"),
                      _constraints(info), routed,
@@ -94,7 +97,7 @@ def reference_rows() -> dict[str, list[FieldRow]]:
 
 def backend_fields(backend: str) -> list[str]:
     """Dotted sweep keys valid for `backend`'s section (backend routing)."""
-    return [f"{backend}.{name}" for name in BACKEND_SECTIONS[backend].model_fields]
+    return [f"{backend}.{name}" for name in backend_registry.spec(backend).section.model_fields]
 
 
 def render_markdown() -> str:
@@ -105,15 +108,14 @@ def render_markdown() -> str:
         "Generated from the pydantic models by `python -m llem_ray.config.introspection`; "
         "a test fails when this file is out of date. Units are in field names (`_s` seconds, `_j` joules).",
         "",
-        "## Backend support (single source of truth: `llem_ray/config/ssot.py`)",
+        "## Backend support (declared by each backend's spec: `llem_ray/backends/<name>/__init__.py`)",
         "",
         "| backend | precisions | decoding modes | scenarios |",
         "|---|---|---|---|",
     ]
     out += [
-        f"| {b} | {', '.join(PRECISION_SUPPORT[b])} | {', '.join(DECODING_SUPPORT[b])} | "
-        f"{', '.join(SCENARIO_SUPPORT[b])} |"
-        for b in BACKENDS
+        f"| {s.name} | {', '.join(s.precisions)} | {', '.join(s.decoding_modes)} | {', '.join(s.scenarios)} |"
+        for s in backend_registry.builtin_specs()
     ]
     for title, rows in reference_rows().items():
         out += ["", f"## {title}", "", "| field | type | default | constraints | backend | description |",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config import guards
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.limits import MAX_CYCLES, MAX_GAP_S, MAX_RETRIES, MAX_RUNS, MAX_TIMEOUT_S, StrictModel
@@ -92,7 +93,9 @@ class StudyConfig(StrictModel):
     name: str = "study"
     experiments: list[ExperimentConfig] = Field(..., min_length=1)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    runtime_envs: dict[Literal["pytorch", "vllm", "tensorrt"], RuntimeEnvConfig] = Field(default_factory=dict)
+    runtime_envs: dict[str, RuntimeEnvConfig] = Field(
+        default_factory=dict, description="Ray runtime_env per registered backend name."
+    )
     output_dir: str = Field(
         "results", description="Study directories go under this one (unset in a file: the user config's "
         "output.results_dir)."
@@ -108,6 +111,15 @@ class StudyConfig(StrictModel):
     @classmethod
     def _output_dir_allowed(cls, value: str) -> str:
         return guards.output_dir(value)
+
+    @field_validator("runtime_envs")
+    @classmethod
+    def _runtime_envs_of_backends(cls, value: dict[str, RuntimeEnvConfig]) -> dict[str, RuntimeEnvConfig]:
+        known = backend_registry.names()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown backend {', '.join(map(repr, unknown))} (registered: {', '.join(known)})")
+        return value
 
     @property
     def study_design_hash(self) -> str:

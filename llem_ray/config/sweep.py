@@ -20,10 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from llem_ray.config.backends import BACKEND_SECTIONS
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.limits import MAX_EXPERIMENTS
-from llem_ray.config.ssot import BACKENDS
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config.study import SkippedPoint, StudyConfig
 from llem_ray.errors import ConfigError
 
@@ -47,8 +46,9 @@ def _check_path(path: str, where: str) -> None:
     """Raise ConfigError unless `path` names a field of ExperimentConfig or of a backend section."""
     parts = path.split(".")
     model: type[BaseModel] = ExperimentConfig
-    if parts[0] in BACKENDS:
-        model, parts = BACKEND_SECTIONS[parts[0]], parts[1:]
+    spec = backend_registry.find(parts[0])
+    if spec is not None:
+        model, parts = spec.section, parts[1:]
         if not parts:
             raise ConfigError(f"{where}: sweep key '{path}' names a backend section, not a field in it")
     for depth, part in enumerate(parts):
@@ -87,7 +87,8 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 def _for_backend(fields: dict[str, Any]) -> dict[str, Any]:
     """Drop base backend sections that do not match the experiment's backend."""
     backend = fields.get("backend", "pytorch")
-    return {k: v for k, v in fields.items() if k not in BACKENDS or k == backend}
+    backends = backend_registry.names()
+    return {k: v for k, v in fields.items() if k not in backends or k == backend}
 
 
 def _short_reason(exc: ValidationError) -> str:
@@ -101,7 +102,8 @@ def _short_reason(exc: ValidationError) -> str:
 
 def _grid_size(base: dict[str, Any], sweep: dict[str, list[Any]]) -> int:
     """How many points `_grid` yields, counted without enumerating them."""
-    scoped = [k for k in sweep if k.split(".")[0] in BACKENDS]
+    backend_names = backend_registry.names()
+    scoped = [k for k in sweep if k.split(".")[0] in backend_names]
     others = math.prod(len(v) for k, v in sweep.items() if k not in scoped and k != "backend")
     backends = sweep.get("backend", [base.get("backend", "pytorch")])
     return others * sum(math.prod(len(sweep[k]) for k in scoped if k.split(".")[0] == b) for b in backends)
@@ -109,8 +111,9 @@ def _grid_size(base: dict[str, Any], sweep: dict[str, list[Any]]) -> int:
 
 def _grid(base: dict[str, Any], sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every point of the grid as {path: value}, universal keys first, then the point's backend keys."""
-    universal = sorted(k for k in sweep if k.split(".")[0] not in BACKENDS)
-    scoped = sorted(k for k in sweep if k.split(".")[0] in BACKENDS)
+    backend_names = backend_registry.names()
+    universal = sorted(k for k in sweep if k.split(".")[0] not in backend_names)
+    scoped = sorted(k for k in sweep if k.split(".")[0] in backend_names)
     points: list[dict[str, Any]] = []
     for combo in itertools.product(*(sweep[k] for k in universal)):
         point = dict(zip(universal, combo))

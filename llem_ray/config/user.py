@@ -21,8 +21,8 @@ from pathlib import Path
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config.limits import MAX_GAP_S, StrictModel
-from llem_ray.config.ssot import BACKENDS
 from llem_ray.errors import ConfigError
 
 APP_NAME = "llenergymeasure"
@@ -71,9 +71,10 @@ class UserConfig(StrictModel):
     @field_validator("runners")
     @classmethod
     def _runners_are_known(cls, value: dict[str, str]) -> dict[str, str]:
+        known = backend_registry.names()
         for backend, runner in value.items():
-            if backend not in BACKENDS:
-                raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+            if backend not in known:
+                raise ValueError(f"unknown backend {backend!r} (known: {', '.join(known)})")
             check_runner(runner)
         return value
 

@@ -6,53 +6,45 @@ raises `MeterUnavailable` saying why it cannot run here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llem_ray.energy.protocol import EnergyMeter, MeterUnavailable
-from llem_ray.plugins import load_plugins
+from llem_ray.registry import Registry
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import EnergyConfig
 
 MeterFactory = Callable[[list[str], "EnergyConfig"], EnergyMeter]
 
-_BUILTIN: dict[str, str] = {
+METERS: Registry[MeterFactory] = Registry({
     "nvml": "llem_ray.energy.nvml:NVMLMeter",
     "zeus": "llem_ray.energy.zeus:ZeusMeter",
     "codecarbon": "llem_ray.energy.codecarbon:CodeCarbonMeter",
-}
-_REGISTERED: dict[str, MeterFactory] = {}
+})
 
 
 def register(name: str, factory: MeterFactory) -> None:
     """Make `factory` the meter called `name` (overrides a built-in of the same name)."""
-    _REGISTERED[name] = factory
+    METERS.register(name, factory)
 
 
 def unregister(name: str) -> None:
     """Forget a registered meter (built-ins come back)."""
-    _REGISTERED.pop(name, None)
+    METERS.unregister(name)
 
 
 def registered_names() -> list[str]:
     """Names of meters injected with `register` (plugins loaded first)."""
-    load_plugins()
-    return list(_REGISTERED)
+    return METERS.registered_names()
 
 
 def create(name: str, device_uuids: list[str], config: EnergyConfig) -> EnergyMeter:
     """A meter `name` bound to `device_uuids`. Raises MeterUnavailable if it cannot run here."""
-    load_plugins()
-    if name in _REGISTERED:
-        return _REGISTERED[name](device_uuids, config)
-    target = _BUILTIN.get(name)
-    if target is None:
-        raise MeterUnavailable(f"unknown energy meter '{name}'")
-    module_name, attr = target.split(":")
     try:
-        module = importlib.import_module(module_name)
+        factory = METERS.get(name)
+    except KeyError:
+        raise MeterUnavailable(f"unknown energy meter '{name}'") from None
     except ImportError as exc:
         raise MeterUnavailable(f"energy meter '{name}' is not installed: {exc}") from exc
-    return getattr(module, attr)(device_uuids, config)
+    return factory(device_uuids, config)

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.datasets import load_prompts
@@ -238,8 +239,10 @@ def _measure(
 
 
 def _shape_notes(config: ExperimentConfig, shape_specialised: bool) -> list[str]:
-    """Warnings about shapes the warm-up cannot cover for code compiled per shape (empty otherwise)."""
-    if not shape_specialised or config.backend != "pytorch" or config.n % config.batch_size == 0:
+    """Warnings about shapes the warm-up cannot cover for code compiled per shape by a static-batching
+    backend (empty otherwise)."""
+    static = backend_registry.spec(config.backend).static_batching
+    if not shape_specialised or not static or config.n % config.batch_size == 0:
         return []
     return [
         f"n={config.n} is not a multiple of batch size {config.batch_size}: the window's last, smaller batch "

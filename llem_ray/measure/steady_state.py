@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from itertools import groupby, pairwise
 from typing import Literal
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.protocol import GenerationOutput
 from llem_ray.energy.protocol import PowerSample
 
@@ -47,8 +48,6 @@ TEMPERATURE_RANGE_C = (20.0, 95.0)
 """GPU temperatures outside this range (°C) make a measurement suspect (ML.ENERGY)."""
 MIN_WINDOW_SAMPLES = 2
 """Power samples (of one device) the window must hold to apportion the counter's energy."""
-STATIC_BATCHING_BACKENDS = frozenset({"pytorch"})
-"""Backends whose requests run in fixed batches, one batch after another."""
 
 Methodology = Literal["total", "steady_state", "windowed"]
 
@@ -85,11 +84,17 @@ class WindowEnergy:
     warnings: tuple[str, ...] = ()
 
 
+def _batches_statically(backend: str) -> bool:
+    """The spec of `backend` says `static_batching` (False for a backend not registered here)."""
+    spec = backend_registry.find(backend)
+    return spec is not None and spec.static_batching
+
+
 def request_spans(backend: str, output: GenerationOutput, batch_size: int, duration_s: float) -> list[RequestSpan]:
     """Spans of every request of `output`, or [] when they cannot be had.
 
     Reported spans first: when every request carries `span_s`, those are the spans. Otherwise
-    static batching only (`STATIC_BATCHING_BACKENDS`): batch k holds requests k·B … (k+1)·B − 1
+    static batching only (a backend whose spec says `static_batching`): batch k holds requests k·B … (k+1)·B − 1
     and batches run back to back. The backend reports each batch's wall time but not when it
     began, so batches are laid end to end and stretched by `duration_s` / Σ batch times: the
     host work between batches is spread evenly instead of piling up at the end. Returns [] for
@@ -100,7 +105,7 @@ def request_spans(backend: str, output: GenerationOutput, batch_size: int, durat
         return [RequestSpan(r.span_s[0], r.span_s[2], r.output_tokens, r.span_s[1]) for r in requests if r.span_s]
     total_s = sum(latencies)
     if (
-        backend not in STATIC_BATCHING_BACKENDS
+        not _batches_statically(backend)
         or batch_size < 1
         or not requests
         or len(latencies) != math.ceil(len(requests) / batch_size)

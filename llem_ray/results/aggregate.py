@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from llem_ray.backends import registry as backend_registry
+from llem_ray.backends.spec import engine_kv_cache_label
 from llem_ray.results.schema import ExperimentResult
 from llem_ray.results.serving_columns import SERVING_CI_METRICS, SERVING_MEAN_METRICS, load_series
 
@@ -134,20 +136,13 @@ def metric_stats(values: Sequence[float | None]) -> MetricStats:
     low, high, note = bootstrap_ci(present)
     return MetricStats(n, mean, std, cv, low, high, note)
 
-
 def kv_cache_setting(result: ExperimentResult) -> str:
-    """The KV-cache configuration of `result` as a short label ('engine default' where nothing was set)."""
+    """The KV-cache configuration of `result` as a short label, by its backend's spec (`kv_cache_label`;
+    an engine section's KV-cache fields for a backend not registered here; 'engine default' where
+    nothing was set)."""
     section = result.config.get(result.backend) or {}
-    if result.backend == "pytorch":
-        if section.get("use_cache") is False:
-            return "off"
-        return "static" if section.get("static_kv_cache") else "dynamic"
-    parts = [
-        f"{key}={section[key]}"
-        for key in ("kv_cache_dtype", "block_size", "enable_prefix_caching", "kv_cache_free_gpu_memory_fraction")
-        if section.get(key) is not None
-    ]
-    return ", ".join(parts) or "engine default"
+    spec = backend_registry.find(result.backend)
+    return (spec.kv_cache_label if spec is not None else engine_kv_cache_label)(section)
 
 
 def group_by_config(results: Sequence[ExperimentResult]) -> dict[str, list[ExperimentResult]]:

@@ -10,9 +10,9 @@ import importlib.util
 
 import pytest
 
-from llem_ray.backends.vllm import VLLMBackend, _engine_config
+from llem_ray.backends.vllm.backend import VLLMBackend, _engine_config
 from llem_ray.backends.protocol import Prompt
-from llem_ray.config.backends import VLLMConfig
+from llem_ray.backends.vllm.config import VLLMConfig
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache
 from llem_ray.measure.experiment import run

@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+from llem_ray.backends.vllm.serving import VLLMStreamingEngine
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache
 from llem_ray.measure.experiment import run

@@ -2,7 +2,8 @@
 
 `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (set before Ray is imported) keeps every node on loopback.
 Test doubles reach the workers through the job's runtime_env (`LLEM_PLUGINS=tests.fakes`); this
-pytest process itself never loads them, so unit tests in the same session keep the real backends.
+pytest process registers them too (`helpers`), to validate `backend: fake`: they have names of their
+own, so nothing real is shadowed (the unit tests' fixtures remove them before each unit test).
 """
 
 from __future__ import annotations

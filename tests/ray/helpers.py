@@ -19,9 +19,10 @@ from llem_ray.results.manifest import MANIFEST_SCHEMA_VERSION, AttemptRecord, St
 from llem_ray.results.manifest_sql import create_store, store_path
 from llem_ray.results.study_table import StudyTable
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, scan, write_part
+from tests import fakes  # noqa: F401  (registers backend 'fake' here too: the driver validates `backend: fake`)
 
 PLUGINS = {"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}
-"""Job runtime_env that registers the fake backend ('pytorch') and meter in every worker."""
+"""Job runtime_env that registers the fake backend ('fake') and meter in every worker."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def fake_experiment(seed: int, duration_s: float = 0.2, **passthrough: Any) -> ExperimentConfig:
     """A fast fake experiment: no warm-up, no baseline, no prefill loop; distinct per `seed`."""
     return ExperimentConfig(
+        backend="fake",
         model="llem/tiny-llama",
         dataset="synthetic",
         n=1,

@@ -110,6 +110,7 @@ def test_the_first_cause_survives_a_finish_that_fails_too(ray_2gpu, tmp_path):
 
 
 STUDY = {
+    "backend": "fake",
     "name": "locked",
     "model": "llem/tiny-llama",
     "dataset": "synthetic",

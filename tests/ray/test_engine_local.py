@@ -71,7 +71,7 @@ def test_parallel_study_never_shares_a_gpu_and_stores_each_result_once(ray_4gpu,
     assert [i.key for i in dispatched] == [i.key for i in planned], "dispatch order is not the interleaved plan"
     assert all(Path(f).is_file() for f in result.result_files) and len(result.result_files) == 10
     assert Path(result.output_dir).is_absolute() and Path(result.output_dir, "study_result.json").is_file()
-    assert "tiny-llama_pytorch_bf16_bs1" in capsys.readouterr().out
+    assert "tiny-llama_fake_bf16_bs1" in capsys.readouterr().out
     assert received and received[0]["event"] == "study_completed" and received[0]["summary"]["completed"] == 10
 
 

@@ -24,6 +24,7 @@ from tests.ray.helpers import PLUGINS, REPO_ROOT, assert_no_shared_gpu, assert_r
 pytestmark = pytest.mark.ray
 
 STUDY = {
+    "backend": "fake",
     "name": "resumable",
     "model": "llem/tiny-llama",
     "dataset": "synthetic",
@@ -101,7 +102,7 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     third = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
     stdout, err = third.communicate(timeout=240)
     assert third.returncode == EXIT_OK, err[-2000:]
-    assert "tiny-llama_pytorch_bf16_bs1" in stdout
+    assert "tiny-llama_fake_bf16_bs1" in stdout
     study = load_study_config(config)
     keys = {i.key for i in plan_items(study.experiments, 2, "interleaved", study.study_design_hash)}
     assert_results_once(study_dir, keys)

@@ -1,22 +1,34 @@
 """Fixtures of the unit tests: every test starts with the real backends, meters and device layer.
 
-`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they are removed
-before and after each test, and the `fakes` fixture installs them for the tests that want them.
+`tests.fakes` registers its doubles when imported (for `LLEM_PLUGINS`); here they, and any backend or
+meter a test or a plugin registered in this process (config validation loads `LLEM_PLUGINS`, so a
+test that sets it registers its plugin here too), are removed before and after each test, and the
+`fakes` fixture installs the doubles for the tests that want them.
 """
 
 import pytest
 
 from llem_ray import device
+from llem_ray.backends import registry as backend_registry
+from llem_ray.energy import registry as meter_registry
 from tests import fakes as fake_doubles
 from tests.fake_gpus import FakeGPU, FakeGPUs
 
 
+def _forget_doubles() -> None:
+    fake_doubles.unregister_all()
+    for name in backend_registry.BACKENDS.registered_names():
+        backend_registry.unregister(name)
+    for name in meter_registry.registered_names():
+        meter_registry.unregister(name)
+
+
 @pytest.fixture(autouse=True)
 def _real_registries():
-    fake_doubles.unregister_all()
+    _forget_doubles()
     device.use(None)
     yield
-    fake_doubles.unregister_all()
+    _forget_doubles()
     device.use(None)
 
 
@@ -31,7 +43,7 @@ def fake_gpus():
 
 @pytest.fixture
 def fakes():
-    """FakeBackend as 'pytorch' and FakeMeter as 'fake' (picked by energy.backend: auto)."""
+    """FakeBackend as backend 'fake' and FakeMeter as meter 'fake' (picked by energy.backend: auto)."""
     fake_doubles.register_all()
     return fake_doubles
 

@@ -16,7 +16,7 @@ EXPECTED = {
     "serving_old_rate_name.yaml": "serving.request_rate: renamed to serving.request_rate_req_s",
     "wrong_type.yaml": "n: Input should be a valid integer",
     "unknown_key.yaml": "batchsize: unknown field",
-    "unknown_backend.yaml": "backend: Input should be 'pytorch', 'vllm' or 'tensorrt'",
+    "unknown_backend.yaml": "backend: unknown backend 'onnx' (registered: pytorch, vllm, tensorrt)",
     "precision_unsupported.yaml": "precision 'fp32' is not supported by backend 'tensorrt'",
     "section_mismatch.yaml": "section 'vllm' is set but backend is 'pytorch'",
     "empty_sweep_list.yaml": "sweep.precision: must be a non-empty list",

@@ -51,7 +51,7 @@ def test_results_go_under_the_user_configs_results_dir_and_never_overwrite(fakes
     user.write_text(yaml.safe_dump({"output": {"results_dir": str(mine)}}))
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(user))
     experiment = tmp_path / "exp.yaml"
-    experiment.write_text(yaml.safe_dump(QUICK))
+    experiment.write_text(yaml.safe_dump({**QUICK, "backend": "fake"}))
     runs = [CliRunner().invoke(app, ["run", str(experiment), "-q"]) for _ in range(2)]
     assert all(r.exit_code == 0 for r in runs), runs[0].output
     saved = sorted(mine.iterdir())
@@ -82,7 +82,7 @@ def test_run_experiment_from_python_writes_nothing_without_output_dir(fakes, tmp
     from llem_ray import run_experiment
 
     monkeypatch.chdir(tmp_path)
-    result = run_experiment(ExperimentConfig(**QUICK))
+    result = run_experiment(ExperimentConfig(**QUICK, backend="fake"))
     assert result.output_tokens == 8 and list(tmp_path.iterdir()) == []
 
 

@@ -92,7 +92,7 @@ def test_experiment_records_codecarbon_and_its_accuracy(offline, fakes):
     from llem_ray.config.experiment import ExperimentConfig
     from llem_ray.measure.experiment import run
 
-    config = ExperimentConfig(n=4, dataset="synthetic", device="cpu", energy={"backend": "codecarbon"},
+    config = ExperimentConfig(backend="fake", n=4, dataset="synthetic", device="cpu", energy={"backend": "codecarbon"},
                               warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False},
                               passthrough_kwargs={"fake_duration_s": 0.3})
     result = run(config).result

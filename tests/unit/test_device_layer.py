@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from llem_ray import device
-from llem_ray.backends.tensorrt import compute_capability
+from llem_ray.backends.tensorrt.backend import compute_capability
 from llem_ray.cluster.worker import GPUProcessWatcher
 from llem_ray.config.experiment import EnergyConfig, ExperimentConfig
 from llem_ray.device.nvidia import NVMLDevices

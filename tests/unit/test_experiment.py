@@ -15,17 +15,24 @@ from llem_ray.measure.defaults import embedded_default_config
 from llem_ray.measure.experiment import run, run_and_save
 from llem_ray.results.persistence import from_json
 from llem_ray.results.schema import Placement
-from tests.fakes import FAKE_POWER_W, FakeBackend, FakeMeter
+from tests.fakes import FAKE_POWER_W, FakeBackend, FakeMeter, backend_spec
 
 QUICK = dict(
+    backend="fake",
     dataset="synthetic",
     n=4,
     max_output_tokens=8,
     warmup={"n_warmup": 2, "thermal_floor_s": 0.05},
     baseline={"duration_s": 0.05, "cache_ttl_s": 0},
-    pytorch={"batch_size": 2},
+    fake={"batch_size": 2},
     passthrough_kwargs={"fake_duration_s": 0.1},
 )
+
+
+def quick(backend: str) -> dict:
+    """QUICK for the double registered as `backend` (its section under its name)."""
+    fields = {k: v for k, v in QUICK.items() if k != "fake"}
+    return {**fields, "backend": backend, backend: QUICK["fake"]}
 
 
 def test_fake_run_energy_baseline_split_and_placement(fakes):
@@ -73,10 +80,10 @@ def test_backend_is_unloaded_and_meter_closed_when_generate_fails():
         created["meter"] = FakeMeter(uuids)
         return created["meter"]
 
-    backend_registry.register("pytorch", lambda: created.setdefault("backend", Broken()))
+    backend_registry.register(backend_spec("broken", lambda: created.setdefault("backend", Broken())))
     meter_registry.register("fake", meter_factory)
     with pytest.raises(BackendError, match="boom"):
-        run(ExperimentConfig(**QUICK))
+        run(ExperimentConfig(**quick("broken")))
     assert created["backend"].loaded is False and created["meter"].closed
 
 
@@ -89,10 +96,10 @@ def test_an_unload_that_fails_after_a_failure_never_replaces_the_cause():
             raise RuntimeError("engine shutdown hung")
 
     meters = []
-    backend_registry.register("pytorch", BrokenTwice)
+    backend_registry.register(backend_spec("broken_twice", BrokenTwice))
     meter_registry.register("fake", lambda uuids, config: meters.append(FakeMeter(uuids)) or meters[-1])
     with pytest.raises(BackendError, match="boom") as info:
-        run(ExperimentConfig(**QUICK))
+        run(ExperimentConfig(**quick("broken_twice")))
     assert info.value.__notes__ == ["also, while cleaning up (test_an_unload_that_fails_after_a_failure_never_replaces_"
                                     "the_cause.<locals>.BrokenTwice.unload): RuntimeError: engine shutdown hung"]
     assert meters[0].closed, "the meter was left open after the unload failed"
@@ -138,7 +145,6 @@ def test_embedded_default_runs_for_real_without_energy_here():
 
 def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, monkeypatch):
     monkeypatch.setenv("LLEM_AIENERGYSCORE_PATH", str(jsonl_data))
-    backend_registry.unregister("pytorch")  # keep the fake meter, use the real backend
     config = ExperimentConfig(
         dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=16, precision="fp32",
         warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, pytorch={"batch_size": 3},
@@ -166,7 +172,7 @@ def test_plugins_env_var_installs_fakes_in_a_fresh_process_and_crash_exits(tmp_p
     code = (
         "from llem_ray.config.experiment import ExperimentConfig\n"
         "from llem_ray.measure.experiment import run\n"
-        "r = run(ExperimentConfig(dataset='synthetic', n=2, warmup={'n_warmup': 0, 'thermal_floor_s': 0},"
+        "r = run(ExperimentConfig(backend='fake', dataset='synthetic', n=2, warmup={'n_warmup': 0, 'thermal_floor_s': 0},"
         " baseline={'enabled': False}, passthrough_kwargs={'fake_crash': CRASH})).result\n"
         "print(r.energy_meter, r.output_tokens)\n"
     )
@@ -205,8 +211,8 @@ def test_a_cold_start_skips_warm_up_and_compiles_into_empty_caches_of_its_own(fa
             seen.update({name: os.environ.get(name) for name in COMPILATION_CACHE_VARS})
             return super().load(config, device)
 
-    backend_registry.register("pytorch", Recording)
-    r = run(ExperimentConfig(**{**QUICK, "warmup": {"thermal_floor_s": 0}}, cold_start=True)).result
+    backend_registry.register(backend_spec("recording", Recording))
+    r = run(ExperimentConfig(**{**quick("recording"), "warmup": {"thermal_floor_s": 0}}, cold_start=True)).result
     assert r.warmup.iterations_completed == 0 and r.config["cold_start"]
     roots = {str(Path(path).parent) for path in seen.values()}
     assert len(roots) == 1 and "/somewhere/warm" not in seen.values()

@@ -190,8 +190,8 @@ def test_sigterm_that_ray_turned_into_keyboard_interrupt_still_exits_143(capsys)
 
 def test_sigterm_of_a_real_llem_process_exits_143(fakes_env, tmp_path):
     config = tmp_path / "slow.yaml"
-    config.write_text("model: llem/tiny-llama\ndataset: synthetic\nn: 1\nmax_output_tokens: 2\nprefill_split: false\n"
-                      "warmup: {n_warmup: 0, thermal_floor_s: 30}\nbaseline: {enabled: false}\n")
+    config.write_text("backend: fake\nmodel: llem/tiny-llama\ndataset: synthetic\nn: 1\nmax_output_tokens: 2\n"
+                      "prefill_split: false\nwarmup: {n_warmup: 0, thermal_floor_s: 30}\nbaseline: {enabled: false}\n")
     proc = subprocess.Popen([sys.executable, "-m", "llem_ray", "run", str(config)], env=fakes_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(4)
@@ -255,7 +255,7 @@ def test_output_dir_behind_a_symlink_into_proc(tmp_path):
 
 def test_single_experiment_refuses_an_unwritable_output_before_measuring(fakes, tmp_path):
     (tmp_path / "file").write_text("")
-    config = ExperimentConfig(model="llem/tiny-llama", dataset="synthetic", n=1,
+    config = ExperimentConfig(backend="fake", model="llem/tiny-llama", dataset="synthetic", n=1,
                               output_dir=str(tmp_path / "file" / "x"), warmup={"n_warmup": 0, "thermal_floor_s": 30})
     start_s = time.monotonic()
     with pytest.raises(PreFlightError, match="is not a directory"):

@@ -6,8 +6,8 @@ import pytest
 
 from llem_ray.backends import shapes
 from llem_ray.backends.protocol import Prompt
-from llem_ray.backends.pytorch import PyTorchBackend
-from llem_ray.backends.pytorch_loading import byte_level_tokenizer
+from llem_ray.backends.pytorch.backend import PyTorchBackend
+from llem_ray.backends.pytorch.loading import byte_level_tokenizer
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 

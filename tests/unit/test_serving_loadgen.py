@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+from llem_ray.backends.vllm.serving import VLLMStreamingEngine
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.scenarios.arrivals import arrival_schedule
 from llem_ray.scenarios.loadgen import ConcurrencyPlan, RatePlan, run_load

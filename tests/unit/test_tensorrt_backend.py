@@ -15,8 +15,8 @@ import pytest
 from llem_ray.backends import registry
 from llem_ray.backends.engine_common import ModelSource
 from llem_ray.backends.protocol import Prompt
-from llem_ray.backends.tensorrt import TensorRTBackend, llm_kwargs, load_engine_llm, sampling_kwargs
-from llem_ray.backends.trt_engine_cache import MANIFEST, EngineCache, engine_key, model_identity
+from llem_ray.backends.tensorrt.backend import TensorRTBackend, llm_kwargs, load_engine_llm, sampling_kwargs
+from llem_ray.backends.tensorrt.engine_cache import MANIFEST, EngineCache, engine_key, model_identity
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 
@@ -127,7 +127,7 @@ def test_prefill_and_text_prompts(trtllm):
 
 
 def test_without_perf_metrics_latency_is_the_workload_wall_time(trtllm):
-    from llem_ray.backends.tensorrt import request_timing
+    from llem_ray.backends.tensorrt.backend import request_timing
 
     output = trtllm.RequestOutput(0, [1], [trtllm.CompletionOutput(0, "", [9, 9])])
     timing = request_timing(output, batch_wall_s=1.5)

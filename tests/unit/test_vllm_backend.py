@@ -18,7 +18,7 @@ import pytest
 from llem_ray.backends import registry
 from llem_ray.backends.engine_common import WorkloadClock
 from llem_ray.backends.protocol import Prompt
-from llem_ray.backends.vllm import VLLMBackend, request_timing
+from llem_ray.backends.vllm.backend import VLLMBackend, request_timing
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 

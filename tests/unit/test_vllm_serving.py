@@ -15,8 +15,8 @@ import pytest
 
 from llem_ray.backends.protocol import Prompt
 from llem_ray.backends.streaming import EngineLoop, streaming_engine_of
-from llem_ray.backends.vllm import VLLMBackend
-from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+from llem_ray.backends.vllm.backend import VLLMBackend
+from llem_ray.backends.vllm.serving import VLLMStreamingEngine
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.errors import BackendError
 from tests.fakes import FakeBackend
@@ -66,7 +66,7 @@ async def _start_sleeper() -> asyncio.Task:
 
 def test_the_vllm_backend_offers_a_streaming_engine_and_others_do_not():
     assert isinstance(streaming_engine_of(VLLMBackend()), VLLMStreamingEngine)
-    with pytest.raises(BackendError, match="backend 'pytorch' has no streaming engine"):
+    with pytest.raises(BackendError, match="backend 'fake' has no streaming engine"):
         streaming_engine_of(FakeBackend())
 
 

@@ -7,7 +7,7 @@ Runtimes (`tensorrt.runtime`):
   (`tensorrt_llm._tensorrt_engine.LLM` with a `BuildConfig`), cached under
   `~/.llenergymeasure/trt-engines/{hash}/` where the hash covers the model (name, config, weight
   files), the build flags, the GPU compute capability and the TensorRT / TRT-LLM versions
-  (trt_engine_cache). The cache is skipped, with a note, when the compute capability cannot be read.
+  (`engine_cache.py`). The cache is skipped, with a note, when the compute capability cannot be read.
 
 Arguments: model source (engine_common), dtype from `precision`, `tensor_parallel_size =
 resources.gpus`, `max_beam_width = decoder.num_beams` for beam search, the `tensorrt:` section
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from llem_ray.backends.engine_common import EngineBackend, ModelSource, WorkloadClock, engine_dtype
 from llem_ray.backends.protocol import ModelInfo, RequestTiming
-from llem_ray.backends.trt_engine_cache import EngineCache, engine_key, model_identity
-from llem_ray.config.backends import TensorRTConfig
+from llem_ray.backends.tensorrt.engine_cache import EngineCache, engine_key, model_identity
+from llem_ray.backends.tensorrt.config import TensorRTConfig
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:

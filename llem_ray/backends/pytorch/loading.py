@@ -30,7 +30,7 @@ from llem_ray.config.ssot import TORCH_DTYPES
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
-    from llem_ray.config.backends import PyTorchConfig
+    from llem_ray.backends.pytorch.config import PyTorchConfig
     from llem_ray.config.experiment import ExperimentConfig
 
 BYTE_TOKENIZER_SPECIALS = ("<pad>", "<s>", "</s>")

@@ -1,6 +1,6 @@
 """`PyTorchBackend` (CM-01): transformers `generate` in fixed-size batches.
 
-Loads by hub id, local path or built-in shape (see `pytorch_loading`), at the configured precision,
+Loads by hub id, local path or built-in shape (see `loading.py`), at the configured precision,
 attention implementation, optional static KV cache and `torch.compile`; spreads the
 model over all visible GPUs with `device_map` when there are several. Decoding follows the
 experiment's `decoder` (greedy / sampling / beam search); with `fixed_output_length` every request
@@ -34,9 +34,9 @@ import torch
 from transformers import CompileConfig, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from llem_ray.backends import pytorch_loading as loading
+from llem_ray.backends.pytorch import loading
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
-from llem_ray.config.backends import PyTorchConfig
+from llem_ray.backends.pytorch.config import PyTorchConfig
 from llem_ray.device.sync import synchronize
 from llem_ray.errors import BackendError
 

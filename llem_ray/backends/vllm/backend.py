@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from llem_ray.backends.engine_common import EngineBackend, ModelSource, WorkloadClock, engine_dtype
 from llem_ray.backends.protocol import ModelInfo, RequestTiming
-from llem_ray.config.backends import VLLMConfig
+from llem_ray.backends.vllm.config import VLLMConfig
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
@@ -250,8 +250,8 @@ class VLLMBackend(EngineBackend):
         return {"lora_request": self._lora_request} if self._lora_request is not None else {}
 
     def streaming_engine(self) -> Any:
-        """vLLM's in-process async engine, for `scenario: serving` (backends/vllm_serving.py)."""
-        from llem_ray.backends.vllm_serving import VLLMStreamingEngine
+        """vLLM's in-process async engine, for `scenario: serving` (backends/vllm/serving.py)."""
+        from llem_ray.backends.vllm.serving import VLLMStreamingEngine
 
         return VLLMStreamingEngine()
 

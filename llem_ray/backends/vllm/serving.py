@@ -8,7 +8,7 @@ the client-side timing the load generator records has no HTTP, JSON or network s
 the engine's own latency as an in-process client sees it. Why not `vllm serve` on 127.0.0.1:
 docs/architecture.md.
 
-Engine arguments are the offline backend's (`backends.vllm.engine_kwargs`: derived ones, the
+Engine arguments are the offline backend's (`backends.vllm.backend.engine_kwargs`: derived ones, the
 `vllm:` section, then `passthrough_kwargs`) given to `AsyncEngineArgs`; a `compilation_config`
 level becomes `{"mode": level}`, which is what `vllm.LLM` does with it. Sampling is the offline
 backend's (`sampling_kwargs`: greedy = temperature 0, fixed output length = `min_tokens`). One
@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llem_ray.backends.engine_common import WARMUP_PROMPT_IDS, ModelSource, encode_prompts, engine_dtype
 from llem_ray.backends.protocol import ModelInfo, Prompt
 from llem_ray.backends.streaming import EngineLoop
-from llem_ray.backends.vllm import child_processes, engine_kwargs, sampling_kwargs, shutdown_engine, started_since
+from llem_ray.backends.vllm.backend import (
+    child_processes,
+    engine_kwargs,
+    sampling_kwargs,
+    shutdown_engine,
+    started_since,
+)
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
