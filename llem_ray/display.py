@@ -14,6 +14,7 @@ from llem_ray.cluster.plan import WorkItem
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.study import StudyConfig
 from llem_ray.measure.vram import estimate_vram_gb
+from llem_ray.results.columns import flatten
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -31,19 +32,9 @@ def notice(message: str, quiet: bool = False) -> None:
         print(message, file=sys.stderr)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def varying_fields(experiments: Sequence[ExperimentConfig]) -> list[str]:
     """Dotted paths whose value differs between experiments, in a stable order."""
-    flats = [_flatten(e.model_dump(mode="json", exclude={"name", "output_dir"})) for e in experiments]
+    flats = [flatten(e.model_dump(mode="json", exclude={"name", "output_dir"})) for e in experiments]
     keys = sorted({k for f in flats for k in f})
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
@@ -85,7 +76,7 @@ def preview_study(
     """
     configs = list({i.config_hash: i.config for i in items}.values())
     fields = varying_fields(configs)
-    flats = [_flatten(e.model_dump(mode="json")) for e in configs]
+    flats = [flatten(e.model_dump(mode="json")) for e in configs]
     rows = [[n + 1, e.display_name(), *(f.get(k) for k in fields), _vram(e)]
             for n, (e, f) in enumerate(zip(configs, flats))]
     cycles = max((i.cycle for i in items), default=0)

@@ -21,6 +21,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import write_atomic, write_bytes_atomic
+from llem_ray.results.columns import flatten
 from llem_ray.results.schema import SCHEMA_VERSION, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA
 
@@ -70,22 +71,10 @@ def to_parquet(timeseries: pa.Table, path: str | Path) -> None:
     write_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, (list, tuple)):
-        out[prefix] = json.dumps(value)
-    else:
-        out[prefix] = value
-
-
 def result_csv_row(result: ExperimentResult) -> dict[str, Any]:
     """The result as one flat CSV row (MEAS-07): nested fields dotted, lists as JSON; no config, no pip freeze."""
     data = result.model_dump(mode="json", exclude={"config": True, "environment_snapshot": {"pip_freeze"}})
-    row: dict[str, Any] = {}
-    _flatten(data, "", row)
-    return row
+    return {key: json.dumps(value) if isinstance(value, list) else value for key, value in flatten(data).items()}
 
 
 def _write_csv(result: ExperimentResult, timeseries: pa.Table, directory: Path) -> None:
