@@ -48,7 +48,7 @@ def test_a_serving_study_runs_every_cycle_in_its_own_actor_and_reports_load_curv
     assert result.summary.completed == 4 and result.summary.failed == 0
 
     rows = pq.read_table(os.path.join(result.output_dir, "results.parquet")).to_pylist()
-    assert {r["scenario"] for r in rows} == {"serving"} and len({r["node_id"] for r in rows}) == 1
+    assert {r["scenario"] for r in rows} == {"serving"} and len({r["placement.node_id"] for r in rows}) == 1
     for row in rows:
         target = row["serving.target_rate_req_s"]
         if target is not None:
