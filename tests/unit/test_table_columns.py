@@ -16,7 +16,6 @@ import pytest
 from pydantic import BaseModel
 
 from llem_ray.cluster.progress import PROGRESS_METRICS
-from llem_ray.cluster.progress import summary_table as progress_table
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.results.aggregate import (
     SUMMARY_METRICS,
