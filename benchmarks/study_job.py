@@ -78,22 +78,25 @@ def job_status(job_id: str, env: dict[str, str]) -> str:
 
 def serving_line(r: dict[str, str]) -> str:
     """The serving figures of one summary row (means over cycles; CIs in brackets)."""
-    return (f"  serving: offered {r['offered_rate_req_s_mean']} req/s, achieved {r['achieved_rate_req_s_mean']}, "
-            f"TTFT p50/p99 {r['serving_ttft_p50_ms_mean']}/{r['serving_ttft_p99_ms_mean']} ms, "
-            f"TPOT p50/p99 {r['serving_tpot_p50_ms_mean']}/{r['serving_tpot_p99_ms_mean']} ms, "
-            f"SLO attainment {r['slo_attainment_mean']} [{r['slo_attainment_ci95_low']}, "
-            f"{r['slo_attainment_ci95_high']}], J/token (window) {r['serving_energy_per_output_token_j_mean']}, "
-            f"J/SLO-meeting request {r['energy_per_slo_request_j_mean']} [{r['energy_per_slo_request_j_ci95_low']}, "
-            f"{r['energy_per_slo_request_j_ci95_high']}] (adjusted {r['energy_per_slo_request_adjusted_j_mean']}), "
-            f"window power {r['serving_mean_power_w_mean']} W")
+    return (f"  serving: offered {r['serving.offered_rate_req_s_mean']} req/s, "
+            f"achieved {r['serving.achieved_rate_req_s_mean']}, "
+            f"TTFT p50/p99 {r['serving.latency.ttft.p50_ms_mean']}/{r['serving.latency.ttft.p99_ms_mean']} ms, "
+            f"TPOT p50/p99 {r['serving.latency.tpot.p50_ms_mean']}/{r['serving.latency.tpot.p99_ms_mean']} ms, "
+            f"SLO attainment {r['serving.slo_attainment_mean']} [{r['serving.slo_attainment_ci95_low']}, "
+            f"{r['serving.slo_attainment_ci95_high']}], "
+            f"J/token (window) {r['serving.energy_per_output_token_j_mean']}, "
+            f"J/SLO-meeting request {r['serving.energy_per_slo_request_j_mean']} "
+            f"[{r['serving.energy_per_slo_request_j_ci95_low']}, {r['serving.energy_per_slo_request_j_ci95_high']}] "
+            f"(adjusted {r['serving.energy_per_slo_request_adjusted_j_mean']}), "
+            f"window power {r['serving.mean_power_w_mean']} W")
 
 
 def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
     """J/token of every fixed-concurrency serving row against the offline rows of its model and backend."""
     out = []
     for s in rows:
-        serving_j_text = s["serving_energy_per_output_token_j_mean"]
-        if s["scenario"] != "serving" or not s["serving_concurrency"] or not serving_j_text:
+        serving_j_text = s["serving.energy_per_output_token_j_mean"]
+        if s["scenario"] != "serving" or not s["serving.concurrency"] or not serving_j_text:
             continue
         for o in rows:
             if o["scenario"] == "offline" and (o["model"], o["backend"]) == (s["model"], s["backend"]):
@@ -112,7 +115,7 @@ def summarise(study_dir: Path) -> None:
         print(f"{r['name']}: batch {r['batch_size']}, cycles {r['n_cycles']}, {r['measurement_methodology']}, "
               f"J/token {r['energy_per_output_token_j_mean']} (CV {r['energy_per_output_token_j_cv']}), "
               f"tok/s {r['tokens_per_second_mean']} (CV {r['tokens_per_second_cv']}), "
-              f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound']}", flush=True)
+              f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound_any']}", flush=True)
         if r["scenario"] == "serving":
             print(serving_line(r), flush=True)
     for line in consistency_lines(rows):

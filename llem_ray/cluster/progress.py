@@ -4,7 +4,8 @@
 failed counts and a countdown while the next item waits for a gap or a scheduled cycle; an item that
 fails for good gets one line with its cause.
 `summary_table` is the plain-text table printed on stdout at the end: one line per configuration,
-aggregated over its cycles (J/token mean and coefficient of variation, tokens/s, energy).
+aggregated over its cycles: the metrics marked `Metric(progress=...)` on ExperimentResult (J/token
+mean and coefficient of variation, tokens/s, energy per cycle).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from llem_ray.entry import terminal_safe
+from llem_ray.results.columns import Column
+from llem_ray.results.table import RESULT_COLUMNS
 
 
 class Progress:
@@ -58,28 +61,38 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+PROGRESS_METRICS: tuple[Column, ...] = tuple(c for c in RESULT_COLUMNS if c.metric and c.metric.progress)
+"""Study-table columns marked `Metric(progress=...)` on ExperimentResult: the end-of-study table's metrics."""
+
+
 def summary_table(table: pa.Table, configs: dict[str, tuple[str, int, int]]) -> str:
     """One line per configuration with its cycles aggregated, in the study's order.
 
-    `configs`: measurement_config_hash -> (name, items in the study, items failed for good).
-    Columns: name, cycles completed/total, J/token mean and CV (%), tok/s mean, energy (J), failed.
+    `table`: the study table (STUDY_TABLE_SCHEMA rows). `configs`: measurement_config_hash -> (name,
+    items in the study, items failed for good). Columns: name, cycles completed/total, then per
+    PROGRESS_METRICS column its mean over the completed cycles (and its CV in % for a "ci" metric,
+    with two cycles or more), then failed. "-" where nothing was measured.
     """
-    rows = table.select(["measurement_config_hash", "energy_per_output_token_j", "tokens_per_second", "energy_total_j"])
+    names = [c.name for c in PROGRESS_METRICS]
     by_hash: dict[str, list[dict]] = defaultdict(list)
-    for row in rows.to_pylist():
+    for row in table.select(["measurement_config_hash", *names]).to_pylist():
         by_hash[row["measurement_config_hash"]].append(row)
-    header = f"{'experiment':<40} {'cycles':>7} {'J/token':>10} {'CV %':>6} {'tok/s':>10} {'energy J':>11} {'failed':>6}"
+    headers = [f"{'experiment':<40}", f"{'cycles':>7}"]
+    for column in PROGRESS_METRICS:
+        headers.append(f"{column.metric.progress:>10}")
+        if column.metric.summary == "ci":
+            headers.append(f"{'CV %':>6}")
+    header = " ".join([*headers, f"{'failed':>6}"])
     lines = [header, "-" * len(header)]
     for digest, (name, total, failed) in configs.items():
         done = by_hash.get(digest, [])
-        jpt = [r["energy_per_output_token_j"] for r in done if r["energy_per_output_token_j"] is not None]
-        tps = [r["tokens_per_second"] for r in done if r["tokens_per_second"] is not None]
-        energy = [r["energy_total_j"] for r in done if r["energy_total_j"] is not None]
-        mean_jpt = statistics.fmean(jpt) if jpt else None
-        cv = statistics.stdev(jpt) / mean_jpt * 100 if len(jpt) > 1 and mean_jpt else None
-        lines.append(
-            f"{name[:40]:<40} {len(done):>3}/{total:<3} {_fmt(mean_jpt, '.4g'):>10} {_fmt(cv, '.1f'):>6} "
-            f"{_fmt(statistics.fmean(tps) if tps else None, '.1f'):>10} "
-            f"{_fmt(sum(energy) if energy else None, '.1f'):>11} {failed:>6}"
-        )
+        cells = [f"{name[:40]:<40}", f"{len(done):>3}/{total:<3}"]
+        for column in PROGRESS_METRICS:
+            values = [r[column.name] for r in done if r[column.name] is not None]
+            mean = statistics.fmean(values) if values else None
+            cells.append(f"{_fmt(mean, column.metric.progress_format):>10}")
+            if column.metric.summary == "ci":
+                cv = statistics.stdev(values) / abs(mean) * 100 if len(values) > 1 and mean else None
+                cells.append(f"{_fmt(cv, '.1f'):>6}")
+        lines.append(" ".join([*cells, f"{failed:>6}"]))
     return "\n".join(lines)

@@ -7,10 +7,12 @@ bootstrap confidence interval of the mean (`scipy.stats.bootstrap`, BCa, 9,999 r
 seed so a report is reproducible; percentile method where BCa is undefined). One cycle gives no
 std and no interval, and the row's `ci_note` says so; identical cycles give a zero-width interval.
 
-The summary table adds, as means over cycles, the extended metrics of MEAS-07: memory, GPU
-utilisation, latency percentiles, batch size, the KV-cache setting, power and temperature; for
-the serving scenario its SLO and energy-per-request figures and load curve (results.serving_columns). It is
-written as `summary.parquet` and `summary.csv` (column names carry units).
+Which metrics, and which statistic each gets, is declared once on the ExperimentResult field
+(`Metric("ci" | "mean" | "max" | "any")`, results.columns); the summary's column is the study
+table's column name plus the statistic (`latency.ttft.p50_ms_mean`), so the two tables name every
+metric alike. The row also holds the configuration's identity, its KV-cache setting, its load curve
+(results.load_series) and its resolved configuration (`config.*`, as in the study table; lists as
+JSON text). It is written as `summary.parquet` and `summary.csv` (column names carry units).
 
 scipy is optional (the `report` and `test` extras): without it `metric_stats` raises
 ImportError saying how to install it.
@@ -19,10 +21,11 @@ ImportError saying how to install it.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import statistics
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,37 +36,42 @@ import pyarrow.parquet as pq
 
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.spec import engine_kv_cache_label
+from llem_ray.results.columns import Column
+from llem_ray.results.load_series import load_series
 from llem_ray.results.schema import ExperimentResult
-from llem_ray.results.serving_columns import SERVING_CI_METRICS, SERVING_MEAN_METRICS, load_series
+from llem_ray.results.table import CONFIG_COLUMNS, RESULT_COLUMNS
 
 CONFIDENCE_LEVEL = 0.95
 N_RESAMPLES = 9_999
 BOOTSTRAP_SEED = 0
 ONE_CYCLE_NOTE = "one cycle: no confidence interval (needs >= 2 cycles)"
 
-CI_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
-    "energy_per_output_token_j": lambda r: r.energy_per_output_token_j,
-    "energy_per_output_token_total_j": lambda r: r.energy_per_output_token_total_j,
-    "tokens_per_second": lambda r: r.tokens_per_second,
-    "energy_adjusted_j": lambda r: r.energy_adjusted_j,
-    "ttft_p50_ms": lambda r: r.latency.ttft.p50_ms if r.latency.ttft else None,
-    **SERVING_CI_METRICS,
-}
-"""Metrics that get mean, std, CV and a bootstrap CI, by summary column prefix (units in the names)."""
+SUMMARY_METRICS: tuple[Column, ...] = tuple(c for c in RESULT_COLUMNS if c.metric is not None)
+"""The study table's columns marked `Metric` on ExperimentResult (results.schema), in table order."""
 
-MEAN_METRICS: dict[str, Callable[[ExperimentResult], float | None]] = {
-    "energy_total_j": lambda r: r.energy_total_j,
-    "duration_s": lambda r: r.duration_s,
-    "peak_memory_mib": lambda r: r.peak_memory_mib,
-    "mean_gpu_utilization_pct": lambda r: r.mean_gpu_utilization_pct,
-    "mean_power_w": lambda r: r.mean_power_w,
-    "request_latency_p50_ms": lambda r: r.latency.request.p50_ms if r.latency.request else None,
-    "request_latency_p95_ms": lambda r: r.latency.request.p95_ms if r.latency.request else None,
-    "itl_p50_ms": lambda r: r.latency.itl.p50_ms if r.latency.itl else None,
-    "batch_latency_p50_ms": lambda r: r.latency.batch.p50_ms if r.latency.batch else None,
-    **SERVING_MEAN_METRICS,
-}
-"""MEAS-07 metrics summarised by their mean over cycles (column `<name>_mean`)."""
+CI_METRICS: tuple[str, ...] = tuple(c.name for c in SUMMARY_METRICS if c.metric.summary == "ci")
+"""Metrics that get n, mean, std, CV and a bootstrap CI (columns `<name>_n`, `_mean`, ... `_ci95_high`)."""
+
+MEAN_METRICS: tuple[str, ...] = tuple(c.name for c in SUMMARY_METRICS if c.metric.summary == "mean")
+"""Metrics summarised by their mean over cycles (column `<name>_mean`)."""
+
+_CI_STATS = ("mean", "std", "cv", "ci95_low", "ci95_high")
+
+
+def metric_summary_columns(column: Column) -> list[pa.Field]:
+    """The summary columns of one metric column, as its `Metric.summary` declares them."""
+    how = column.metric.summary if column.metric else None
+    if how == "ci":
+        return [pa.field(f"{column.name}_n", pa.int64())] + [
+            pa.field(f"{column.name}_{stat}", pa.float64()) for stat in _CI_STATS
+        ]
+    if how == "mean":
+        return [pa.field(f"{column.name}_mean", pa.float64())]
+    if how == "max":
+        return [pa.field(f"{column.name}_max", column.type)]
+    if how == "any":
+        return [pa.field(f"{column.name}_any", pa.bool_())]
+    raise ValueError(f"{column.name}: no summary statistic ({how!r})")
 
 
 @dataclass(frozen=True)
@@ -158,9 +166,42 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+def _metric_values(column: Column, results: Sequence[ExperimentResult]) -> tuple[dict[str, Any], str | None]:
+    """The summary values of one metric over `results`, and the CI's note (None but for "ci")."""
+    values = [column.value(r) for r in results]
+    present = [v for v in values if v is not None]
+    how = column.metric.summary if column.metric else None
+    if how == "mean":
+        return {f"{column.name}_mean": _mean(values)}, None
+    if how == "max":
+        return {f"{column.name}_max": max(present) if present else None}, None
+    if how == "any":
+        return {f"{column.name}_any": any(present) if present else None}, None
+    st = metric_stats(values)
+    return {
+        f"{column.name}_n": st.n, f"{column.name}_mean": st.mean, f"{column.name}_std": st.std,
+        f"{column.name}_cv": st.cv, f"{column.name}_ci95_low": st.ci_low, f"{column.name}_ci95_high": st.ci_high,
+    }, st.note
+
+
+def _config_type(column: Column) -> pa.DataType:
+    """A config column's summary type: lists as JSON text, so summary.csv can hold every column."""
+    return pa.string() if pa.types.is_list(column.type) else column.type
+
+
+def _config_value(column: Column, result: ExperimentResult) -> Any:
+    value = column.value(result)
+    return json.dumps(value) if value is not None and pa.types.is_list(column.type) else value
+
+
 def summary_row(results: Sequence[ExperimentResult]) -> dict[str, Any]:
-    """The summary row of one configuration's results (all with one `measurement_config_hash`)."""
+    """The summary row of one configuration's results (all with one `measurement_config_hash`).
+
+    Identity columns and `config.*` come from the first result; each SUMMARY_METRICS column gets the
+    statistics its `Metric` declares. Raises ImportError without scipy when a CI needs a bootstrap.
+    """
     first = results[0]
+    key, label = load_series(first)
     row: dict[str, Any] = {
         "measurement_config_hash": first.measurement_config_hash,
         "name": first.name,
@@ -174,28 +215,20 @@ def summary_row(results: Sequence[ExperimentResult]) -> dict[str, Any]:
         "measurement_methodology": ",".join(sorted({r.measurement_methodology for r in results})),
         "kv_cache": kv_cache_setting(first),
         "scenario": first.scenario,
-        "serving_target_rate_req_s": first.serving.target_rate_req_s if first.serving else None,
-        "serving_concurrency": first.serving.concurrency if first.serving else None,
-        "load_series": load_series(first)[0],
-        "load_series_label": load_series(first)[1],
+        "serving.target_rate_req_s": first.serving.target_rate_req_s if first.serving else None,
+        "serving.concurrency": first.serving.concurrency if first.serving else None,
+        "load_series": key,
+        "load_series_label": label,
     }
     notes = []
-    for metric, get in CI_METRICS.items():
-        st = metric_stats([get(r) for r in results])
-        row.update({
-            f"{metric}_n": st.n, f"{metric}_mean": st.mean, f"{metric}_std": st.std, f"{metric}_cv": st.cv,
-            f"{metric}_ci95_low": st.ci_low, f"{metric}_ci95_high": st.ci_high,
-        })
-        if st.note and st.note != "not measured":
-            notes.append(st.note if st.note == ONE_CYCLE_NOTE else f"{metric}: {st.note}")
-    for metric, get in MEAN_METRICS.items():
-        row[f"{metric}_mean"] = _mean([get(r) for r in results])
-    temps = [r.max_temperature_c for r in results if r.max_temperature_c is not None]
-    row["max_temperature_c"] = max(temps) if temps else None
-    flags = [r.host_bound for r in results if r.host_bound is not None]
-    row["host_bound"] = any(flags) if flags else None
+    for column in SUMMARY_METRICS:
+        values, note = _metric_values(column, results)
+        row.update(values)
+        if note and note != "not measured":
+            notes.append(note if note == ONE_CYCLE_NOTE else f"{column.name}: {note}")
     row["n_warnings"] = sum(len(r.measurement_warnings) for r in results)
     row["ci_note"] = "; ".join(dict.fromkeys(notes)) or None
+    row.update({c.name: _config_value(c, first) for c in CONFIG_COLUMNS})
     return row
 
 
@@ -213,21 +246,15 @@ def _schema() -> pa.Schema:
         pa.field("measurement_methodology", pa.string()),
         pa.field("kv_cache", pa.string()),
         pa.field("scenario", pa.string()),
-        pa.field("serving_target_rate_req_s", pa.float64()),
-        pa.field("serving_concurrency", pa.int64()),
+        pa.field("serving.target_rate_req_s", pa.float64()),
+        pa.field("serving.concurrency", pa.int64()),
         pa.field("load_series", pa.string()),
         pa.field("load_series_label", pa.string()),
     ]
-    for metric in CI_METRICS:
-        fields.append(pa.field(f"{metric}_n", pa.int64()))
-        fields += [pa.field(f"{metric}_{s}", pa.float64()) for s in ("mean", "std", "cv", "ci95_low", "ci95_high")]
-    fields += [pa.field(f"{metric}_mean", pa.float64()) for metric in MEAN_METRICS]
-    fields += [
-        pa.field("max_temperature_c", pa.float64()),
-        pa.field("host_bound", pa.bool_()),
-        pa.field("n_warnings", pa.int64()),
-        pa.field("ci_note", pa.string()),
-    ]
+    for column in SUMMARY_METRICS:
+        fields += metric_summary_columns(column)
+    fields += [pa.field("n_warnings", pa.int64()), pa.field("ci_note", pa.string())]
+    fields += [pa.field(c.name, _config_type(c)) for c in CONFIG_COLUMNS]
     return pa.schema(fields)
 
 

@@ -127,11 +127,11 @@ def _summary_html(rows: Sequence[dict[str, Any]]) -> str:
         [
             f"{e(r['name'])}<br><span class=ci>{e(report_plots.series_label(r))}</span>"
             + ('<br><span class=warn title="GPU well under its power limit: J/token follows the host">host-bound</span>'
-               if r["host_bound"] else ""),
+               if r["host_bound_any"] else ""),
             str(r["batch_size"]),
             str(r["n_cycles"]), e(r["measurement_methodology"]),
             _with_ci(r, "energy_per_output_token_j"), _fmt(r["energy_per_output_token_j_cv"], 2),
-            _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "ttft_p50_ms"),
+            _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "latency.ttft.p50_ms"),
             _fmt(r["peak_memory_mib_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
             str(r["n_warnings"]), e(r["ci_note"] or ""),
         ]

@@ -35,9 +35,9 @@ def _yerr(rows: Sequence[dict[str, Any]], metric: str, scale: float) -> list[lis
 def _curves(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["offered_rate_req_s_mean"] is not None:
+        if row["serving.offered_rate_req_s_mean"] is not None:
             curves.setdefault(row["load_series_label"] or row["name"], []).append(row)
-    return {label: sorted(group, key=lambda r: r["offered_rate_req_s_mean"]) for label, group in curves.items()}
+    return {label: sorted(group, key=lambda r: r["serving.offered_rate_req_s_mean"]) for label, group in curves.items()}
 
 
 def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -48,8 +48,8 @@ def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, metric, scale, ylabel in (
-        (axes[0], "energy_per_slo_request_j", 1.0, "energy per SLO-meeting request (J)"),
-        (axes[1], "slo_attainment", 100.0, "SLO attainment (% of requests)"),
+        (axes[0], "serving.energy_per_slo_request_j", 1.0, "energy per SLO-meeting request (J)"),
+        (axes[1], "serving.slo_attainment", 100.0, "SLO attainment (% of requests)"),
     ):
         drawn = [(label, [r for r in group if r[f"{metric}_mean"] is not None])
                  for label, group in sorted(curves.items())]
@@ -59,14 +59,14 @@ def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         for label, group in drawn:
             if not group:
                 continue
-            xs = [r["offered_rate_req_s_mean"] for r in group]
+            xs = [r["serving.offered_rate_req_s_mean"] for r in group]
             line = ax.errorbar(xs, [r[f"{metric}_mean"] * scale for r in group], yerr=_yerr(group, metric, scale),
                                marker="o", capsize=4, label=label)
             for x, r in zip(xs, group):
-                if r["serving_concurrency"] is not None:
+                if r["serving.concurrency"] is not None:
                     ax.plot([x], [r[f"{metric}_mean"] * scale], marker="s", markersize=11, markerfacecolor="none",
                             color=line[0].get_color())
-                    ax.annotate(f"c{r['serving_concurrency']}", (x, r[f"{metric}_mean"] * scale),
+                    ax.annotate(f"c{r['serving.concurrency']}", (x, r[f"{metric}_mean"] * scale),
                                 textcoords="offset points", xytext=(6, 6), fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(plt.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -103,9 +103,9 @@ def _ci(row: dict[str, Any], metric: str, scale: float = 1.0) -> str:
 
 
 def _load(row: dict[str, Any]) -> str:
-    if row["serving_concurrency"] is not None:
-        return f"concurrency {row['serving_concurrency']}"
-    return f"{_fmt(row['serving_target_rate_req_s'])} req/s"
+    if row["serving.concurrency"] is not None:
+        return f"concurrency {row['serving.concurrency']}"
+    return f"{_fmt(row['serving.target_rate_req_s'])} req/s"
 
 
 def serving_table_html(rows: Sequence[dict[str, Any]]) -> str:
@@ -119,13 +119,13 @@ def serving_table_html(rows: Sequence[dict[str, Any]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{c}</td>" for c in (
             f"{e(r['name'])}<br><span class=ci>{e(r['load_series_label'] or '')}</span>", e(_load(r)),
-            str(r["n_cycles"]), _fmt(r["offered_rate_req_s_mean"]), _fmt(r["achieved_rate_req_s_mean"]),
-            f"{_fmt(r['serving_ttft_p50_ms_mean'])} / {_fmt(r['serving_ttft_p99_ms_mean'])}",
-            f"{_fmt(r['serving_tpot_p50_ms_mean'])} / {_fmt(r['serving_tpot_p99_ms_mean'])}",
-            _ci(r, "slo_attainment", 100.0), _fmt(r["goodput_req_s_mean"]),
-            _fmt(r["serving_energy_per_output_token_j_mean"]), _fmt(r["energy_per_request_j_mean"]),
-            _ci(r, "energy_per_slo_request_j"), _fmt(r["energy_per_slo_request_adjusted_j_mean"]),
-            _fmt(r["serving_mean_power_w_mean"]),
+            str(r["n_cycles"]), _fmt(r["serving.offered_rate_req_s_mean"]), _fmt(r["serving.achieved_rate_req_s_mean"]),
+            f"{_fmt(r['serving.latency.ttft.p50_ms_mean'])} / {_fmt(r['serving.latency.ttft.p99_ms_mean'])}",
+            f"{_fmt(r['serving.latency.tpot.p50_ms_mean'])} / {_fmt(r['serving.latency.tpot.p99_ms_mean'])}",
+            _ci(r, "serving.slo_attainment", 100.0), _fmt(r["serving.goodput_req_s_mean"]),
+            _fmt(r["serving.energy_per_output_token_j_mean"]), _fmt(r["serving.energy_per_request_j_mean"]),
+            _ci(r, "serving.energy_per_slo_request_j"), _fmt(r["serving.energy_per_slo_request_adjusted_j_mean"]),
+            _fmt(r["serving.mean_power_w_mean"]),
         )) + "</tr>"
         for r in rows
     )

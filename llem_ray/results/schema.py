@@ -1,5 +1,9 @@
 """Result models (RES-01..15). Every quantity carries its unit in its name.
 
+Each field of `ExperimentResult` is a column of the study table under its dotted name
+(results.columns); a field marked `Metric(...)` is also a summary metric, and with `progress` a
+column of the table printed when a study ends. Nothing else lists the metrics.
+
 `ExperimentResult` is what one experiment produces, in any backend; `StudyResult` points at result
 files instead of embedding them (RES-15). `SCHEMA_VERSION` is bumped on any field change: minor
 for additions, major for removals or meaning changes.
@@ -8,9 +12,11 @@ for additions, major for removals or meaning changes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from llem_ray.results.columns import NOT_A_COLUMN, Metric
 
 SCHEMA_VERSION = "3.1"
 """3.1: added `scenario` and `serving` (the serving scenario: load, latency, SLO and energy per request).
@@ -44,11 +50,11 @@ class EnvironmentSnapshot(_Model):
     cuda_version: str | None = None
     cuda_version_source: Literal["torch", "version.txt", "nvcc"] | None = None
     driver_version: str | None = None
-    gpus: list[GPUInfo] = Field(default_factory=list)
+    gpus: Annotated[list[GPUInfo], NOT_A_COLUMN] = Field(default_factory=list)
     cpu_model: str | None = None
     cpu_governor: str | None = None
     container: str | None = Field(None, description="docker / podman / kubernetes / None")
-    pip_freeze: list[str] = Field(default_factory=list)
+    pip_freeze: Annotated[list[str], NOT_A_COLUMN] = Field(default_factory=list)
 
 
 class EnergyBreakdown(_Model):
@@ -83,10 +89,10 @@ class Percentiles(_Model):
 
 
 class LatencyStats(_Model):
-    batch: Percentiles | None = None
-    request: Percentiles | None = None
-    ttft: Percentiles | None = None
-    itl: Percentiles | None = None
+    batch: Annotated[Percentiles | None, Metric("mean", of=("p50_ms",))] = None
+    request: Annotated[Percentiles | None, Metric("mean", of=("p50_ms", "p95_ms"))] = None
+    ttft: Annotated[Percentiles | None, Metric("ci", of=("p50_ms",))] = None
+    itl: Annotated[Percentiles | None, Metric("mean", of=("p50_ms",))] = None
 
 
 class FlopsResult(_Model):
@@ -116,15 +122,19 @@ class Placement(_Model):
     hostname: str | None = None
     gpu_uuids: list[str] = Field(default_factory=list)
     pci_bus_ids: list[str] = Field(default_factory=list)
-    cycle: int | None = None
-    attempt: int | None = None
+    cycle: Annotated[int | None, NOT_A_COLUMN] = None  # the study table's `cycle` (1 when None)
+    attempt: Annotated[int | None, NOT_A_COLUMN] = None  # the study table's `attempt`
 
 
 class ServingLatency(_Model):
     """Client-side latency of the serving scenario's measured requests (sent inside its steady window), ms."""
 
-    ttft: Percentiles | None = Field(None, description="Time to first token: send to first streamed token")
-    tpot: Percentiles | None = Field(None, description="Time per output token: (last - first token) / (tokens - 1)")
+    ttft: Annotated[Percentiles | None, Metric("mean", of=("p50_ms", "p99_ms"))] = Field(
+        None, description="Time to first token: send to first streamed token"
+    )
+    tpot: Annotated[Percentiles | None, Metric("mean", of=("p50_ms", "p99_ms"))] = Field(
+        None, description="Time per output token: (last - first token) / (tokens - 1)"
+    )
     itl: Percentiles | None = Field(None, description="Gaps between consecutive streamed chunks")
     e2e: Percentiles | None = Field(None, description="End to end: send to last token")
 
@@ -151,7 +161,9 @@ class ServingResult(_Model):
     requests_failed: int = Field(..., description="Failed by the engine or cancelled when the drain timed out")
     send_phase_s: float = Field(..., description="From the start to when sending stopped, s")
     drain_s: float = Field(..., description="From when sending stopped to the end of the last request, s")
-    offered_rate_req_s: float = Field(..., description="Requests sent / send_phase_s, as the generator sent them")
+    offered_rate_req_s: Annotated[float, Metric("mean")] = Field(
+        ..., description="Requests sent / send_phase_s, as the generator sent them"
+    )
     generator_lag_p99_ms: float | None = Field(None, description="99th percentile of send time - due time, ms")
     generator_lag_max_ms: float | None = None
     generator_fell_behind: bool = Field(..., description="Some request was sent more than 100 ms after it was due")
@@ -162,19 +174,29 @@ class ServingResult(_Model):
     requests_in_window: float | None = Field(None, description="Requests served in the window (token shares)")
     slo_requests_in_window: float | None = Field(None, description="Of those, requests meeting every SLO bound")
     output_tokens_in_window: int | None = None
-    achieved_rate_req_s: float | None = Field(None, description="requests_in_window / window length")
-    slo_attainment: float | None = Field(None, description="slo_requests_in_window / requests_in_window, 0-1")
-    goodput_req_s: float | None = Field(None, description="slo_requests_in_window / window length")
+    achieved_rate_req_s: Annotated[float | None, Metric("mean")] = Field(
+        None, description="requests_in_window / window length"
+    )
+    slo_attainment: Annotated[float | None, Metric("ci")] = Field(
+        None, description="slo_requests_in_window / requests_in_window, 0-1"
+    )
+    goodput_req_s: Annotated[float | None, Metric("mean")] = Field(
+        None, description="slo_requests_in_window / window length"
+    )
     latency: ServingLatency = Field(default_factory=ServingLatency)
     energy_window_j: float | None = Field(None, description="Raw GPU energy in the window, J")
     energy_window_adjusted_j: float | None = Field(None, description="energy_window_j - baseline W x window s")
-    mean_power_w: float | None = Field(None, description="energy_window_j / window length, W")
-    energy_per_output_token_j: float | None = None
+    mean_power_w: Annotated[float | None, Metric("mean")] = Field(
+        None, description="energy_window_j / window length, W"
+    )
+    energy_per_output_token_j: Annotated[float | None, Metric("mean")] = None
     energy_per_output_token_adjusted_j: float | None = None
-    energy_per_request_j: float | None = None
+    energy_per_request_j: Annotated[float | None, Metric("mean")] = None
     energy_per_request_adjusted_j: float | None = None
-    energy_per_slo_request_j: float | None = Field(None, description="energy_window_j / slo_requests_in_window")
-    energy_per_slo_request_adjusted_j: float | None = None
+    energy_per_slo_request_j: Annotated[float | None, Metric("ci")] = Field(
+        None, description="energy_window_j / slo_requests_in_window"
+    )
+    energy_per_slo_request_adjusted_j: Annotated[float | None, Metric("mean")] = None
 
 
 class ExperimentResult(_Model):
@@ -183,7 +205,7 @@ class ExperimentResult(_Model):
     schema_version: str = SCHEMA_VERSION
     name: str
     measurement_config_hash: str
-    config: dict[str, Any]
+    config: Annotated[dict[str, Any], NOT_A_COLUMN]  # in the study table as `config.<dotted>` (results.table)
     backend: str
     model: str
     precision: str
@@ -196,42 +218,44 @@ class ExperimentResult(_Model):
     steady_state_window: tuple[float, float] | None = Field(
         None, description="(start_s, end_s) relative to the measured window start"
     )
-    duration_s: float = Field(..., description="Measured window wall time, s")
+    duration_s: Annotated[float, Metric("mean")] = Field(..., description="Measured window wall time, s")
     n_requests: int
     input_tokens: int
     output_tokens: int
-    tokens_per_second: float = Field(..., description="Output tokens per second of the measured window")
+    tokens_per_second: Annotated[float, Metric("ci", progress="tok/s", progress_format=".1f")] = Field(
+        ..., description="Output tokens per second of the measured window"
+    )
     energy_meter: str | None = Field(None, description="Meter that measured: nvml, zeus, codecarbon or None")
     energy_meter_accuracy: str | None = None
-    energy_total_j: float | None = None
-    energy_adjusted_j: float | None = None
+    energy_total_j: Annotated[float | None, Metric("mean", progress="energy J", progress_format=".1f")] = None
+    energy_adjusted_j: Annotated[float | None, Metric("ci")] = None
     energy_per_device_j: dict[str, float] | None = Field(None, description="GPU UUID -> J")
     baseline_power_w: float | None = None
-    energy_per_output_token_j: float | None = Field(
+    energy_per_output_token_j: Annotated[float | None, Metric("ci", progress="J/token")] = Field(
         None, description="J/token by `measurement_methodology`: over the steady-state window when there is one"
     )
-    energy_per_output_token_total_j: float | None = Field(
+    energy_per_output_token_total_j: Annotated[float | None, Metric("ci")] = Field(
         None, description="J/token over the whole measured window (ramp-up and drain included), beside the above"
     )
     energy_breakdown: EnergyBreakdown = Field(default_factory=EnergyBreakdown)
     prefill: PhaseMetrics | None = None
     decode: PhaseMetrics | None = None
     latency: LatencyStats = Field(default_factory=LatencyStats)
-    peak_memory_mib: float | None = Field(
+    peak_memory_mib: Annotated[float | None, Metric("mean")] = Field(
         None,
         description="Highest GPU memory in use (NVML, all processes) on the experiment's GPUs, summed, during the "
         "measured window, MiB: CUDA contexts plus torch's caching allocator or the engine's pools; None on CPU",
     )
-    mean_gpu_utilization_pct: float | None = None
-    mean_power_w: float | None = None
-    host_bound: bool | None = Field(
+    mean_gpu_utilization_pct: Annotated[float | None, Metric("mean")] = None
+    mean_power_w: Annotated[float | None, Metric("mean")] = None
+    host_bound: Annotated[bool | None, Metric("any")] = Field(
         None, description="GPU drew well under its power limit in the window (see methodology): J/token follows "
         "the host; None without power samples or a known limit"
     )
     prefix_caching: bool | None = Field(
         None, description="The engine's prefix cache was on (cleared before every workload); None: no such cache"
     )
-    max_temperature_c: float | None = None
+    max_temperature_c: Annotated[float | None, Metric("max")] = None
     throttle_reasons: list[str] = Field(default_factory=list)
     flops: FlopsResult | None = None
     warmup: WarmupResult | None = None

@@ -1,7 +1,10 @@
 """The study table: one flat row per (experiment, cycle), written as a Parquet dataset of part files.
 
-`STUDY_TABLE_SCHEMA` is explicit so every part file, and the consolidated `results.parquet`, has the
-same columns and types whatever the values (a column of None would otherwise be typed `null`).
+`STUDY_TABLE_SCHEMA` is derived from the models (results.columns): every ExperimentResult field under
+its dotted name, and the resolved configuration as `config.<dotted>` columns. It is fixed by the
+models, not by the values, so every part file and the consolidated `results.parquet` have the same
+columns and types whatever backend or sections an experiment used (a column of None would
+otherwise be typed `null`), and `pyarrow.dataset` reads them as one dataset.
 Each part file is written to a dot-prefixed temp name and then `os.replace`d: a reader never sees a
 half-written part (pyarrow's dataset reader skips `.`/`_` files), and writing the same part twice
 replaces it, so a retried write never duplicates a row. Column names carry units.
@@ -22,134 +25,57 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.results.atomic import write_atomic
-from llem_ray.results.schema import ExperimentResult, Percentiles
-from llem_ray.results.serving_columns import SERVING_TABLE_FIELDS, serving_columns
+from llem_ray.results.columns import Column, model_columns
+from llem_ray.results.schema import ExperimentResult
 
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 COMPACT_PATTERN = re.compile(r"^compact-t(\d+)-v\d{6}-\d+\.parquet$")
 """Name of a compacted file (results/study_table.py): tier, version that wrote it, index."""
-_UTC_US = pa.timestamp("us", tz="UTC")
-_STRINGS = pa.list_(pa.string())
+
+ENTRY_FIELDS: list[pa.Field] = [
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("order_index", pa.int64(), nullable=False),
+    pa.field("cycle", pa.int64(), nullable=False),
+    pa.field("attempt", pa.int64(), nullable=False),
+    pa.field("n_warnings", pa.int64()),
+    pa.field("result_path", pa.string()),
+]
+"""The study's own columns: the entry's key and run order, its cycle and attempt (1 when the result
+has none), the number of measurement warnings, and where its result.json lies (relative)."""
+
+RESULT_COLUMNS: list[Column] = model_columns(ExperimentResult)
+"""Every ExperimentResult field under its dotted name (results.columns), metrics included."""
+
+CONFIG_COLUMNS: list[Column] = model_columns(ExperimentConfig, "config.", ("config",))
+"""The resolved configuration (`result.config`) as `config.<dotted field>` columns, typed from the
+ExperimentConfig model: every row has every backend's section columns, None where the experiment
+has no such section, so part files of mixed backends share one schema. A value under no field of the
+current model (a result written by another version) is not in the table."""
+
+_NOT_NULL = {"name", "measurement_config_hash"}
 
 STUDY_TABLE_SCHEMA = pa.schema(
     [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("order_index", pa.int64(), nullable=False),
-        pa.field("cycle", pa.int64(), nullable=False),
-        pa.field("attempt", pa.int64(), nullable=False),
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("measurement_config_hash", pa.string(), nullable=False),
-        pa.field("backend", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("precision", pa.string()),
-        pa.field("batch_size", pa.int64()),
-        pa.field("device", pa.string()),
-        pa.field("started_at", _UTC_US),
-        pa.field("ended_at", _UTC_US),
-        pa.field("duration_s", pa.float64()),
-        pa.field("n_requests", pa.int64()),
-        pa.field("input_tokens", pa.int64()),
-        pa.field("output_tokens", pa.int64()),
-        pa.field("tokens_per_second", pa.float64()),
-        pa.field("energy_meter", pa.string()),
-        pa.field("energy_total_j", pa.float64()),
-        pa.field("energy_adjusted_j", pa.float64()),
-        pa.field("baseline_power_w", pa.float64()),
-        pa.field("baseline_source", pa.string()),
-        pa.field("measurement_methodology", pa.string()),
-        pa.field("energy_per_output_token_j", pa.float64()),
-        pa.field("energy_per_output_token_total_j", pa.float64()),
-        pa.field("prefill_duration_s", pa.float64()),
-        pa.field("prefill_energy_j", pa.float64()),
-        pa.field("decode_duration_s", pa.float64()),
-        pa.field("decode_energy_j", pa.float64()),
-        pa.field("decode_energy_per_token_j", pa.float64()),
-        pa.field("request_latency_p50_ms", pa.float64()),
-        pa.field("request_latency_p99_ms", pa.float64()),
-        pa.field("ttft_p50_ms", pa.float64()),
-        pa.field("itl_p50_ms", pa.float64()),
-        pa.field("peak_memory_mib", pa.float64()),
-        pa.field("mean_gpu_utilization_pct", pa.float64()),
-        pa.field("mean_power_w", pa.float64()),
-        pa.field("host_bound", pa.bool_()),
-        pa.field("prefix_caching", pa.bool_()),
-        pa.field("max_temperature_c", pa.float64()),
-        pa.field("throttle_reasons", _STRINGS),
-        pa.field("total_flops", pa.float64()),
-        pa.field("node_id", pa.string()),
-        pa.field("hostname", pa.string()),
-        pa.field("gpu_uuids", _STRINGS),
-        pa.field("pci_bus_ids", _STRINGS),
-        pa.field("n_warnings", pa.int64()),
-        pa.field("measurement_warnings", _STRINGS),
-        pa.field("result_path", pa.string()),
-        pa.field("schema_version", pa.string()),
-        *SERVING_TABLE_FIELDS,
+        *ENTRY_FIELDS,
+        *(pa.field(c.name, c.type, nullable=c.name not in _NOT_NULL) for c in RESULT_COLUMNS),
+        *(pa.field(c.name, c.type) for c in CONFIG_COLUMNS),
     ]
 )
-
-
-def _p(stats: Percentiles | None, attr: str) -> float | None:
-    return getattr(stats, attr) if stats is not None else None
+"""The study table's columns: ENTRY_FIELDS, RESULT_COLUMNS, CONFIG_COLUMNS, in that order."""
 
 
 def result_row(result: ExperimentResult, *, key: str, order_index: int, result_path: str) -> dict[str, Any]:
     """The flat row of `result` (columns of STUDY_TABLE_SCHEMA). `result_path` is relative to the study dir."""
-    placement, lat = result.placement, result.latency
     return {
         "key": key,
         "order_index": order_index,
-        "cycle": placement.cycle or 1,
-        "attempt": placement.attempt or 1,
-        "name": result.name,
-        "measurement_config_hash": result.measurement_config_hash,
-        "backend": result.backend,
-        "model": result.model,
-        "precision": result.precision,
-        "batch_size": result.batch_size,
-        "device": result.device,
-        "started_at": result.started_at,
-        "ended_at": result.ended_at,
-        "duration_s": result.duration_s,
-        "n_requests": result.n_requests,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "tokens_per_second": result.tokens_per_second,
-        "energy_meter": result.energy_meter,
-        "energy_total_j": result.energy_total_j,
-        "energy_adjusted_j": result.energy_adjusted_j,
-        "baseline_power_w": result.baseline_power_w,
-        "baseline_source": result.energy_breakdown.baseline_source,
-        "measurement_methodology": result.measurement_methodology,
-        "energy_per_output_token_j": result.energy_per_output_token_j,
-        "energy_per_output_token_total_j": result.energy_per_output_token_total_j,
-        "prefill_duration_s": result.prefill.duration_s if result.prefill else None,
-        "prefill_energy_j": result.prefill.energy_j if result.prefill else None,
-        "decode_duration_s": result.decode.duration_s if result.decode else None,
-        "decode_energy_j": result.decode.energy_j if result.decode else None,
-        "decode_energy_per_token_j": result.decode.energy_per_token_j if result.decode else None,
-        "request_latency_p50_ms": _p(lat.request, "p50_ms"),
-        "request_latency_p99_ms": _p(lat.request, "p99_ms"),
-        "ttft_p50_ms": _p(lat.ttft, "p50_ms"),
-        "itl_p50_ms": _p(lat.itl, "p50_ms"),
-        "peak_memory_mib": result.peak_memory_mib,
-        "mean_gpu_utilization_pct": result.mean_gpu_utilization_pct,
-        "mean_power_w": result.mean_power_w,
-        "host_bound": result.host_bound,
-        "prefix_caching": result.prefix_caching,
-        "max_temperature_c": result.max_temperature_c,
-        "throttle_reasons": list(result.throttle_reasons),
-        "total_flops": result.flops.total_flops if result.flops else None,
-        "node_id": placement.node_id,
-        "hostname": placement.hostname,
-        "gpu_uuids": list(placement.gpu_uuids),
-        "pci_bus_ids": list(placement.pci_bus_ids),
+        "cycle": result.placement.cycle or 1,
+        "attempt": result.placement.attempt or 1,
         "n_warnings": len(result.measurement_warnings),
-        "measurement_warnings": list(result.measurement_warnings),
         "result_path": result_path,
-        "schema_version": result.schema_version,
-        **serving_columns(result),
+        **{c.name: c.value(result) for c in (*RESULT_COLUMNS, *CONFIG_COLUMNS)},
     }
 
 

@@ -51,7 +51,7 @@ def test_cpu_only_study_with_the_real_pytorch_backend(tmp_path):
     for row in table:
         assert row["device"] == "cpu" and row["backend"] == "pytorch"
         assert row["output_tokens"] == 2 * 4 and row["tokens_per_second"] > 0
-        assert row["node_id"] and row["gpu_uuids"] == []
+        assert row["placement.node_id"] and row["placement.gpu_uuids"] == []
     assert all(e.status == "completed" and e.history[0].gpu_ids == [] for e in load_manifest(study_dir).entries)
     assert "tiny-llama_pytorch_fp32_bs2" in proc.stdout
 

@@ -48,22 +48,22 @@ def test_a_serving_study_runs_every_cycle_in_its_own_actor_and_reports_load_curv
     assert result.summary.completed == 4 and result.summary.failed == 0
 
     rows = pq.read_table(os.path.join(result.output_dir, "results.parquet")).to_pylist()
-    assert {r["scenario"] for r in rows} == {"serving"} and len({r["node_id"] for r in rows}) == 1
+    assert {r["scenario"] for r in rows} == {"serving"} and len({r["placement.node_id"] for r in rows}) == 1
     for row in rows:
-        target = row["serving_target_rate_req_s"]
+        target = row["serving.target_rate_req_s"]
         if target is not None:
             # the seeded schedule's 30 requests; the 5 % bound on the offered rate is test_serving_loadgen's
             # (a loaded CI host can delay this actor's last sends by tens of ms)
             assert row["n_requests"] == 30
-            assert row["offered_rate_req_s"] == pytest.approx(target, rel=0.25)
+            assert row["serving.offered_rate_req_s"] == pytest.approx(target, rel=0.25)
         else:
-            assert row["serving_concurrency"] == 4 and row["offered_rate_req_s"] > 10
-        assert row["slo_attainment"] == 1.0 and row["serving_window_accepted"] is False
-        assert row["energy_total_j"] > 0 and row["energy_per_slo_request_j"] is None  # window under 30 s
+            assert row["serving.concurrency"] == 4 and row["serving.offered_rate_req_s"] > 10
+        assert row["serving.slo_attainment"] == 1.0 and row["serving.window_accepted"] is False
+        assert row["energy_total_j"] > 0 and row["serving.energy_per_slo_request_j"] is None  # window under 30 s
         assert any("rejected" in w for w in row["measurement_warnings"])
 
     page = write_report(result.output_dir)
     assert (page.parent / "serving_load_curves.png").stat().st_size > 2000
     summary = pq.read_table(page.parent / "summary.parquet").to_pylist()
-    assert len(summary) == 2 and {s["slo_attainment_n"] for s in summary} == {2}
+    assert len(summary) == 2 and {s["serving.slo_attainment_n"] for s in summary} == {2}
     assert len({s["load_series"] for s in summary}) == 1  # one configuration under two loads

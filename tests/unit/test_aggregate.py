@@ -82,7 +82,7 @@ def test_summary_groups_cycles_by_configuration():
     assert a["energy_per_output_token_j_std"] == pytest.approx(statistics.stdev([0.50, 0.52, 0.48]))
     assert a["energy_per_output_token_j_ci95_low"] < 0.50 < a["energy_per_output_token_j_ci95_high"]
     assert b["energy_per_output_token_j_ci95_low"] == b["energy_per_output_token_j_ci95_high"] == 0.1
-    assert b["ttft_p50_ms_n"] == 0 and b["ttft_p50_ms_mean"] is None
+    assert b["latency.ttft.p50_ms_n"] == 0 and b["latency.ttft.p50_ms_mean"] is None
     assert (b["batch_size"], b["kv_cache"], b["peak_memory_mib_mean"]) == (8, "dynamic", 512.0)
     assert all(f"{m}_ci95_high" in a for m in CI_METRICS)
 
@@ -94,7 +94,7 @@ def test_summary_is_written_as_parquet_and_csv_with_meas07_columns(tmp_path):
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1
-    for column in ("peak_memory_mib_mean", "mean_gpu_utilization_pct_mean", "request_latency_p95_ms_mean",
+    for column in ("peak_memory_mib_mean", "mean_gpu_utilization_pct_mean", "latency.request.p95_ms_mean",
                    "batch_size", "kv_cache", "tokens_per_second_ci95_low"):
         assert column in rows[0]
     assert float(rows[0]["tokens_per_second_mean"]) == pytest.approx(101.5)

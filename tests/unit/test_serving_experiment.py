@@ -75,8 +75,8 @@ def test_a_rate_mode_serving_experiment_end_to_end(vllm_stand_in, fakes, tmp_pat
     assert from_json(run_dir / RESULT_FILE).serving == serving
     row = result_row(result, key="k", order_index=0, result_path="r")
     pa.Table.from_pylist([row], schema=STUDY_TABLE_SCHEMA)  # every column has the schema's type
-    assert row["scenario"] == "serving" and row["offered_rate_req_s"] == serving.offered_rate_req_s
-    assert row["slo_attainment"] == 1.0 and row["serving_window_accepted"] is False
+    assert row["scenario"] == "serving" and row["serving.offered_rate_req_s"] == serving.offered_rate_req_s
+    assert row["serving.slo_attainment"] == 1.0 and row["serving.window_accepted"] is False
 
 
 def test_a_fixed_concurrency_serving_experiment(vllm_stand_in, fakes):

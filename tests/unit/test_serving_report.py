@@ -50,22 +50,24 @@ def test_summary_gives_cis_over_cycles_and_one_load_curve_per_configuration():
     rows = summary_table(serving_study()).to_pylist()
     assert len(rows) == 8 and all(r["scenario"] == "serving" for r in rows)
     first = rows[0]
-    assert first["energy_per_slo_request_j_n"] == 3
-    assert first["energy_per_slo_request_j_mean"] == pytest.approx(1.5 * 1.04)
-    assert first["energy_per_slo_request_j_ci95_low"] < first["energy_per_slo_request_j_mean"]
-    assert first["energy_per_slo_request_j_ci95_high"] > first["energy_per_slo_request_j_mean"]
-    assert first["slo_attainment_mean"] == pytest.approx(0.98) and first["slo_attainment_n"] == 3
-    assert first["offered_rate_req_s_mean"] == pytest.approx(2.004) and first["serving_target_rate_req_s"] == 2.0
+    assert first["serving.energy_per_slo_request_j_n"] == 3
+    assert first["serving.energy_per_slo_request_j_mean"] == pytest.approx(1.5 * 1.04)
+    assert first["serving.energy_per_slo_request_j_ci95_low"] < first["serving.energy_per_slo_request_j_mean"]
+    assert first["serving.energy_per_slo_request_j_ci95_high"] > first["serving.energy_per_slo_request_j_mean"]
+    assert first["serving.slo_attainment_mean"] == pytest.approx(0.98) and first["serving.slo_attainment_n"] == 3
+    assert first["serving.offered_rate_req_s_mean"] == pytest.approx(2.004)
+    assert first["serving.target_rate_req_s"] == 2.0
     curves = {}
     for r in rows:
-        curves.setdefault(r["load_series"], []).append((r["serving_target_rate_req_s"], r["serving_concurrency"]))
+        curves.setdefault(r["load_series"], []).append((r["serving.target_rate_req_s"], r["serving.concurrency"]))
     assert sorted(len(v) for v in curves.values()) == [4, 4]  # rates and the concurrency point share a curve
     labels = {r["load_series_label"] for r in rows}
     assert labels == {"llama-3.1-8b · vllm · bf16 · TTFT ≤ 500 ms, TPOT ≤ 50 ms (Poisson)",
                       "llama-3.1-8b · vllm · bf16 · TTFT ≤ 200 ms, TPOT ≤ 50 ms (Poisson)"}
     offline = summary_table([make_result()]).to_pylist()[0]
     assert offline["scenario"] == "offline" and offline["load_series"] is None
-    assert offline["energy_per_slo_request_j_n"] == 0 and offline["energy_per_slo_request_j_mean"] is None
+    assert offline["serving.energy_per_slo_request_j_n"] == 0
+    assert offline["serving.energy_per_slo_request_j_mean"] is None
 
 
 def test_report_draws_j_per_slo_request_and_attainment_against_the_rate(tmp_path):
