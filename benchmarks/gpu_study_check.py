@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import llem_ray  # noqa: E402,F401  (amdsmi guard before Ray)
 import pyarrow.parquet as pq  # noqa: E402
 
+import llem_ray  # noqa: E402,F401  (amdsmi guard before Ray)
 from llem_ray import device  # noqa: E402
 from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
@@ -113,14 +113,18 @@ def main() -> int:
         if not record.gpu_ids or len(uuids) != 1 or record.gpu_uuids != uuids:
             failures.append(f"{entry.key}: actor GPU ids {record.gpu_ids}, UUIDs {record.gpu_uuids} vs result {uuids}")
         if set(res.energy_per_device_j or {}) != set(uuids):
-            failures.append(f"{entry.key}: sampler bound to {sorted(res.energy_per_device_j or {})}, actor owns {uuids}")
+            failures.append(
+                f"{entry.key}: sampler bound to {sorted(res.energy_per_device_j or {})}, actor owns {uuids}"
+            )
         ts = pq.read_table(result_dir / "timeseries.parquet").to_pylist()
         window = [r["t_s"] for r in ts if r["phase"] == "measured"]
         if window and uuids:
             start, end = min(window), max(window)
             seen = set().union(*[p for t, u, p in poll.samples if u == uuids[0] and start <= t <= end] or [set()])
             if seen - {record.actor_pid}:
-                failures.append(f"{entry.key}: processes {sorted(seen)} on the GPU in the measured window, actor {record.actor_pid}")
+                failures.append(
+                    f"{entry.key}: processes {sorted(seen)} on the GPU in the measured window, actor {record.actor_pid}"
+                )
         if set(record.gpu_pids_seen) - {record.actor_pid}:
             failures.append(f"{entry.key}: the worker saw pids {record.gpu_pids_seen} (actor {record.actor_pid})")
         if res.energy_per_output_token_j is not None:

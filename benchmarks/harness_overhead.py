@@ -42,9 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llem_ray import device  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
 from llem_ray.datasets.synthetic import synthetic_prompts  # noqa: E402
-from llem_ray import device  # noqa: E402
 from llem_ray.energy.devices import visible_gpus  # noqa: E402
 from llem_ray.energy.nvml import NVMLMeter  # noqa: E402
 from llem_ray.energy.protocol import MeterUnavailable  # noqa: E402
@@ -64,8 +64,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=3, help="PyTorch: batches per timed run")
     parser.add_argument("--prompts", type=int, default=1024, help="vLLM: prompts per workload")
     parser.add_argument("--max-num-seqs", type=int, default=128, help="vLLM: concurrent sequences")
-    parser.add_argument("--arms", nargs="+", default=["bare", "llem"],
-                        choices=["bare", "bare_default_stats", "llem"], help="vLLM: arms, in order")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["bare", "llem"],
+        choices=["bare", "bare_default_stats", "llem"],
+        help="vLLM: arms, in order",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per arm (and batch size)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args()
@@ -92,8 +97,15 @@ def bare_generate(model, batches, new_tokens: int, device: str, static: bool) ->
     start_s = time.perf_counter()
     for ids, mask in tensors:
         with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           do_sample=False, pad_token_id=0, **extra)
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+                **extra,
+            )
     synchronize(device)
     return sum(len(b) for b in batches) * new_tokens / (time.perf_counter() - start_s)
 
@@ -128,8 +140,15 @@ def run_pytorch(args: argparse.Namespace) -> dict:
     rows = []
     for batch_size in args.batch_sizes:
         section = {"batch_size": batch_size, **({"static_kv_cache": True} if args.static_kv_cache else {})}
-        config = ExperimentConfig(model=model_name, weights="random", precision=precision, dataset="synthetic",
-                                  max_input_tokens=input_len, max_output_tokens=new_tokens, pytorch=section)
+        config = ExperimentConfig(
+            model=model_name,
+            weights="random",
+            precision=precision,
+            dataset="synthetic",
+            max_input_tokens=input_len,
+            max_output_tokens=new_tokens,
+            pytorch=section,
+        )
         backend = PyTorchBackend()
         info = backend.load(config, device)
         prompts = synthetic_prompts(batch_size * args.batches, input_len, info.vocab_size or 32000, seed=42)
@@ -141,19 +160,36 @@ def run_pytorch(args: argparse.Namespace) -> dict:
             bare.append(bare_generate(backend.model, batches, new_tokens, device, args.static_kv_cache))
             llem.append(llem_window(backend, prompts, new_tokens, device, meter)[0])
         backend.unload()
-        row = {"batch_size": batch_size, "bare_tok_s": spread(bare), "llem_tok_s": spread(llem),
-               "bare_runs": bare, "llem_runs": llem}
+        row = {
+            "batch_size": batch_size,
+            "bare_tok_s": spread(bare),
+            "llem_tok_s": spread(llem),
+            "bare_runs": bare,
+            "llem_runs": llem,
+        }
         row["ratio"] = row["llem_tok_s"]["median"] / row["bare_tok_s"]["median"]
         rows.append(row)
-        print(f"batch {batch_size:>3}: bare {row['bare_tok_s']['median']:>10,.1f} tok/s "
-              f"({min(bare):,.1f}-{max(bare):,.1f})   llem {row['llem_tok_s']['median']:>10,.1f} tok/s "
-              f"({min(llem):,.1f}-{max(llem):,.1f})   ratio {row['ratio']:.4f}", flush=True)
+        print(
+            f"batch {batch_size:>3}: bare {row['bare_tok_s']['median']:>10,.1f} tok/s "
+            f"({min(bare):,.1f}-{max(bare):,.1f})   llem {row['llem_tok_s']['median']:>10,.1f} tok/s "
+            f"({min(llem):,.1f}-{max(llem):,.1f})   ratio {row['ratio']:.4f}",
+            flush=True,
+        )
     if meter is not None:
         meter.close()
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
-    return {"backend": "pytorch", "model": model_name, "precision": precision, "device": device, "gpu": gpu,
-            "input": input_len, "output": new_tokens, "static_kv_cache": args.static_kv_cache,
-            "sampler": meter is not None, "rows": rows}
+    return {
+        "backend": "pytorch",
+        "model": model_name,
+        "precision": precision,
+        "device": device,
+        "gpu": gpu,
+        "input": input_len,
+        "output": new_tokens,
+        "static_kv_cache": args.static_kv_cache,
+        "sampler": meter is not None,
+        "rows": rows,
+    }
 
 
 def _meter(device: str) -> NVMLMeter | None:
@@ -189,8 +225,9 @@ def _wait_gpu_released(uuid, timeout_s: float = 60.0, idle_mib: float = 4096.0) 
     return _memory_used_mib(uuid)
 
 
-def bare_vllm_arm(vllm, config: ExperimentConfig, inputs: list[dict], repeats: int, default_stats: bool,
-                  uuid) -> list[tuple[float, float]]:
+def bare_vllm_arm(
+    vllm, config: ExperimentConfig, inputs: list[dict], repeats: int, default_stats: bool, uuid
+) -> list[tuple[float, float]]:
     """(tok/s, J/token) of `repeats` workloads on a fresh bare `vllm.LLM`; the engine is shut down after."""
     from llem_ray.backends.engine_common import ModelSource
     from llem_ray.backends.vllm.backend import (
@@ -247,9 +284,17 @@ def run_vllm(args: argparse.Namespace) -> dict:
 
     model = args.model or "llem/llama-3.1-8b"
     input_len, new_tokens = args.input or 128, args.output or 256
-    config = ExperimentConfig(backend="vllm", model=model, weights="random", precision=args.precision,
-                              dataset="synthetic", n=args.prompts, max_input_tokens=input_len,
-                              max_output_tokens=new_tokens, vllm={"max_num_seqs": args.max_num_seqs})
+    config = ExperimentConfig(
+        backend="vllm",
+        model=model,
+        weights="random",
+        precision=args.precision,
+        dataset="synthetic",
+        n=args.prompts,
+        max_input_tokens=input_len,
+        max_output_tokens=new_tokens,
+        vllm={"max_num_seqs": args.max_num_seqs},
+    )
     uuid = visible_gpus().uuids[0]
     from llem_ray.backends.engine_common import ModelSource
 
@@ -263,23 +308,43 @@ def run_vllm(args: argparse.Namespace) -> dict:
             runs = llem_vllm_arm(config, prompts, args.repeats)
         else:
             runs = bare_vllm_arm(vllm, config, inputs, args.repeats, arm == "bare_default_stats", uuid)
-        arms[arm] = {"tok_s": spread([r[0] for r in runs]), "j_per_token": spread([r[1] for r in runs]),
-                     "runs": runs, "arm_wall_s": time.perf_counter() - start_s,
-                     "memory_used_after_mib": _wait_gpu_released(uuid)}
+        arms[arm] = {
+            "tok_s": spread([r[0] for r in runs]),
+            "j_per_token": spread([r[1] for r in runs]),
+            "runs": runs,
+            "arm_wall_s": time.perf_counter() - start_s,
+            "memory_used_after_mib": _wait_gpu_released(uuid),
+        }
         a = arms[arm]
-        print(f"{arm:>18}: {a['tok_s']['median']:>10,.1f} tok/s ({a['tok_s']['min']:,.1f}-{a['tok_s']['max']:,.1f})"
-              f"   {a['j_per_token']['median']:.5f} J/token ({a['j_per_token']['min']:.5f}-"
-              f"{a['j_per_token']['max']:.5f})   arm {a['arm_wall_s']:.0f} s, GPU memory after "
-              f"{a['memory_used_after_mib']:,.0f} MiB", flush=True)
-    result = {"backend": "vllm", "vllm": vllm.__version__, "model": model, "precision": args.precision,
-              "gpu": device.current().gpu_name(uuid), "prompts": args.prompts, "input": input_len,
-              "output": new_tokens, "max_num_seqs": args.max_num_seqs, "repeats": args.repeats, "arms": arms}
+        print(
+            f"{arm:>18}: {a['tok_s']['median']:>10,.1f} tok/s ({a['tok_s']['min']:,.1f}-{a['tok_s']['max']:,.1f})"
+            f"   {a['j_per_token']['median']:.5f} J/token ({a['j_per_token']['min']:.5f}-"
+            f"{a['j_per_token']['max']:.5f})   arm {a['arm_wall_s']:.0f} s, GPU memory after "
+            f"{a['memory_used_after_mib']:,.0f} MiB",
+            flush=True,
+        )
+    result = {
+        "backend": "vllm",
+        "vllm": vllm.__version__,
+        "model": model,
+        "precision": args.precision,
+        "gpu": device.current().gpu_name(uuid),
+        "prompts": args.prompts,
+        "input": input_len,
+        "output": new_tokens,
+        "max_num_seqs": args.max_num_seqs,
+        "repeats": args.repeats,
+        "arms": arms,
+    }
     if "bare" in arms and "llem" in arms:
         bare, llem = arms["bare"], arms["llem"]
         result["tok_s_ratio"] = llem["tok_s"]["median"] / bare["tok_s"]["median"]
         result["j_per_token_diff"] = llem["j_per_token"]["median"] / bare["j_per_token"]["median"] - 1
-        print(f"llem / bare: tok/s ratio {result['tok_s_ratio']:.4f} (target >= 0.99), "
-              f"J/token {result['j_per_token_diff']:+.2%} (target within 1 %)", flush=True)
+        print(
+            f"llem / bare: tok/s ratio {result['tok_s_ratio']:.4f} (target >= 0.99), "
+            f"J/token {result['j_per_token_diff']:+.2%} (target within 1 %)",
+            flush=True,
+        )
     return result
 
 

@@ -43,8 +43,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "HEAD_GONE")
 
 def ray(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
     """The finished `ray` CLI call (text), in a new session; raises CalledProcessError when `check` and it fails."""
-    done = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=300,
-                          start_new_session=True)
+    done = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
     if check and done.returncode != 0:
         raise subprocess.CalledProcessError(done.returncode, ["ray", *args], done.stdout, done.stderr)
     return done
@@ -78,17 +77,19 @@ def job_status(job_id: str, env: dict[str, str]) -> str:
 
 def serving_line(r: dict[str, str]) -> str:
     """The serving figures of one summary row (means over cycles; CIs in brackets)."""
-    return (f"  serving: offered {r['serving.offered_rate_req_s_mean']} req/s, "
-            f"achieved {r['serving.achieved_rate_req_s_mean']}, "
-            f"TTFT p50/p99 {r['serving.latency.ttft.p50_ms_mean']}/{r['serving.latency.ttft.p99_ms_mean']} ms, "
-            f"TPOT p50/p99 {r['serving.latency.tpot.p50_ms_mean']}/{r['serving.latency.tpot.p99_ms_mean']} ms, "
-            f"SLO attainment {r['serving.slo_attainment_mean']} [{r['serving.slo_attainment_ci95_low']}, "
-            f"{r['serving.slo_attainment_ci95_high']}], "
-            f"J/token (window) {r['serving.energy_per_output_token_j_mean']}, "
-            f"J/SLO-meeting request {r['serving.energy_per_slo_request_j_mean']} "
-            f"[{r['serving.energy_per_slo_request_j_ci95_low']}, {r['serving.energy_per_slo_request_j_ci95_high']}] "
-            f"(adjusted {r['serving.energy_per_slo_request_adjusted_j_mean']}), "
-            f"window power {r['serving.mean_power_w_mean']} W")
+    return (
+        f"  serving: offered {r['serving.offered_rate_req_s_mean']} req/s, "
+        f"achieved {r['serving.achieved_rate_req_s_mean']}, "
+        f"TTFT p50/p99 {r['serving.latency.ttft.p50_ms_mean']}/{r['serving.latency.ttft.p99_ms_mean']} ms, "
+        f"TPOT p50/p99 {r['serving.latency.tpot.p50_ms_mean']}/{r['serving.latency.tpot.p99_ms_mean']} ms, "
+        f"SLO attainment {r['serving.slo_attainment_mean']} [{r['serving.slo_attainment_ci95_low']}, "
+        f"{r['serving.slo_attainment_ci95_high']}], "
+        f"J/token (window) {r['serving.energy_per_output_token_j_mean']}, "
+        f"J/SLO-meeting request {r['serving.energy_per_slo_request_j_mean']} "
+        f"[{r['serving.energy_per_slo_request_j_ci95_low']}, {r['serving.energy_per_slo_request_j_ci95_high']}] "
+        f"(adjusted {r['serving.energy_per_slo_request_adjusted_j_mean']}), "
+        f"window power {r['serving.mean_power_w_mean']} W"
+    )
 
 
 def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
@@ -101,8 +102,10 @@ def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
         for o in rows:
             if o["scenario"] == "offline" and (o["model"], o["backend"]) == (s["model"], s["backend"]):
                 serving_j, offline_j = float(serving_j_text), float(o["energy_per_output_token_j_mean"])
-                out.append(f"consistency: {s['name']} J/token {serving_j:.5g} vs {o['name']} {offline_j:.5g} "
-                           f"({o['measurement_methodology']}): {100 * (serving_j / offline_j - 1):+.2f} %")
+                out.append(
+                    f"consistency: {s['name']} J/token {serving_j:.5g} vs {o['name']} {offline_j:.5g} "
+                    f"({o['measurement_methodology']}): {100 * (serving_j / offline_j - 1):+.2f} %"
+                )
     return out
 
 
@@ -112,10 +115,13 @@ def summarise(study_dir: Path) -> None:
     with open(study_dir / "report" / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     for r in rows:
-        print(f"{r['name']}: batch {r['batch_size']}, cycles {r['n_cycles']}, {r['measurement_methodology']}, "
-              f"J/token {r['energy_per_output_token_j_mean']} (CV {r['energy_per_output_token_j_cv']}), "
-              f"tok/s {r['tokens_per_second_mean']} (CV {r['tokens_per_second_cv']}), "
-              f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound_any']}", flush=True)
+        print(
+            f"{r['name']}: batch {r['batch_size']}, cycles {r['n_cycles']}, {r['measurement_methodology']}, "
+            f"J/token {r['energy_per_output_token_j_mean']} (CV {r['energy_per_output_token_j_cv']}), "
+            f"tok/s {r['tokens_per_second_mean']} (CV {r['tokens_per_second_cv']}), "
+            f"power {r.get('mean_power_w_mean')} W, host-bound {r['host_bound_any']}",
+            flush=True,
+        )
         if r["scenario"] == "serving":
             print(serving_line(r), flush=True)
     for line in consistency_lines(rows):
@@ -144,8 +150,25 @@ def main() -> int:
     else:
         job_id = f"llem-study-{int(time.time())}"
         where = ["--resume", str(args.resume.resolve())] if args.resume else ["--output", str(out)]
-        ray("job", "submit", "--address", DASHBOARD, "--no-wait", "--submission-id", job_id, "--working-dir",
-            str(REPO), "--", "python3", "-m", "llem_ray.study", str(args.study), *where, "--quiet", env=env)
+        ray(
+            "job",
+            "submit",
+            "--address",
+            DASHBOARD,
+            "--no-wait",
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            str(REPO),
+            "--",
+            "python3",
+            "-m",
+            "llem_ray.study",
+            str(args.study),
+            *where,
+            "--quiet",
+            env=env,
+        )
         id_file.write_text(job_id + "\n")
         print(f"submitted {job_id}", flush=True)
     deadline = time.monotonic() + args.wait_s

@@ -25,17 +25,16 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("LLEM_PLUGINS", "tests.fakes")
 
-import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray starts)
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
+import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray starts)
 from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.cluster.stages import dead_times_s, mean_stages_s  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402
@@ -58,7 +57,9 @@ def study(n: int, duration_s: float, output_dir: Path) -> StudyConfig:
     }
     experiments = [ExperimentConfig(**base, random_seed=i) for i in range(n)]
     execution = ExecutionConfig(n_cycles=1, config_gap_seconds=0, cycle_gap_seconds=0, timeout_s=duration_s * 10 + 120)
-    return StudyConfig(name="sweep-efficiency", experiments=experiments, execution=execution, output_dir=str(output_dir))
+    return StudyConfig(
+        name="sweep-efficiency", experiments=experiments, execution=execution, output_dir=str(output_dir)
+    )
 
 
 def measure(n: int, duration_s: float, gpus: int, output_dir: Path) -> dict:
@@ -93,8 +94,10 @@ def print_stages(label: str, figures: dict) -> None:
     print(f"  stages ({label}), mean s: " + ", ".join(f"{k} {v:.2f}" for k, v in figures["stages_s"].items()))
     dead = figures["dead_s"]
     if dead:
-        print(f"  dead time between windows on one GPU: mean {statistics.fmean(dead):.2f} s, "
-              f"p95 {dead[int(0.95 * (len(dead) - 1))]:.2f} s, max {dead[-1]:.2f} s ({len(dead)} pairs)")
+        print(
+            f"  dead time between windows on one GPU: mean {statistics.fmean(dead):.2f} s, "
+            f"p95 {dead[int(0.95 * (len(dead) - 1))]:.2f} s, max {dead[-1]:.2f} s ({len(dead)} pairs)"
+        )
 
 
 def main() -> None:
@@ -127,19 +130,27 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    print(f"cluster: {args.nodes} nodes x {args.gpus_per_node} logical GPUs ({args.cpus_per_node} logical CPUs) "
-          f"= {gpus} GPUs (simulated on {os.cpu_count()} cores, 127.0.0.1; load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"cluster: {args.nodes} nodes x {args.gpus_per_node} logical GPUs ({args.cpus_per_node} logical CPUs) "
+        f"= {gpus} GPUs (simulated on {os.cpu_count()} cores, 127.0.0.1; load average {os.getloadavg()[0]:.2f})"
+    )
     print(f"sweep: {args.experiments} experiments x {args.duration:g} s measured window")
     print(f"  makespan                         {sweep['makespan_s']:8.1f} s")
     print(f"  makespan / (sum nominal / {gpus})    {sweep['ratio_nominal']:8.3f}")
-    print(f"  makespan / (sum measured / {gpus})   {sweep['ratio_measured']:8.3f}   "
-          f"(experiment's own time {sweep['mean_experiment_s']:.2f} s mean)")
-    print(f"  scheduling overhead / experiment {sweep['start_mean_s']:8.2f} s mean, {sweep['start_p95_s']:.2f} s p95, "
-          f"{sweep['start_max_s']:.2f} s max")
+    print(
+        f"  makespan / (sum measured / {gpus})   {sweep['ratio_measured']:8.3f}   "
+        f"(experiment's own time {sweep['mean_experiment_s']:.2f} s mean)"
+    )
+    print(
+        f"  scheduling overhead / experiment {sweep['start_mean_s']:8.2f} s mean, {sweep['start_p95_s']:.2f} s p95, "
+        f"{sweep['start_max_s']:.2f} s max"
+    )
     print_stages(f"{args.experiments} x {args.duration:g} s on {gpus} GPUs", sweep)
     speedup = one["makespan_s"] / many["makespan_s"]
-    print(f"speed-up: {args.speedup_experiments} experiments x {args.speedup_duration:g} s: "
-          f"1 GPU {one['makespan_s']:.1f} s, {gpus} GPUs {many['makespan_s']:.1f} s -> {speedup:.2f}x (ideal {gpus}x)")
+    print(
+        f"speed-up: {args.speedup_experiments} experiments x {args.speedup_duration:g} s: "
+        f"1 GPU {one['makespan_s']:.1f} s, {gpus} GPUs {many['makespan_s']:.1f} s -> {speedup:.2f}x (ideal {gpus}x)"
+    )
     print_stages(f"{args.speedup_experiments} x {args.speedup_duration:g} s on 1 GPU", one)
     target(f"makespan_over_ideal_{args.experiments}x{args.duration:g}s_{gpus}gpus", sweep["ratio_nominal"], 1.10)
     if one["dead_s"]:

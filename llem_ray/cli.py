@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import typer
 import typer.core
@@ -44,31 +44,33 @@ def _guarded(action: Callable[[], None], verbose: bool) -> None:
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Argument(
+    config: Path | None = typer.Argument(
         None, help="Experiment or study YAML (llem run without one: the built-in default experiment)."
     ),
-    model: Optional[str] = typer.Option(None, "--model", help="Model hub id, local path or llem/... shape."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="pytorch, vllm or tensorrt."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="synthetic, aienergyscore or a JSONL path."),
-    n: Optional[int] = typer.Option(None, "-n", help="Number of prompts."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="PyTorch batch size."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16."),
-    output: Optional[Path] = typer.Option(
-        None, "--output", "-o",
+    model: str | None = typer.Option(None, "--model", help="Model hub id, local path or llem/... shape."),
+    backend: str | None = typer.Option(None, "--backend", help="pytorch, vllm or tensorrt."),
+    dataset: str | None = typer.Option(None, "--dataset", help="synthetic, aienergyscore or a JSONL path."),
+    n: int | None = typer.Option(None, "-n", help="Number of prompts."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="PyTorch batch size."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, fp16 or bf16."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
         help="Write results under this directory (default: the user config's output.results_dir, ./results).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and preview; run nothing, write nothing."),
     export_csv: bool = typer.Option(False, "--export-csv", help="Experiment: also write result CSV files."),
-    cycles: Optional[int] = typer.Option(
+    cycles: int | None = typer.Option(
         None, "--cycles", min=1, help="Study: cycles (default 3 unless the YAML sets it)."
     ),
-    order: Optional[Literal["sequential", "interleaved", "shuffled"]] = typer.Option(
+    order: Literal["sequential", "interleaved", "shuffled"] | None = typer.Option(
         None, "--order", help="Study: sequential, interleaved or shuffled."
     ),
     no_gaps: bool = typer.Option(False, "--no-gaps", help="Study: skip config and cycle gaps."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Study: resume the study in this directory."),
-    at: Optional[str] = typer.Option(None, "--at", help="Study: start cycles at these times, e.g. 02:00,03:00."),
-    address: Optional[str] = typer.Option(
+    resume: Path | None = typer.Option(None, "--resume", help="Study: resume the study in this directory."),
+    at: str | None = typer.Option(None, "--at", help="Study: start cycles at these times, e.g. 02:00,03:00."),
+    address: str | None = typer.Option(
         None, "--address", help="Study: Ray address ('local' = a new local Ray; default RAY_ADDRESS, else local)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; final summary only."),
@@ -78,9 +80,24 @@ def run(
     from llem_ray import runner
 
     flags = runner.RunFlags(
-        config=config, model=model, backend=backend, dataset=dataset, n=n, batch_size=batch_size,
-        precision=precision, output=output, dry_run=dry_run, export_csv=export_csv, cycles=cycles, order=order,
-        no_gaps=no_gaps, resume=resume, at=at, address=address, quiet=quiet, verbose=verbose,
+        config=config,
+        model=model,
+        backend=backend,
+        dataset=dataset,
+        n=n,
+        batch_size=batch_size,
+        precision=precision,
+        output=output,
+        dry_run=dry_run,
+        export_csv=export_csv,
+        cycles=cycles,
+        order=order,
+        no_gaps=no_gaps,
+        resume=resume,
+        at=at,
+        address=address,
+        quiet=quiet,
+        verbose=verbose,
     )
     _guarded(lambda: runner.run_cli(flags), verbose)
 
@@ -103,7 +120,7 @@ def config_cmd(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also
 @app.command()
 def report(
     study_dir: Path = typer.Argument(..., help="Study directory (with its manifest), finished or partial."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default STUDY_DIR/report)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Report directory (default STUDY_DIR/report)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
 ) -> None:
     """Write an HTML report (plots, summary with confidence intervals, warnings, what is missing)."""

@@ -58,8 +58,10 @@ def preview_experiment(config: ExperimentConfig) -> str:
         ("GPUs / CPUs", f"{config.resources.gpus} / {config.resources.cpus}"),
         ("VRAM estimate (GB)", _vram(config)),
         ("measurement_config_hash", measurement_config_hash(config)),
-        ("results", f"{config.output_dir}/{config.display_name()}_<UTC timestamp>/" if config.output_dir
-         else "not saved"),
+        (
+            "results",
+            f"{config.output_dir}/{config.display_name()}_<UTC timestamp>/" if config.output_dir else "not saved",
+        ),
     ]
     return "Experiment config is valid.\n" + format_table(["field", "value"], rows)
 
@@ -77,8 +79,9 @@ def preview_study(
     configs = list({i.config_hash: i.config for i in items}.values())
     fields = varying_fields(configs)
     flats = [flatten_dotted(e.model_dump(mode="json")) for e in configs]
-    rows = [[n + 1, e.display_name(), *(f.get(k) for k in fields), _vram(e)]
-            for n, (e, f) in enumerate(zip(configs, flats))]
+    rows = [
+        [n + 1, e.display_name(), *(f.get(k) for k in fields), _vram(e)] for n, (e, f) in enumerate(zip(configs, flats))
+    ]
     cycles = max((i.cycle for i in items), default=0)
     settings = (
         f"order {protocol['cycle_order']}; gaps: config {protocol['config_gap_seconds']:g} s, "
@@ -101,8 +104,10 @@ def preview_study(
         parts.append("Skipped grid points:")
         parts += [f"  - {s.params}: {s.reason}" for s in study.skipped]
     parts.append("Run order:")
-    parts += [f"{i.order_index:>5}  cycle {i.cycle:<3} {i.config_hash}  {i.name}  gpus={i.config.resources.gpus}"
-              for i in items[:50]]
+    parts += [
+        f"{i.order_index:>5}  cycle {i.cycle:<3} {i.config_hash}  {i.name}  gpus={i.config.resources.gpus}"
+        for i in items[:50]
+    ]
     if len(items) > 50:
         parts.append(f"... and {len(items) - 50} more")
     return "\n".join(parts)

@@ -103,9 +103,7 @@ def _say(prefix: str, lines: list[str]) -> None:
         print(f"{prefix} {terminal_safe(line)}", file=sys.stderr)
 
 
-def run_guarded(
-    action: Callable[[], int | None], *, prefix: str, verbose: bool = False, resume_hint: str = ""
-) -> int:
+def run_guarded(action: Callable[[], int | None], *, prefix: str, verbose: bool = False, resume_hint: str = "") -> int:
     """Run `action`; return its exit code (None = 0), or print why it failed and return the documented code.
 
     `prefix` starts every line on stderr (`error:`, `llem:`); `resume_hint` follows the line printed

@@ -32,8 +32,16 @@ def gpu_rows() -> tuple[list[list[str]], str | None]:
     """One row per GPU via the device layer (index, name, UUID, memory GB, power limit W), or why there are none."""
     try:
         gpus = device.current()
-        rows = [[str(g.index), gpus.gpu_name(g.uuid), g.uuid, f"{gpus.memory_mib(g.uuid).total_mib * 2**20 / 1e9:.1f}",
-                 f"{gpus.power_limit_w(g.uuid):.0f}"] for g in gpus.list_gpus()]
+        rows = [
+            [
+                str(g.index),
+                gpus.gpu_name(g.uuid),
+                g.uuid,
+                f"{gpus.memory_mib(g.uuid).total_mib * 2**20 / 1e9:.1f}",
+                f"{gpus.power_limit_w(g.uuid):.0f}",
+            ]
+            for g in gpus.list_gpus()
+        ]
     except DeviceUnavailable as exc:  # no nvidia-ml-py or no driver: the reason the meters give too
         return [], str(exc)
     except DeviceError as exc:
@@ -47,8 +55,12 @@ def render(verbose: bool = False) -> str:
 
     out = [f"llem {__version__} on Python {platform.python_version()} ({platform.platform()})", ""]
     gpus, why = gpu_rows()
-    out += ["GPUs:", format_table(["index", "name", "uuid", "memory GB", "power limit W"], gpus) if gpus
-            else f"  none: {why}. Experiments run on the CPU (energy fields are null)."]
+    out += [
+        "GPUs:",
+        format_table(["index", "name", "uuid", "memory GB", "power limit W"], gpus)
+        if gpus
+        else f"  none: {why}. Experiments run on the CPU (energy fields are null).",
+    ]
     out += ["", "Inference backends:"]
     backend_rows = []
     for spec in backend_registry.specs():
@@ -60,12 +72,17 @@ def render(verbose: bool = False) -> str:
         backend_rows.append([spec.name, "installed" if ok else "missing", detail])
     out.append(format_table(["backend", "status", "version / how to install"], backend_rows))
     out += ["", "Energy meters (auto order: zeus, nvml, codecarbon):"]
-    meter_rows = [[m, "installed" if _version(d) else "missing", _version(d) or f"pip install -e '.[{_METER_EXTRAS.get(m, m)}]'"]
-                  for m, d in _METERS.items()]
+    meter_rows = [
+        [m, "installed" if _version(d) else "missing", _version(d) or f"pip install -e '.[{_METER_EXTRAS.get(m, m)}]'"]
+        for m, d in _METERS.items()
+    ]
     out.append(format_table(["meter", "status", "version / how to install"], meter_rows))
     config_path = user_config_path()
-    out += ["", f"Ray: {_version('ray') or 'missing'}",
-            f"User config: {config_path} ({'present' if config_path.exists() else 'absent: defaults apply'})"]
+    out += [
+        "",
+        f"Ray: {_version('ray') or 'missing'}",
+        f"User config: {config_path} ({'present' if config_path.exists() else 'absent: defaults apply'})",
+    ]
     try:
         user = load_user_config()
         runners = {b: runner_for(b, user) for b in backend_registry.names()}
@@ -73,11 +90,18 @@ def render(verbose: bool = False) -> str:
         out.append(f"  runs will refuse this configuration: {exc}")
     else:
         out.append(f"  results are saved under {Path(user.output.results_dir).resolve()} (output.results_dir)")
-        out += [f"  {b} study experiments run in the container image {r.removeprefix('docker:')} (runners.{b})"
-                for b, r in runners.items() if r != "local"]
-    out += ["", "Next steps:", "  llem run                      # built-in default, no download",
-            "  llem run configs/experiment-minimal.yaml --dry-run",
-            "  llem run configs/study-grid.yaml            # a study on local Ray"]
+        out += [
+            f"  {b} study experiments run in the container image {r.removeprefix('docker:')} (runners.{b})"
+            for b, r in runners.items()
+            if r != "local"
+        ]
+    out += [
+        "",
+        "Next steps:",
+        "  llem run                      # built-in default, no download",
+        "  llem run configs/experiment-minimal.yaml --dry-run",
+        "  llem run configs/study-grid.yaml            # a study on local Ray",
+    ]
     if verbose:
         dists = sorted((d.metadata["Name"], d.version) for d in md.distributions() if d.metadata["Name"])
         out += ["", "Installed packages:", *(f"  {n}=={v}" for n, v in dists)]

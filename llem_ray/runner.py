@@ -63,8 +63,12 @@ class RunFlags:
     def from_params(cls, params: dict[str, Any]) -> RunFlags:
         """RunFlags from a parsed click context's `params` (paths arrive as text)."""
         paths = {"config", "output", "resume"}
-        return cls(**{f.name: Path(params[f.name]) if f.name in paths and params[f.name] is not None
-                      else params[f.name] for f in fields(cls)})
+        return cls(
+            **{
+                f.name: Path(params[f.name]) if f.name in paths and params[f.name] is not None else params[f.name]
+                for f in fields(cls)
+            }
+        )
 
     def overrides(self) -> dict[str, Any]:
         """Top-level experiment fields the experiment flags set (nested where the field is)."""
@@ -115,8 +119,10 @@ def run_cli(flags: RunFlags) -> None:
         return
     given = [f"--{name.replace('_', '-')}" for name in STUDY_ONLY_FLAGS if getattr(flags, name)]
     if given:
-        raise ConfigError(f"{'/'.join(given)} apply to studies only: give a study YAML, or run this experiment as a "
-                          "one-experiment study with python -m llem_ray.study")
+        raise ConfigError(
+            f"{'/'.join(given)} apply to studies only: give a study YAML, or run this experiment as a "
+            "one-experiment study with python -m llem_ray.study"
+        )
     _run_experiment(flags)
 
 
@@ -124,8 +130,9 @@ def _run_experiment(flags: RunFlags) -> None:
     from llem_ray.config.user import load_user_config, runner_image
 
     if flags.config is None:
-        notice("notice: no config given; running the built-in default (tiny random Llama, synthetic prompts)",
-               flags.quiet)
+        notice(
+            "notice: no config given; running the built-in default (tiny random Llama, synthetic prompts)", flags.quiet
+        )
     overrides = flags.overrides()
     if flags.output is not None:
         overrides["output_dir"] = str(flags.output)
@@ -134,8 +141,10 @@ def _run_experiment(flags: RunFlags) -> None:
         config = config.model_copy(update={"output_dir": load_user_config().output.results_dir})
     image = runner_image(config.backend)
     if image is not None:
-        raise ConfigError(f"the runner of {config.backend} is docker:{image}, which an in-process run cannot start: "
-                          f"run it as a study (python -m llem_ray.study {flags.config or 'experiment.yaml'})")
+        raise ConfigError(
+            f"the runner of {config.backend} is docker:{image}, which an in-process run cannot start: "
+            f"run it as a study (python -m llem_ray.study {flags.config or 'experiment.yaml'})"
+        )
     if "model" not in config.model_fields_set:
         notice(f"notice: no model given; using the built-in tiny random-weight Llama ({config.model})", flags.quiet)
     if flags.dry_run:

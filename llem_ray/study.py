@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     flags = _parse(sys.argv[1:] if argv is None else argv)
     if isinstance(flags, int):
         return flags
-    return run_guarded(lambda: _run(flags), prefix="llem:", verbose=flags.verbose,
-                       resume_hint="continue with --resume <study directory>")
+    return run_guarded(
+        lambda: _run(flags),
+        prefix="llem:",
+        verbose=flags.verbose,
+        resume_hint="continue with --resume <study directory>",
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ class EchoBackend:
         for i in range(len(prompts)):
             start_s = (i // self._slots) * wave_s
             span = (start_s, start_s + self._step_s, start_s + wave_s)
-            requests.append(RequestTiming(wave_s, max_new_tokens, self._step_s, [self._step_s] * (max_new_tokens - 1),
-                                          span_s=span))
+            requests.append(
+                RequestTiming(wave_s, max_new_tokens, self._step_s, [self._step_s] * (max_new_tokens - 1), span_s=span)
+            )
         return GenerationOutput(self._input_tokens(prompts), max_new_tokens * len(prompts), [wave_s] * waves, requests)
 
     def prefill(self, prompts: list[Prompt]) -> GenerationOutput:
@@ -70,11 +71,13 @@ class EchoBackend:
         """Nothing to free."""
 
 
-registry.register(BackendSpec(
-    name="echo",
-    section=EchoConfig,
-    factory=EchoBackend,
-    precisions=("fp32", "fp16", "bf16"),
-    decoding_modes=("greedy",),
-    batch_size_field="max_concurrent",
-))
+registry.register(
+    BackendSpec(
+        name="echo",
+        section=EchoConfig,
+        factory=EchoBackend,
+        precisions=("fp32", "fp16", "bf16"),
+        decoding_modes=("greedy",),
+        batch_size_field="max_concurrent",
+    )
+)

@@ -70,8 +70,15 @@ class FakeBackend:
         self._batch_size = config.batch_size
         self.loaded = True
         notes = (_process_report(),) if self._kwargs.get("fake_report_process") else ()
-        return ModelInfo(FAKE_N_PARAMETERS, "bfloat16", device, 0.0, vocab_size=FAKE_VOCAB_SIZE, notes=notes,
-                         shape_specialised=bool(self._kwargs.get("fake_shape_specialised")))
+        return ModelInfo(
+            FAKE_N_PARAMETERS,
+            "bfloat16",
+            device,
+            0.0,
+            vocab_size=FAKE_VOCAB_SIZE,
+            notes=notes,
+            shape_specialised=bool(self._kwargs.get("fake_shape_specialised")),
+        )
 
     def _input_tokens(self, prompts: list[Prompt]) -> int:
         return sum(len(p.token_ids) if p.token_ids is not None else FAKE_TEXT_TOKENS for p in prompts)

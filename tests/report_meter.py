@@ -61,8 +61,15 @@ class WaveMeter:
         self._sampling = None
         times = [start_s + i / hz for i in range(int((time.time() - start_s) * hz) + 1)]
         return [
-            PowerSample(t, u, wave_power_w(t), 50.0 + (wave_power_w(t - WAVE_PERIOD_S / 4) - WAVE_BASE_W) / 8,
-                        90.0, 512.0, 1500.0)
+            PowerSample(
+                t,
+                u,
+                wave_power_w(t),
+                50.0 + (wave_power_w(t - WAVE_PERIOD_S / 4) - WAVE_BASE_W) / 8,
+                90.0,
+                512.0,
+                1500.0,
+            )
             for t in times
             for u in self.device_uuids
         ]

@@ -59,8 +59,9 @@ def make_result(
         mean_gpu_utilization_pct=80.0,
         mean_power_w=250.0,
         max_temperature_c=60.0,
-        environment_snapshot=EnvironmentSnapshot(tool_version="2.0.0", python_version="3.12", platform="linux",
-                                                 hostname="test"),
+        environment_snapshot=EnvironmentSnapshot(
+            tool_version="2.0.0", python_version="3.12", platform="linux", hostname="test"
+        ),
         placement=Placement(cycle=cycle),
         measurement_warnings=list(warnings or []),
         reproducibility_notes="a result built by tests/result_factory.py",
@@ -74,10 +75,18 @@ def make_timeseries(duration_s: float = 60.0, hz: float = 2.0, power_w: float = 
     for i in range(n):
         elapsed = i / hz - 5.0
         ramp = min(1.0, max(0.0, elapsed / 5.0))
-        rows.append({
-            "t_s": 1_700_000_000.0 + i / hz, "elapsed_s": elapsed, "device_uuid": "GPU-0",
-            "phase": "warmup" if elapsed < 0 else "measured", "power_w": 80.0 + ramp * (power_w - 80.0),
-            "temperature_c": 40.0 + 20.0 * ramp, "utilization_pct": 90.0 * ramp, "memory_used_mib": 512.0,
-            "sm_clock_mhz": 1980.0, "throttle_reasons": "",
-        })
+        rows.append(
+            {
+                "t_s": 1_700_000_000.0 + i / hz,
+                "elapsed_s": elapsed,
+                "device_uuid": "GPU-0",
+                "phase": "warmup" if elapsed < 0 else "measured",
+                "power_w": 80.0 + ramp * (power_w - 80.0),
+                "temperature_c": 40.0 + 20.0 * ramp,
+                "utilization_pct": 90.0 * ramp,
+                "memory_used_mib": 512.0,
+                "sm_clock_mhz": 1980.0,
+                "throttle_reasons": "",
+            }
+        )
     return pa.Table.from_pylist(rows, schema=TIMESERIES_SCHEMA)

@@ -49,14 +49,16 @@ class Coverage:
 
     def render(self) -> str:
         """The report as text: one line per class of argument."""
-        return "\n".join([
-            f"{self.backend} (engine {self.engine_version}): {self.covered_fraction:.0%} of engine arguments "
-            f"covered by the section or set by the backend",
-            f"  covered by the section ({len(self.covered)}): {', '.join(self.covered) or '-'}",
-            f"  set by the backend ({len(self.set_by_backend)}): {', '.join(self.set_by_backend) or '-'}",
-            f"  only via passthrough_kwargs ({len(self.uncovered)}): {', '.join(self.uncovered) or '-'}",
-            f"  section fields the engine lacks ({len(self.stale)}): {', '.join(self.stale) or '-'}",
-        ])
+        return "\n".join(
+            [
+                f"{self.backend} (engine {self.engine_version}): {self.covered_fraction:.0%} of engine arguments "
+                f"covered by the section or set by the backend",
+                f"  covered by the section ({len(self.covered)}): {', '.join(self.covered) or '-'}",
+                f"  set by the backend ({len(self.set_by_backend)}): {', '.join(self.set_by_backend) or '-'}",
+                f"  only via passthrough_kwargs ({len(self.uncovered)}): {', '.join(self.uncovered) or '-'}",
+                f"  section fields the engine lacks ({len(self.stale)}): {', '.join(self.stale) or '-'}",
+            ]
+        )
 
 
 def argument_names(spec: Any) -> set[str]:

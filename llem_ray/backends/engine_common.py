@@ -36,12 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llem_ray.backends import shapes
-from llem_ray.backends.protocol import (
-    GenerationOutput,
-    ModelInfo,
-    Prompt,
-    RequestTiming,
-)
+from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
 from llem_ray.config.ssot import TORCH_DTYPES
 from llem_ray.errors import BackendError
 from llem_ray.measure.vram import architecture_config, count_parameters
@@ -63,6 +58,7 @@ class WorkloadClock:
 
     wall_s: float
     monotonic_s: float
+
 
 WARMUP_PROMPT_IDS: tuple[int, ...] = (1, 1, 1, 1)
 """Token ids of the single kernel warm-up request an engine backend runs at load (valid in any vocabulary)."""
@@ -231,8 +227,14 @@ class EngineBackend:
         except ImportError as exc:
             raise BackendError(f"{self.label} is not installed in this environment ({exc}): {install_hint}") from exc
 
-    def _start(self, start_s: float, engine: Any, config: ExperimentConfig, device: str,
-               build: Callable[[ModelSource], list[str]]) -> ModelInfo:
+    def _start(
+        self,
+        start_s: float,
+        engine: Any,
+        config: ExperimentConfig,
+        device: str,
+        build: Callable[[ModelSource], list[str]],
+    ) -> ModelInfo:
         """Prepare the model source, `build(source)` the engine (it returns notes), run one warm-up request
         (none for `config.cold_start`: its first measured request meets the engine cold).
 
@@ -273,8 +275,12 @@ class EngineBackend:
         clock = WorkloadClock(time.time(), time.monotonic())
         start_s = time.perf_counter()
         try:
-            outputs = self._llm.generate([{"prompt_token_ids": ids} for ids in inputs],
-                                         self._engine.SamplingParams(**params), use_tqdm=False, **extra)
+            outputs = self._llm.generate(
+                [{"prompt_token_ids": ids} for ids in inputs],
+                self._engine.SamplingParams(**params),
+                use_tqdm=False,
+                **extra,
+            )
         except Exception as exc:
             raise BackendError(f"{self.label} generate failed: {type(exc).__name__}: {exc}") from exc
         return list(outputs), time.perf_counter() - start_s, clock
@@ -304,7 +310,9 @@ class EngineBackend:
         """Prefill every prompt (the engine samples the one token a prefill step yields; it is not counted)."""
         inputs = self._inputs(prompts)
         _, wall_s, _ = self._run(inputs, self._sampling(self._loaded(), 1, prefill=True))
-        return GenerationOutput(input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s])
+        return GenerationOutput(
+            input_tokens=sum(len(ids) for ids in inputs), output_tokens=0, batch_latencies_s=[wall_s]
+        )
 
     def unload(self) -> None:
         """Shut the engine down (`_shutdown`); safe to call twice."""

@@ -13,11 +13,13 @@ from llem_ray.backends.spec import BackendSpec
 from llem_ray.errors import BackendError
 from llem_ray.registry import Registry
 
-BACKENDS: Registry[BackendSpec] = Registry({
-    "pytorch": "llem_ray.backends.pytorch:SPEC",
-    "vllm": "llem_ray.backends.vllm:SPEC",
-    "tensorrt": "llem_ray.backends.tensorrt:SPEC",
-})
+BACKENDS: Registry[BackendSpec] = Registry(
+    {
+        "pytorch": "llem_ray.backends.pytorch:SPEC",
+        "vllm": "llem_ray.backends.vllm:SPEC",
+        "tensorrt": "llem_ray.backends.tensorrt:SPEC",
+    }
+)
 
 
 def register(spec: BackendSpec) -> None:

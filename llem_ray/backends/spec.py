@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from llem_ray.backends.protocol import InferenceBackend
 
 ENGINE_KV_CACHE_FIELDS: tuple[str, ...] = (
-    "kv_cache_dtype", "block_size", "enable_prefix_caching", "kv_cache_free_gpu_memory_fraction",
+    "kv_cache_dtype",
+    "block_size",
+    "enable_prefix_caching",
+    "kv_cache_free_gpu_memory_fraction",
 )
 """Section fields of an engine backend that describe its KV cache, in the order the label lists them."""
 

@@ -152,8 +152,12 @@ class ResultsActor:
         removed = [*remove_temp_files(self.dir), *remove_temp_files(self.table.current())]
         removed += remove_temp_files(self.dir / VERSIONS_DIR)
         repair = self._repair_parts(self.writer.keys_with("completed"))
-        return {"rebuilt": repair.rebuilt, "lost": sorted(repair.lost), "removed": len(repair.removed),
-                "temp_files": len(removed)}
+        return {
+            "rebuilt": repair.rebuilt,
+            "lost": sorted(repair.lost),
+            "removed": len(repair.removed),
+            "temp_files": len(removed),
+        }
 
     def _repair_parts(self, keys: list[str]):
         repair = repair_parts(self.dir, self.table.path, keys, self.writer.entry)
@@ -204,8 +208,11 @@ class ResultsActor:
         the table's part files now."""
         return {
             "busy": {kind: {"calls": n, "seconds": s} for kind, (n, s) in self._busy.items()},
-            "exports": {"calls": self.exporter.exports, "seconds": self.exporter.export_s,
-                        "last_error": self.exporter.last_error},
+            "exports": {
+                "calls": self.exporter.exports,
+                "seconds": self.exporter.export_s,
+                "last_error": self.exporter.last_error,
+            },
             "parts": len(self.table.parts()),
         }
 

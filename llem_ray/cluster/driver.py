@@ -42,12 +42,12 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from llem_ray.cluster import runtime_env
+from llem_ray.cluster.attempts import Policy, describe
 from llem_ray.cluster.collector import COLLECTOR_FILES_TIMEOUT_S, start_collector
 from llem_ray.cluster.notify import post_webhook
 from llem_ray.cluster.placement import ClusterInventory, feasibility_problems, shape_for
 from llem_ray.cluster.plan import WorkItem, cold_start, plan_items, plan_rows, unique_experiments
 from llem_ray.cluster.progress import Progress, summary_table
-from llem_ray.cluster.attempts import Policy, describe
 from llem_ray.cluster.scheduler import Scheduler
 from llem_ray.config import guards
 from llem_ray.config.limits import check_runs
@@ -60,10 +60,7 @@ from llem_ray.results.persistence import sanitise_name
 from llem_ray.results.schema import StudyResult, StudySummary
 from llem_ray.results.study_dir import StudyLock, load_for_resume, new_study_dir
 
-RAY_START_ENV = {
-    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
-    "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-}
+RAY_START_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 """Set (if unset) before this driver starts a local Ray; document them for `ray start` on clusters.
 
 Not `RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`: with it, Ray 2.60 ignores
@@ -90,7 +87,10 @@ class StudyOptions(BaseModel):
     at: list[datetime] | None = Field(None, description="Start times of cycles (daemon mode); overrides schedule.")
     output_dir: Path | None = Field(None, description="Override the study's output_dir.")
     address: str | None = Field(
-        None, description="Ray address ('local' = always a new local Ray); None = RAY_ADDRESS, a running local cluster, or a new one."
+        None,
+        description=(
+            "Ray address ('local' = always a new local Ray); None = RAY_ADDRESS, a running local cluster, or a new one."
+        ),
     )
 
 
@@ -103,7 +103,9 @@ def _plan(study: StudyConfig, options: StudyOptions) -> tuple[list[WorkItem], Po
     order = options.cycle_order or execution.cycle_order
     schedule = options.at if options.at is not None else execution.schedule
     if schedule and order == "sequential":
-        raise ConfigError("a cycle schedule needs cycle_order interleaved or shuffled (sequential runs one config at a time)")
+        raise ConfigError(
+            "a cycle schedule needs cycle_order interleaved or shuffled (sequential runs one config at a time)"
+        )
     n_cycles = options.n_cycles or execution.n_cycles
     check_runs(len(study.experiments), n_cycles, "--cycles" if options.n_cycles else "execution.n_cycles")
     experiments = [cold_start(e) for e in study.experiments] if execution.force_cold_start else list(study.experiments)
@@ -156,8 +158,9 @@ def _feasible(items: list[WorkItem], policy: Policy) -> ClusterInventory:
     """The alive cluster, once every experiment's shape fits on one of its nodes (PreFlightError if not)."""
     inventory = ClusterInventory.from_ray()
     configs = {i.config_hash: i for i in items}.values()  # one per configuration, not per cycle
-    problems = feasibility_problems({i.name: shape_for(i.config, policy.isolation, inventory) for i in configs},
-                                    inventory)
+    problems = feasibility_problems(
+        {i.name: shape_for(i.config, policy.isolation, inventory) for i in configs}, inventory
+    )
     if problems:
         raise PreFlightError(problems)
     return inventory
@@ -181,7 +184,9 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
         guards.output_flag(str(options.output_dir), "--output")
     items, policy, notes = _plan(study, options)
     protocol = {**policy.__dict__, "cycle_starts": {c: t.isoformat() for c, t in policy.cycle_starts.items()}}
-    protocol.update(n_cycles=max(i.cycle for i in items), cycle_order=options.cycle_order or study.execution.cycle_order)
+    protocol.update(
+        n_cycles=max(i.cycle for i in items), cycle_order=options.cycle_order or study.execution.cycle_order
+    )
     protocol.update(force_cold_start=study.execution.force_cold_start, ray_version=ray.__version__)
     if options.dry_run:
         print(preview_study(study, items, protocol, notes, _target(study, options)))
@@ -199,8 +204,10 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
             held.enter_context(StudyLock(resume_dir))
             previous = load_for_resume(resume_dir, study.study_design_hash)
             if previous is None:
-                print(f"llem: {resume_dir} has no manifest yet (its driver stopped first): starting there",
-                      file=sys.stderr)
+                print(
+                    f"llem: {resume_dir} has no manifest yet (its driver stopped first): starting there",
+                    file=sys.stderr,
+                )
         startup = protocol["startup_s"] = {"planned_and_locked": time.monotonic() - started_s}
         started_ray = _connect(options)
         startup["connected"] = time.monotonic() - started_s
@@ -212,8 +219,11 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
                 held.enter_context(StudyLock(study_dir))
             print(f"llem: study directory {study_dir}", file=sys.stderr)
             inventory = _feasible(items, policy)
-            protocol["cluster"] = {"nodes": len(inventory.nodes), "gpus": inventory.total_gpus,
-                                   "cpus": inventory.total_cpus}
+            protocol["cluster"] = {
+                "nodes": len(inventory.nodes),
+                "gpus": inventory.total_gpus,
+                "cpus": inventory.total_cpus,
+            }
             probes = runtime_env.start_probes(study, inventory)  # they run while the results actor opens
             collector = _open_collector(study, items, study_dir, previous is not None)
             startup["results_actor_open"] = time.monotonic() - started_s
@@ -244,22 +254,31 @@ def _open_collector(study: StudyConfig, items: list[WorkItem], study_dir: Path, 
     if resuming:
         released = ray.get(collector.release_running.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if released:
-            print(f"llem: {len(released)} entries left running by the stopped driver are pending again",
-                  file=sys.stderr)
+            print(
+                f"llem: {len(released)} entries left running by the stopped driver are pending again", file=sys.stderr
+            )
         repaired = ray.get(collector.repair.remote(), timeout=COLLECTOR_FILES_TIMEOUT_S)
         if repaired["rebuilt"]:
             print(f"llem: rebuilt {len(repaired['rebuilt'])} table part(s) from their result.json", file=sys.stderr)
         if repaired["removed"]:
             print(f"llem: removed {repaired['removed']} unreadable or orphaned table file(s)", file=sys.stderr)
         if repaired["lost"]:
-            print(f"llem: {len(repaired['lost'])} completed entries lost their result files: measured again",
-                  file=sys.stderr)
+            print(
+                f"llem: {len(repaired['lost'])} completed entries lost their result files: measured again",
+                file=sys.stderr,
+            )
     return collector
 
 
 def _schedule(
-    study: StudyConfig, items: list[WorkItem], policy: Policy, protocol: dict, collector, study_dir: Path,
-    options: StudyOptions, started_s: float,
+    study: StudyConfig,
+    items: list[WorkItem],
+    policy: Policy,
+    protocol: dict,
+    collector,
+    study_dir: Path,
+    options: StudyOptions,
+    started_s: float,
 ) -> StudyResult:
     """Run what the manifest does not have completed, then finish the study directory.
 
@@ -293,8 +312,14 @@ def _schedule(
 
 
 def _conclude(
-    study: StudyConfig, items: list[WorkItem], protocol: dict, collector, study_dir: Path, report,
-    started_s: float, stopped: BaseException | None,
+    study: StudyConfig,
+    items: list[WorkItem],
+    protocol: dict,
+    collector,
+    study_dir: Path,
+    report,
+    started_s: float,
+    stopped: BaseException | None,
 ) -> StudyResult:
     """Consolidate the table, write study_result.json, print the summary, POST the webhook."""
     try:
@@ -312,8 +337,9 @@ def _conclude(
     _notify(study, result, stopped)
     lost = files["counts"]["pending"]
     if stopped is None and lost:
-        raise StudyError(f"{lost} completed entries lost their result files while the study ran; "
-                         "--resume measures them again")
+        raise StudyError(
+            f"{lost} completed entries lost their result files while the study ran; --resume measures them again"
+        )
     return result
 
 

@@ -213,5 +213,7 @@ def actor_options(slot: Slot) -> dict:
     return {
         "num_gpus": slot.shape.gpus,
         "num_cpus": slot.shape.cpus,
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=slot.pg, placement_group_bundle_index=0),
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=slot.pg, placement_group_bundle_index=0
+        ),
     }

@@ -104,12 +104,7 @@ def unique_experiments(experiments: list[ExperimentConfig]) -> tuple[list[Experi
     return kept, len(experiments) - len(kept)
 
 
-def plan_items(
-    experiments: list[ExperimentConfig],
-    n_cycles: int,
-    order: CycleOrder,
-    seed: str,
-) -> list[WorkItem]:
+def plan_items(experiments: list[ExperimentConfig], n_cycles: int, order: CycleOrder, seed: str) -> list[WorkItem]:
     """Every (experiment, cycle) of a study in run order. `seed` (the study_design_hash) drives `shuffled`.
 
     `experiments` must already be unique (see `unique_experiments`); cycles are numbered from 1.

@@ -27,7 +27,13 @@ class Progress:
 
     def __init__(self, total: int, initial: int, description: str, quiet: bool):
         self._bar = tqdm(
-            total=total, initial=initial, desc=description, unit="exp", file=sys.stderr, disable=quiet, dynamic_ncols=True
+            total=total,
+            initial=initial,
+            desc=description,
+            unit="exp",
+            file=sys.stderr,
+            disable=quiet,
+            dynamic_ncols=True,
         )
         self._last = ""
 

@@ -227,7 +227,8 @@ class Scheduler:
                 "gpu_uuids": info.gpu_uuids,
                 "actor_pid": info.pid,
                 "stages_s": {
-                    "actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s), **info.stages_s
+                    "actor_start": elapsed_s(attempt.dispatched_unix_s, info.constructed_unix_s),
+                    **info.stages_s,
                 },
             }
         )
@@ -244,16 +245,21 @@ class Scheduler:
             attempt.record = attempt.record.model_copy(update={"stages_s": stages})
             self._on_failure(attempt, attempt.killed or describe(exc), isinstance(exc, RayActorError), final)
             return
-        stages = {**attempt.record.stages_s, **outcome.stages_s,
-                  "result_transfer": elapsed_s(outcome.returned_unix_s, time.time())}
+        stages = {
+            **attempt.record.stages_s,
+            **outcome.stages_s,
+            "result_transfer": elapsed_s(outcome.returned_unix_s, time.time()),
+        }
         window = outcome.window_s
-        record = attempt.record.model_copy(update={
-            "ended_at": utc_now(),
-            "gpu_pids_seen": outcome.gpu_pids_seen,
-            "stages_s": stages,
-            "window_started_at": utc(window[0]) if window else None,
-            "window_ended_at": utc(window[1]) if window else None,
-        })
+        record = attempt.record.model_copy(
+            update={
+                "ended_at": utc_now(),
+                "gpu_pids_seen": outcome.gpu_pids_seen,
+                "stages_s": stages,
+                "window_started_at": utc(window[0]) if window else None,
+                "window_ended_at": utc(window[1]) if window else None,
+            }
+        )
         self.baselines.update(outcome.new_baselines)
         self.consecutive_failures = 0
         self._drain(attempt)
@@ -360,4 +366,3 @@ class Scheduler:
             return ""
         kind = "cycle gap" if soonest.last_cycle != head.cycle else "gap"
         return f"{kind}: next in {clock_text(wait_s)}"
-

@@ -67,7 +67,10 @@ class SlotPool:
             nodes = [
                 n
                 for n in self.inventory.nodes
-                if n.node_id not in taken and n.gpus >= shape.gpus and n.cpus >= shape.cpus and (shape.gpus or not n.gpus)
+                if n.node_id not in taken
+                and n.gpus >= shape.gpus
+                and n.cpus >= shape.cpus
+                and (shape.gpus or not n.gpus)
             ]
             if not nodes:
                 return False
@@ -105,7 +108,11 @@ class SlotPool:
         available = [s for s in self.slots if s.state in ("pending", "idle")]
         for shape, cycle in needs:
             match = next(
-                (s for s in available if s.shape == shape and (s.state == "pending" or self.ready_at_s(s, cycle) <= now)),
+                (
+                    s
+                    for s in available
+                    if s.shape == shape and (s.state == "pending" or self.ready_at_s(s, cycle) <= now)
+                ),
                 None,
             )
             if match is not None:

@@ -102,8 +102,9 @@ class WhereInfo:
 @dataclass
 class Outcome:
     """What one successful attempt returns to the driver: the result and its timeseries (plain columns:
-    the results actor builds the Arrow table, results/timeseries.py says why), the GPUs' compute pids seen in the window, new baseline readings, seconds per stage of `run()`, the measured
-    window (unix s, or None) and the moment `run()` returned (unix s)."""
+    the results actor builds the Arrow table, results/timeseries.py says why), the GPUs' compute pids
+    seen in the window, new baseline readings, seconds per stage of `run()`, the measured window
+    (unix s, or None) and the moment `run()` returned (unix s)."""
 
     result: ExperimentResult
     timeseries: Columns

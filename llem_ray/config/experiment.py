@@ -41,7 +41,6 @@ BUILTIN_TINY_MODEL = "llem/tiny-llama"
 """Name of the built-in tiny random-weight Llama used when a config gives no `model`."""
 
 
-
 class DecoderConfig(StrictModel):
     """Decoding parameters. Greedy by default so energy is comparable run to run."""
 
@@ -148,8 +147,9 @@ def _registered_backends(schema: dict[str, Any]) -> None:
 def _prefixed(name: str, exc: ValidationError) -> list[InitErrorDetails]:
     """The errors of section `name`, located under it."""
     return [
-        InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"],
-                         **({"ctx": e["ctx"]} if "ctx" in e else {}))
+        InitErrorDetails(
+            type=e["type"], loc=(name, *e["loc"]), input=e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})
+        )
         for e in exc.errors()
     ]
 
@@ -171,8 +171,9 @@ class _ExperimentFields(StrictModel):
         json_schema_extra=_registered_backends,
     )
     scenario: Literal["offline", "serving"] = Field(
-        "offline", description="offline: all n prompts at once, the measured window (default); serving: open-loop "
-        "load at an SLO, configured in `serving:` (backends that serve: see the table above)."
+        "offline",
+        description="offline: all n prompts at once, the measured window (default); serving: open-loop "
+        "load at an SLO, configured in `serving:` (backends that serve: see the table above).",
     )
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto = CUDA if visible, else CPU.")
@@ -202,8 +203,9 @@ class _ExperimentFields(StrictModel):
         None, description="Passed untouched to the engine (escape hatch, CFG-03)."
     )
     output_dir: str | None = Field(
-        None, description="Write results here. None: `llem run` uses the user config's output.results_dir; "
-        "run_experiment() writes nothing (LA-04)."
+        None,
+        description="Write results here. None: `llem run` uses the user config's output.results_dir; "
+        "run_experiment() writes nothing (LA-04).",
     )
 
     @model_validator(mode="wrap")
@@ -277,11 +279,13 @@ class _ExperimentFields(StrictModel):
         if self.serving is None:
             raise ValueError("scenario 'serving' needs a 'serving' section with request_rate_req_s or concurrency")
         if "n" in self.model_fields_set:
-            raise ValueError("n applies to the offline scenario; serving sends requests for serving.duration_s "
-                             "(remove n)")
+            raise ValueError(
+                "n applies to the offline scenario; serving sends requests for serving.duration_s (remove n)"
+            )
         if self.prefill_split and "prefill_split" in self.model_fields_set:
-            raise ValueError("prefill_split: the serving scenario has no prefill-only loop (offline only): "
-                             "remove it or set it false")
+            raise ValueError(
+                "prefill_split: the serving scenario has no prefill-only loop (offline only): remove it or set it false"
+            )
         prompt_tokens = self.serving.scheduled_requests() * min(self.dataset.input_len_tokens, self.max_input_tokens)
         if self.dataset.source == "synthetic" and prompt_tokens > MAX_WORKLOAD_TOKENS:
             raise ValueError(
@@ -320,8 +324,9 @@ class _ExperimentFields(StrictModel):
         if self.cold_start:
             warmup = self.warmup
             if warmup.convergence_detection or ("n_warmup" in warmup.model_fields_set and warmup.n_warmup):
-                raise ValueError("cold_start measures without warm-up: leave warmup.n_warmup and "
-                                 "warmup.convergence_detection unset")
+                raise ValueError(
+                    "cold_start measures without warm-up: leave warmup.n_warmup and warmup.convergence_detection unset"
+                )
             self.warmup = warmup.model_copy(update={"n_warmup": 0})
         return self
 

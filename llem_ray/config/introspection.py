@@ -75,9 +75,14 @@ def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
         path = f"{prefix}{name}"
         routed = name if not prefix and name in backends else backend
         rows.append(
-            FieldRow(path, _type_name(info.annotation).replace("|", "\\|"), _default(info).replace("|", "\\|"),
-                     _constraints(info), routed,
-                     (info.description or "").replace("|", "\\|"))
+            FieldRow(
+                path,
+                _type_name(info.annotation).replace("|", "\\|"),
+                _default(info).replace("|", "\\|"),
+                _constraints(info),
+                routed,
+                (info.description or "").replace("|", "\\|"),
+            )
         )
         nested = _nested_model(info)
         if nested is not None:
@@ -88,7 +93,9 @@ def _walk(model: type[BaseModel], prefix: str, backend: str) -> list[FieldRow]:
 def reference_rows() -> dict[str, list[FieldRow]]:
     """Every documented field, grouped by document section (experiment, execution, runtime_envs, user config)."""
     return {
-        "Experiment fields (top level of an experiment YAML, or the base of a study)": _walk(ExperimentConfig, "", "all"),
+        "Experiment fields (top level of an experiment YAML, or the base of a study)": _walk(
+            ExperimentConfig, "", "all"
+        ),
         "Study `execution:` block": _walk(ExecutionConfig, "execution.", "all"),
         "Study `runtime_envs.<backend>:` block": _walk(RuntimeEnvConfig, "runtime_envs.<backend>.", "all"),
         "User config (`~/.config/llenergymeasure/config.yaml`, or `LLEM_CONFIG_PATH`)": _walk(UserConfig, "", "all"),
@@ -118,10 +125,17 @@ def render_markdown() -> str:
         for s in backend_registry.builtin_specs()
     ]
     for title, rows in reference_rows().items():
-        out += ["", f"## {title}", "", "| field | type | default | constraints | backend | description |",
-                "|---|---|---|---|---|---|"]
-        out += [f"| `{r.path}` | `{r.type}` | `{r.default}` | {r.constraints} | {r.backend} | {r.description} |"
-                for r in rows]
+        out += [
+            "",
+            f"## {title}",
+            "",
+            "| field | type | default | constraints | backend | description |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| `{r.path}` | `{r.type}` | `{r.default}` | {r.constraints} | {r.backend} | {r.description} |"
+            for r in rows
+        ]
     out += [
         "",
         "## Study documents",
@@ -155,7 +169,7 @@ def _limits_section() -> list[str]:
     return [
         "## Limits (`llem_ray/config/limits.py`)",
         "",
-        "Every value is taken as typed: `true` is not 1, `\"4\"` is not 4 (an integer may stand for a float), "
+        'Every value is taken as typed: `true` is not 1, `"4"` is not 4 (an integer may stand for a float), '
         "and every number must be finite (`.inf`, `.nan` and `1e+400` are refused). A file that breaks a limit "
         "is a configuration error (exit 2) naming the file and the field, before anything runs.",
         "",

@@ -23,6 +23,7 @@ class StrictModel(BaseModel):
 
     model_config = STRICT_MODEL
 
+
 # ---- the document -----------------------------------------------------------------------------
 MAX_CONFIG_BYTES = 1_000_000
 """Largest config file accepted, bytes: a real study is a few KiB; more is a mistake or an attack."""

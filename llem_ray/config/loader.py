@@ -36,6 +36,7 @@ def _shown(value: Any) -> str:
         text = "a number too long to show"
     return f" (got {text[:MAX_SHOWN_CHARS]}{'...' if len(text) > MAX_SHOWN_CHARS else ''})"
 
+
 RENAMED_FIELDS: dict[str, str] = {
     "execution.config_gap_s": "execution.config_gap_seconds",
     "execution.cycle_gap_s": "execution.cycle_gap_seconds",

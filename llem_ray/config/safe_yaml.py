@@ -25,9 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from llem_ray.config.limits import MAX_YAML_DEPTH, MAX_YAML_NODES
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_CHECKED_SCALAR_TAGS = frozenset(
-    {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}
-)
+_CHECKED_SCALAR_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"})
 MAX_INT_BITS = 64
 """Integers in a document must fit in this many bits (signed)."""
 
@@ -97,8 +95,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, AliasEvent):
             if event.anchor in self._open_anchors:
-                raise RefusedYAML(self._field(), f"alias *{event.anchor} refers to a value that contains it",
-                                  event.start_mark)
+                raise RefusedYAML(
+                    self._field(), f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+                )
             stats = self._anchor_stats.get(event.anchor)
             if stats is not None:  # an undefined alias is left to PyYAML's own error
                 nodes, height = stats
@@ -141,8 +140,12 @@ class BoundedSafeLoader(yaml.SafeLoader):
             if isinstance(key, ScalarNode) and key.tag != _MERGE_TAG:
                 first = seen.setdefault((key.tag, key.value), key.start_mark)
                 if first is not key.start_mark:
-                    raise RefusedYAML(self._field(key.value), f"duplicate key {key.value!r} (first on line "
-                                      f"{first.line + 1}, again on line {key.start_mark.line + 1})", key.start_mark)
+                    raise RefusedYAML(
+                        self._field(key.value),
+                        f"duplicate key {key.value!r} (first on line "
+                        f"{first.line + 1}, again on line {key.start_mark.line + 1})",
+                        key.start_mark,
+                    )
             value = self.compose_node(node, key)
             node.value.append((key, value))
         node.end_mark = self.get_event().end_mark

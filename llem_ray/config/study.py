@@ -19,7 +19,6 @@ from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.limits import MAX_CYCLES, MAX_GAP_S, MAX_RETRIES, MAX_RUNS, MAX_TIMEOUT_S, StrictModel
 
 
-
 class RuntimeEnvConfig(StrictModel):
     """A Ray runtime_env for one backend's experiments (isolates vLLM / TRT-LLM environments)."""
 
@@ -53,8 +52,11 @@ class ExecutionConfig(StrictModel):
         3600.0, gt=0, le=MAX_TIMEOUT_S, description="Deadline per experiment attempt, s; killed on overrun."
     )
     max_retries: int = Field(
-        1, ge=0, le=MAX_RETRIES, description="Extra attempts after a failed or killed experiment (not after a "
-        "pre-flight or configuration failure: no retry can fix those)."
+        1,
+        ge=0,
+        le=MAX_RETRIES,
+        description="Extra attempts after a failed or killed experiment (not after a "
+        "pre-flight or configuration failure: no retry can fix those).",
     )
     circuit_breaker: int = Field(
         5, ge=1, le=MAX_RUNS, description="Stop the study after this many consecutive failed attempts."
@@ -63,8 +65,9 @@ class ExecutionConfig(StrictModel):
         "gpu", description="gpu: one experiment per GPU; node: one experiment per node while it measures."
     )
     force_cold_start: bool = Field(
-        False, description="Measure every experiment from a cold start (CAMP-05): cold_start: true, a new actor "
-        "process, no warm-up, empty compilation caches."
+        False,
+        description="Measure every experiment from a cold start (CAMP-05): cold_start: true, a new actor "
+        "process, no warm-up, empty compilation caches.",
     )
     schedule: list[datetime] | None = Field(
         None, strict=False, description="Start times of cycles (daemon mode, CAMP-04); None = start now."
@@ -97,8 +100,8 @@ class StudyConfig(StrictModel):
         default_factory=dict, description="Ray runtime_env per registered backend name."
     )
     output_dir: str = Field(
-        "results", description="Study directories go under this one (unset in a file: the user config's "
-        "output.results_dir)."
+        "results",
+        description="Study directories go under this one (unset in a file: the user config's output.results_dir).",
     )
     skipped: list[SkippedPoint] = Field(default_factory=list)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from llem_ray.backends import registry as backend_registry
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.config.limits import MAX_EXPERIMENTS
-from llem_ray.backends import registry as backend_registry
 from llem_ray.config.study import SkippedPoint, StudyConfig
 from llem_ray.errors import ConfigError
 

@@ -30,10 +30,9 @@ LOCAL_RUNNER = "local"
 DOCKER_PREFIX = "docker:"
 
 
-
 def check_runner(value: str) -> str:
     """`value` if it is a runner (`local` or `docker:<image>`); ValueError saying what is allowed."""
-    if value == LOCAL_RUNNER or (value.startswith(DOCKER_PREFIX) and value[len(DOCKER_PREFIX):].strip()):
+    if value == LOCAL_RUNNER or (value.startswith(DOCKER_PREFIX) and value[len(DOCKER_PREFIX) :].strip()):
         return value
     if value == "docker":
         raise ValueError("name the image: 'docker:<image>' (llem_ray ships no images of its own)")
@@ -116,7 +115,7 @@ def runner_for(backend: str, user: UserConfig | None = None) -> str:
 def runner_image(backend: str, user: UserConfig | None = None) -> str | None:
     """The container image `backend` runs in (`docker:<image>` runner), or None to run it locally."""
     runner = runner_for(backend, user)
-    return runner[len(DOCKER_PREFIX):].strip() if runner.startswith(DOCKER_PREFIX) else None
+    return runner[len(DOCKER_PREFIX) :].strip() if runner.startswith(DOCKER_PREFIX) else None
 
 
 def _env_float(name: str, minimum: float) -> float | None:

@@ -17,9 +17,9 @@ are truncated by the backend's tokenizer at that many tokens (tokenisation is th
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +159,7 @@ class PromptStream:
         out = list(itertools.islice(self._prompts, count))
         self.taken += count
         if self._pool_size is not None and self.taken > self._pool_size and not self.notes:
-            self.notes.append(f"dataset {self._name} has {self._pool_size} prompts for more requests: prompts are "
-                              "reused")
+            self.notes.append(
+                f"dataset {self._name} has {self._pool_size} prompts for more requests: prompts are reused"
+            )
         return out

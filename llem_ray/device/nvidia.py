@@ -58,8 +58,9 @@ class NVMLDevices:
     def __init__(self, lib: ModuleType):
         self._lib = lib
         self._handles: dict[str, Any] = {}
-        self._reasons = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            lib, "nvmlDeviceGetCurrentClocksThrottleReasons"
+        self._reasons = (
+            getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or lib.nvmlDeviceGetCurrentClocksThrottleReasons
         )
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:

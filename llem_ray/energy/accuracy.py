@@ -44,8 +44,14 @@ class DeviceFacts:
 
 
 _GENERATIONS: tuple[tuple[tuple[int, int], str], ...] = (
-    ((12, 0), "Blackwell"), ((10, 0), "Blackwell"), ((9, 0), "Hopper"), ((8, 9), "Ada Lovelace"),
-    ((8, 0), "Ampere"), ((7, 5), "Turing"), ((7, 0), "Volta"), ((6, 0), "Pascal"),
+    ((12, 0), "Blackwell"),
+    ((10, 0), "Blackwell"),
+    ((9, 0), "Hopper"),
+    ((8, 9), "Ada Lovelace"),
+    ((8, 0), "Ampere"),
+    ((7, 5), "Turing"),
+    ((7, 0), "Volta"),
+    ((6, 0), "Pascal"),
 )
 
 
@@ -67,19 +73,28 @@ def _describe(devices: Sequence[DeviceFacts]) -> str:
 
 def _trust(cc: tuple[int, int] | None, source: Source) -> str:
     if cc in PART_TIME_SAMPLING_CC:
-        return ("NVML readings on this generation average ~25 ms of every 100 ms (Yang et al., SC'24): "
-                "about +/-5 % on short windows, less over long windows and repeated cycles")
+        return (
+            "NVML readings on this generation average ~25 ms of every 100 ms (Yang et al., SC'24): "
+            "about +/-5 % on short windows, less over long windows and repeated cycles"
+        )
     if source == "polled power" and cc is not None and cc >= (8, 0):
-        return ("NVML power on this generation is a 1 s moving average: windows of a few seconds are smeared, "
-                "and the rise and fall of short bursts are lost")
-    return ("no accuracy figure is known for this generation: check it against an external meter "
-            "before trusting absolute joules")
+        return (
+            "NVML power on this generation is a 1 s moving average: windows of a few seconds are smeared, "
+            "and the rise and fall of short bursts are lost"
+        )
+    return (
+        "no accuracy figure is known for this generation: check it against an external meter "
+        "before trusting absolute joules"
+    )
 
 
 def gpu_accuracy(devices: Sequence[DeviceFacts], source: Source) -> str:
     """One-line accuracy statement of a GPU meter reading `source` on `devices`."""
-    what = ("NVML energy counter (mJ, ~100 ms updates; windows under ~0.1 s can read 0 J)" if source == "counter"
-            else "NVML power readings x time")
+    what = (
+        "NVML energy counter (mJ, ~100 ms updates; windows under ~0.1 s can read 0 J)"
+        if source == "counter"
+        else "NVML power readings x time"
+    )
     trust = "; ".join(dict.fromkeys(_trust(d.compute_capability, source) for d in devices)) or _trust(None, source)
     return f"{what} on {_describe(devices)}: {trust}"
 

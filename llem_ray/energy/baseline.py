@@ -1,7 +1,8 @@
 """Idle-power baseline per GPU (CM-17..20), cached per GPU UUID with a TTL.
 
 The baseline is measured with the experiment's own meter, in the process that runs the experiment
-(a baseline measured from the host reads several W lower than one measured in the worker): open an energy window, wait `duration_s` doing nothing, divide energy by time.
+(a baseline measured from the host reads several W lower than one measured in the worker): open an
+energy window, wait `duration_s` doing nothing, divide energy by time.
 `energy_adjusted_j = energy_total_j - baseline_power_w * duration_s` (CM-19).
 
 A `BaselineCache` lives as long as its owner: the process (in-process runs) or a Ray worker that

@@ -59,11 +59,15 @@ def _host_sampler() -> Sampler:
     import psutil
 
     def read() -> list[PowerSample]:
-        return [PowerSample(
-            t_s=time.time(), device_uuid=CPU_DEVICE, power_w=None,
-            utilization_pct=psutil.cpu_percent(None),
-            memory_used_mib=psutil.virtual_memory().used / 2**20,
-        )]
+        return [
+            PowerSample(
+                t_s=time.time(),
+                device_uuid=CPU_DEVICE,
+                power_w=None,
+                utilization_pct=psutil.cpu_percent(None),
+                memory_used_mib=psutil.virtual_memory().used / 2**20,
+            )
+        ]
 
     # priming: the first cpu_percent call only starts the measurement interval
     return Sampler(read, "llem-host-sampler", prime=lambda: psutil.cpu_percent(None))
@@ -76,13 +80,16 @@ class CodeCarbonMeter:
     resolution_s = 0.1
     """Finest window CodeCarbon resolves in GPU mode (NVML counter period), s."""
 
-    def __init__(self, device_uuids: list[str], config: EnergyConfig | None = None, *,
-                 country_iso_code: str | None = None):
+    def __init__(
+        self, device_uuids: list[str], config: EnergyConfig | None = None, *, country_iso_code: str | None = None
+    ):
         if importlib.util.find_spec("codecarbon") is None:
             raise MeterUnavailable("codecarbon is not installed (pip install 'llem-ray[codecarbon]')")
         if not device_uuids and (config is None or config.backend != "codecarbon"):
-            raise MeterUnavailable("no GPU is bound (running on CPU); CodeCarbon estimates CPU and RAM energy "
-                                   "only when energy.backend is 'codecarbon'")
+            raise MeterUnavailable(
+                "no GPU is bound (running on CPU); CodeCarbon estimates CPU and RAM energy "
+                "only when energy.backend is 'codecarbon'"
+            )
         self._sampler: NVMLMeter | Sampler | None
         from codecarbon import __version__ as version
 
@@ -104,10 +111,14 @@ class CodeCarbonMeter:
             self.accuracy = f"CodeCarbon {version}: {gpu_accuracy(devices, source)}"
             self.reproducibility_notes = gpu_notes(
                 f"Energy is CodeCarbon {version}'s GPU energy of each window, per GPU, "
-                + ("from NVML's energy counter." if source == "counter" else
-                   "from NVML power readings x the time between CodeCarbon's measurements (the GPU has no "
-                   "energy counter)."),
-                devices, source,
+                + (
+                    "from NVML's energy counter."
+                    if source == "counter"
+                    else "from NVML power readings x the time between CodeCarbon's measurements (the GPU has no "
+                    "energy counter)."
+                ),
+                devices,
+                source,
             )
         else:
             self._sampler = _host_sampler()
@@ -136,8 +147,13 @@ class CodeCarbonMeter:
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        kwargs: dict[str, Any] = {"project_name": "llem", "save_to_file": False, "log_level": "error",
-                                  "allow_multiple_runs": True, "gpu_ids": gpu_ids}
+        kwargs: dict[str, Any] = {
+            "project_name": "llem",
+            "save_to_file": False,
+            "log_level": "error",
+            "allow_multiple_runs": True,
+            "gpu_ids": gpu_ids,
+        }
         if not os.environ.get("CODECARBON_COUNTRY_ISO_CODE"):
             kwargs["country_iso_code"] = country_iso_code or DEFAULT_COUNTRY_ISO_CODE
         with warnings.catch_warnings():

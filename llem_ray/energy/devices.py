@@ -19,6 +19,7 @@ from llem_ray.device import DeviceError, DeviceUnavailable, GPUDevices
 from llem_ray.energy.accuracy import DeviceFacts
 from llem_ray.energy.protocol import MeterUnavailable
 
+
 def gpu_layer() -> GPUDevices:
     """The process's GPU device layer (`llem_ray.device.current`), for a meter.
 

@@ -80,7 +80,8 @@ class NVMLMeter:
         self.reproducibility_notes = gpu_notes(
             "Energy is the difference of each GPU's NVML energy counter (nvmlDeviceGetTotalEnergyConsumption, "
             "mJ since driver load) between the window's start and end, summed over the experiment's GPUs.",
-            self.devices, "counter",
+            self.devices,
+            "counter",
         )
         self._windows: dict[str, tuple[float, dict[str, int]]] = {}
         self._sampler = Sampler(self.sample_once, "llem-nvml-sampler")

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 MeterFactory = Callable[[list[str], "EnergyConfig"], EnergyMeter]
 
-METERS: Registry[MeterFactory] = Registry({
-    "nvml": "llem_ray.energy.nvml:NVMLMeter",
-    "zeus": "llem_ray.energy.zeus:ZeusMeter",
-    "codecarbon": "llem_ray.energy.codecarbon:CodeCarbonMeter",
-})
+METERS: Registry[MeterFactory] = Registry(
+    {
+        "nvml": "llem_ray.energy.nvml:NVMLMeter",
+        "zeus": "llem_ray.energy.zeus:ZeusMeter",
+        "codecarbon": "llem_ray.energy.codecarbon:CodeCarbonMeter",
+    }
+)
 
 
 def register(name: str, factory: MeterFactory) -> None:

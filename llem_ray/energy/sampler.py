@@ -22,8 +22,9 @@ class Sampler:
     first reading is taken as the thread starts. Exceptions from `read` end the thread.
     """
 
-    def __init__(self, read: Callable[[], list[PowerSample]], name: str,
-                 prime: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, read: Callable[[], list[PowerSample]], name: str, prime: Callable[[], object] | None = None
+    ) -> None:
         self._read = read
         self._name = name
         self._prime = prime

@@ -95,7 +95,8 @@ class ZeusMeter:
         self.reproducibility_notes = gpu_notes(
             f"Energy is what Zeus {zeus.__version__} (ZeusMonitor.end_window) reported for each window and GPU, "
             "read from NVML's energy counter (mJ since driver load) at the window's start and end.",
-            devices, "counter",
+            devices,
+            "counter",
         )
         self._open: set[str] = set()
 

@@ -143,12 +143,17 @@ def build_result(obs: Observations) -> ExperimentResult:
     batch_size = concurrent_batch(config, obs.info, len(out.requests))
     steady = obs.steady or steady_state(
         request_spans(config.backend, out, batch_size, obs.duration_s),
-        batch_size=batch_size, duration_s=obs.duration_s, output_tokens=out.output_tokens,
-        energy_total_j=total_j, samples=obs.samples,
+        batch_size=batch_size,
+        duration_s=obs.duration_s,
+        output_tokens=out.output_tokens,
+        energy_total_j=total_j,
+        samples=obs.samples,
         window_start_s=next((start for name, start, _ in obs.phases if name == "measured"), 0.0),
         power_limits_w={gpu.uuid: gpu.power_limit_w for gpu in obs.env.gpus},
     )
-    bound, bound_warning = host_bound(stats, [gpu.power_limit_w for gpu in obs.env.gpus]) if obs.env.gpus else (None, None)
+    bound, bound_warning = (
+        host_bound(stats, [gpu.power_limit_w for gpu in obs.env.gpus]) if obs.env.gpus else (None, None)
+    )
     warnings = [
         *obs.notes,
         *([bound_warning] if bound_warning else []),

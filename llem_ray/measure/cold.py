@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 COMPILATION_CACHE_VARS: tuple[str, ...] = (
-    "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "VLLM_CACHE_ROOT", "CUDA_CACHE_PATH",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TRITON_CACHE_DIR",
+    "VLLM_CACHE_ROOT",
+    "CUDA_CACHE_PATH",
 )
 """Environment variables naming the on-disk caches a cold start must find empty."""
 

@@ -84,14 +84,8 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
         except DeviceError:
             continue
 
-        def read(getter: Callable[[str], T]) -> T | None:
-            try:
-                return getter(uuid)
-            except DeviceError:
-                return None
-
-        mem = read(gpus.memory_mib)
-        persistence = read(gpus.persistence_mode)
+        mem = _read(gpus.memory_mib, uuid)
+        persistence = _read(gpus.persistence_mode, uuid)
         out.append(
             GPUInfo(
                 index=index,
@@ -99,11 +93,19 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
                 uuid=uuid,
                 pci_bus_id=bus,
                 vram_total_mib=None if mem is None else mem.total_mib,
-                power_limit_w=read(gpus.enforced_power_limit_w),
+                power_limit_w=_read(gpus.enforced_power_limit_w, uuid),
                 persistence_mode=persistence,
             )
         )
     return out
+
+
+def _read(getter: Callable[[str], T], uuid: str) -> T | None:
+    """`getter(uuid)`, or None where the GPU cannot report it (DeviceError)."""
+    try:
+        return getter(uuid)
+    except DeviceError:
+        return None
 
 
 def _driver_version() -> str | None:

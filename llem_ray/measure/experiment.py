@@ -140,8 +140,13 @@ def run(
         if config.scenario == "serving":
             from llem_ray.scenarios.serving import run_serving
 
-            return run_serving(config, baseline_cache=baseline_cache, placement=placement, on_progress=on_progress,
-                               cold_notes=cold_notes)
+            return run_serving(
+                config,
+                baseline_cache=baseline_cache,
+                placement=placement,
+                on_progress=on_progress,
+                cold_notes=cold_notes,
+            )
         return _measure(config, baseline_cache, placement, on_progress, cold_notes)
 
 

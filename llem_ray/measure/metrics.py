@@ -94,9 +94,7 @@ def device_stats(samples: Sequence[PowerSample]) -> DeviceStats:
     )
 
 
-def peak_memory_mib(
-    samples: Sequence[PowerSample], gpu_uuids: Sequence[str], at_end_mib: float | None
-) -> float | None:
+def peak_memory_mib(samples: Sequence[PowerSample], gpu_uuids: Sequence[str], at_end_mib: float | None) -> float | None:
     """Highest GPU memory in use on `gpu_uuids` (NVML, summed over them), MiB, or None if never read.
 
     Over the sampler readings in `samples` (one window's; a reading counts when every GPU of it
@@ -117,11 +115,7 @@ def peak_memory_mib(
 
 
 def measurement_warnings(
-    *,
-    energy_measured: bool,
-    window_s: float,
-    stats: DeviceStats,
-    thermal_floor_s: float,
+    *, energy_measured: bool, window_s: float, stats: DeviceStats, thermal_floor_s: float
 ) -> list[str]:
     """Warnings about the validity of an energy measurement (empty when nothing is suspicious).
 
@@ -139,7 +133,9 @@ def measurement_warnings(
     if stats.temperature_drift_c is not None and stats.temperature_drift_c > MAX_TEMPERATURE_DRIFT_C:
         out.append(f"GPU temperature drifted {stats.temperature_drift_c:.1f} °C during the window (> 10 °C)")
     if thermal_floor_s < MIN_THERMAL_FLOOR_S:
-        out.append(f"thermal floor {thermal_floor_s:g} s < {MIN_THERMAL_FLOOR_S:.0f} s: GPU may not be at steady temperature")
+        out.append(
+            f"thermal floor {thermal_floor_s:g} s < {MIN_THERMAL_FLOOR_S:.0f} s: GPU may not be at steady temperature"
+        )
     return out
 
 

@@ -17,8 +17,8 @@ from llem_ray import device
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends import shapes
 from llem_ray.backends.protocol import InferenceBackend
-from llem_ray.energy.devices import VisibleGPUs
 from llem_ray.device import DeviceError, DeviceUnavailable
+from llem_ray.energy.devices import VisibleGPUs
 from llem_ray.energy.protocol import EnergyMeter
 from llem_ray.energy.select import ExplicitMeterUnavailable, select_meter
 from llem_ray.errors import BackendError, PreFlightError
@@ -27,6 +27,7 @@ from llem_ray.measure.vram import estimate_vram_gb
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
+
 
 @dataclass
 class Cleared:

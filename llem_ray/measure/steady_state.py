@@ -301,6 +301,10 @@ def steady_state(
     flags = validity_warnings((0.0, duration_s), samples, window_start_s, power_limits_w, steady=False)
     per_token = energy_total_j / output_tokens if output_tokens > 0 else None
     return WindowEnergy(
-        "total", None, energy_total_j, float(output_tokens), per_token,
+        "total",
+        None,
+        energy_total_j,
+        float(output_tokens),
+        per_token,
         (_fallback_reason(spans, window, batch_size), *flags),
     )

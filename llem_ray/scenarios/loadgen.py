@@ -129,8 +129,9 @@ class LoadTrace:
     end_s: float
 
 
-async def _send(engine: StreamingEngine, record: RequestRecord, token_ids: list[int], max_tokens: int,
-                origin_s: float) -> None:
+async def _send(
+    engine: StreamingEngine, record: RequestRecord, token_ids: list[int], max_tokens: int, origin_s: float
+) -> None:
     record.sent_s = time.perf_counter() - origin_s
     try:
         async for new_tokens in engine.stream(f"llem-serve-{record.index}", token_ids, max_tokens):
@@ -141,8 +142,9 @@ async def _send(engine: StreamingEngine, record: RequestRecord, token_ids: list[
     record.end_s = time.perf_counter() - origin_s
 
 
-async def _rate(engine: StreamingEngine, plan: RatePlan, origin_s: float, records: list[RequestRecord],
-                tasks: list[asyncio.Task]) -> None:
+async def _rate(
+    engine: StreamingEngine, plan: RatePlan, origin_s: float, records: list[RequestRecord], tasks: list[asyncio.Task]
+) -> None:
     for i, (due_s, ids) in enumerate(zip(plan.arrivals_s, plan.inputs)):
         delay_s = due_s - (time.perf_counter() - origin_s)
         if delay_s > 0:
@@ -152,8 +154,7 @@ async def _rate(engine: StreamingEngine, plan: RatePlan, origin_s: float, record
         tasks.append(asyncio.ensure_future(_send(engine, record, ids, plan.max_tokens, origin_s)))
 
 
-async def _slot(engine: StreamingEngine, plan: ConcurrencyPlan, origin_s: float,
-                records: list[RequestRecord]) -> None:
+async def _slot(engine: StreamingEngine, plan: ConcurrencyPlan, origin_s: float, records: list[RequestRecord]) -> None:
     due_s = 0.0
     while time.perf_counter() - origin_s < plan.duration_s:
         ids = plan.next_input()
@@ -163,8 +164,9 @@ async def _slot(engine: StreamingEngine, plan: ConcurrencyPlan, origin_s: float,
         due_s = record.end_s if record.end_s is not None else due_s
 
 
-async def _drain(tasks: list[asyncio.Task], wait_s: float, drain_timeout_s: float, records: list[RequestRecord],
-                 origin_s: float) -> None:
+async def _drain(
+    tasks: list[asyncio.Task], wait_s: float, drain_timeout_s: float, records: list[RequestRecord], origin_s: float
+) -> None:
     """Wait up to `wait_s` for `tasks`, cancel the rest, and record unfinished requests as failed."""
     if not tasks:
         return
@@ -179,8 +181,9 @@ async def _drain(tasks: list[asyncio.Task], wait_s: float, drain_timeout_s: floa
             record.error = f"cancelled: still running {drain_timeout_s:g} s after sending stopped (drain timeout)"
 
 
-async def run_load(engine: StreamingEngine, plan: RatePlan | ConcurrencyPlan,
-                   drain_timeout_s: float = DRAIN_TIMEOUT_S) -> LoadTrace:
+async def run_load(
+    engine: StreamingEngine, plan: RatePlan | ConcurrencyPlan, drain_timeout_s: float = DRAIN_TIMEOUT_S
+) -> LoadTrace:
     """Send `plan`'s requests to `engine` and wait for them (see module docstring); must run on the engine's loop.
 
     Never raises for a failed request (it is recorded); cancellation of the run propagates.

@@ -51,12 +51,23 @@ def _plan(config: ExperimentConfig, engine: StreamingEngine, prompts: PromptStre
     serving = config.serving
     assert serving is not None  # validated: scenario serving has a serving section
     if serving.concurrency is not None:
-        return ConcurrencyPlan(serving.concurrency, lambda: engine.encode(prompts.take(1))[0],
-                               config.max_output_tokens, serving.warmup_requests, serving.duration_s)
-    arrivals = arrival_schedule(serving.request_rate_req_s or 0.0, serving.duration_s, serving.burstiness,
-                                config.random_seed)
-    return RatePlan(arrivals, engine.encode(prompts.take(len(arrivals))), config.max_output_tokens,
-                    serving.warmup_requests, serving.duration_s)
+        return ConcurrencyPlan(
+            serving.concurrency,
+            lambda: engine.encode(prompts.take(1))[0],
+            config.max_output_tokens,
+            serving.warmup_requests,
+            serving.duration_s,
+        )
+    arrivals = arrival_schedule(
+        serving.request_rate_req_s or 0.0, serving.duration_s, serving.burstiness, config.random_seed
+    )
+    return RatePlan(
+        arrivals,
+        engine.encode(prompts.take(len(arrivals))),
+        config.max_output_tokens,
+        serving.warmup_requests,
+        serving.duration_s,
+    )
 
 
 def _warm_batch_size(config: ExperimentConfig, info: ModelInfo) -> int:
@@ -70,8 +81,7 @@ def _output(trace: LoadTrace) -> GenerationOutput:
     """The run as the offline result sees a workload: token counts and one timing per request sent."""
     requests = [
         RequestTiming(
-            latency_s=(r.end_s or r.sent_s) - r.sent_s, output_tokens=r.output_tokens, ttft_s=r.ttft_s,
-            itl_s=r.itl_s,
+            latency_s=(r.end_s or r.sent_s) - r.sent_s, output_tokens=r.output_tokens, ttft_s=r.ttft_s, itl_s=r.itl_s
         )
         for r in trace.records
     ]
@@ -83,11 +93,18 @@ def _output(trace: LoadTrace) -> GenerationOutput:
     )
 
 
-def _steady(window: Window | None, energy_j: float | None, tokens: int | None, total_j: float | None,
-            output_tokens: int, notes: list[str]) -> WindowEnergy:
+def _steady(
+    window: Window | None,
+    energy_j: float | None,
+    tokens: int | None,
+    total_j: float | None,
+    output_tokens: int,
+    notes: list[str],
+) -> WindowEnergy:
     if window is not None and window.accepted and energy_j is not None and tokens:
-        return WindowEnergy("steady_state", (window.start_s, window.end_s), energy_j, float(tokens), energy_j / tokens,
-                            tuple(notes))
+        return WindowEnergy(
+            "steady_state", (window.start_s, window.end_s), energy_j, float(tokens), energy_j / tokens, tuple(notes)
+        )
     per_token = total_j / output_tokens if total_j is not None and output_tokens > 0 else None
     return WindowEnergy("total", None, total_j, float(output_tokens), per_token, tuple(notes))
 
@@ -162,22 +179,43 @@ def run_serving(
         window, notes = steady_window(trace.records, serving.duration_s)
         window_j = None
         if window is not None and window.accepted and total_j is not None:
-            window_j = window_energy_j(samples, trace.origin_wall_s, trace.end_s, (window.start_s, window.end_s),
-                                       total_j)
+            window_j = window_energy_j(
+                samples, trace.origin_wall_s, trace.end_s, (window.start_s, window.end_s), total_j
+            )
             if window_j is None:
                 notes.append("the steady window holds too few power samples: its energy is not reported")
-            notes += validity_warnings((window.start_s, window.end_s), samples, trace.origin_wall_s,
-                                       {gpu.uuid: gpu.power_limit_w for gpu in env.gpus}, steady=False)
-        figures, more_notes = serving_result(serving, trace, window, window_j,
-                                             baseline.total_power_w if baseline is not None else None)
+            notes += validity_warnings(
+                (window.start_s, window.end_s),
+                samples,
+                trace.origin_wall_s,
+                {gpu.uuid: gpu.power_limit_w for gpu in env.gpus},
+                steady=False,
+            )
+        figures, more_notes = serving_result(
+            serving, trace, window, window_j, baseline.total_power_w if baseline is not None else None
+        )
         output = _output(trace)
         observations = Observations(
-            config=config, device=device, started_at=started_at, env=env, info=info, output=output,
-            duration_s=trace.end_s, window=energy, meter=meter, baseline=baseline, prefill=None, warmup=warmup,
-            samples=samples, phases=phases, memory_at_end_mib=memory_at_end_mib,
-            notes=[*cold_notes, *cleared.warnings, *info.notes, *prompts.notes], placement=placement,
-            steady=_steady(window, window_j, figures.output_tokens_in_window, total_j, output.output_tokens,
-                           [*notes, *more_notes]),
+            config=config,
+            device=device,
+            started_at=started_at,
+            env=env,
+            info=info,
+            output=output,
+            duration_s=trace.end_s,
+            window=energy,
+            meter=meter,
+            baseline=baseline,
+            prefill=None,
+            warmup=warmup,
+            samples=samples,
+            phases=phases,
+            memory_at_end_mib=memory_at_end_mib,
+            notes=[*cold_notes, *cleared.warnings, *info.notes, *prompts.notes],
+            placement=placement,
+            steady=_steady(
+                window, window_j, figures.output_tokens_in_window, total_j, output.output_tokens, [*notes, *more_notes]
+            ),
         )
         result = build_result(observations).model_copy(update={"scenario": "serving", "serving": figures})
         measured_start_s = next(start for name, start, _ in phases if name == "measured")

@@ -76,8 +76,14 @@ def steady_window(
     ends = [r.end_s for r in records if r.warmup and r.end_s is not None]
     start_s = max(ends, default=0.0)
     end_s = duration_s
-    late = next((r for r in sorted(records, key=lambda r: r.scheduled_s)
-                 if r.scheduled_s >= start_s and r.lag_s > MAX_SEND_LAG_S), None)
+    late = next(
+        (
+            r
+            for r in sorted(records, key=lambda r: r.scheduled_s)
+            if r.scheduled_s >= start_s and r.lag_s > MAX_SEND_LAG_S
+        ),
+        None,
+    )
     if late is not None and late.scheduled_s < end_s:
         end_s = late.scheduled_s
         warnings.append(
@@ -115,8 +121,7 @@ def window_counts(records: Sequence[RequestRecord], window: Window, slo: SLOConf
     tokens = 0
     for record in records:
         total = record.output_tokens
-        inside = sum(n for t, n in zip(record.chunk_times_s, record.chunk_tokens)
-                     if window.start_s < t <= window.end_s)
+        inside = sum(n for t, n in zip(record.chunk_times_s, record.chunk_tokens) if window.start_s < t <= window.end_s)
         if total == 0 or inside == 0:
             continue
         tokens += inside
@@ -130,8 +135,9 @@ def _per(value: float | None, count: float) -> float | None:
     return value / count if value is not None and count > 0 else None
 
 
-def window_energy(energy_j: float | None, baseline_power_w: float | None, window: Window,
-                  counts: WindowCounts) -> dict[str, float | None]:
+def window_energy(
+    energy_j: float | None, baseline_power_w: float | None, window: Window, counts: WindowCounts
+) -> dict[str, float | None]:
     """The energy fields of ServingResult from the window's raw energy `energy_j` (J) and idle power (W)."""
     known = energy_j is not None and baseline_power_w is not None
     adjusted_j = energy_j - baseline_power_w * window.length_s if known else None  # type: ignore[operator]
@@ -161,17 +167,26 @@ def _rate_warnings(serving: ServingConfig, offered: float, achieved: float | Non
     out = []
     target = serving.request_rate_req_s
     if target is not None and offered < target * (1 - OFFERED_RATE_TOLERANCE):
-        out.append(f"offered rate {offered:.3g} req/s is {1 - offered / target:.0%} below the target {target:g} "
-                   "req/s: the load generator could not keep up")
+        out.append(
+            f"offered rate {offered:.3g} req/s is {1 - offered / target:.0%} below the target {target:g} "
+            "req/s: the load generator could not keep up"
+        )
     if achieved is not None and achieved < SATURATION_FRACTION * offered:
-        out.append(f"achieved rate {achieved:.3g} req/s in the steady window is {1 - achieved / offered:.0%} below "
-                   f"the offered {offered:.3g} req/s: the engine may not keep up with this load (saturation: "
-                   "queueing grows through the window)")
+        out.append(
+            f"achieved rate {achieved:.3g} req/s in the steady window is {1 - achieved / offered:.0%} below "
+            f"the offered {offered:.3g} req/s: the engine may not keep up with this load (saturation: "
+            "queueing grows through the window)"
+        )
     return out
 
 
-def serving_result(serving: ServingConfig, trace: LoadTrace, window: Window | None,
-                   energy_j: float | None, baseline_power_w: float | None) -> tuple[ServingResult, list[str]]:
+def serving_result(
+    serving: ServingConfig,
+    trace: LoadTrace,
+    window: Window | None,
+    energy_j: float | None,
+    baseline_power_w: float | None,
+) -> tuple[ServingResult, list[str]]:
     """The ServingResult of a run and its warnings (besides `steady_window`'s).
 
     `energy_j` is the raw GPU energy inside `window` (None without a meter or for a rejected
@@ -181,8 +196,9 @@ def serving_result(serving: ServingConfig, trace: LoadTrace, window: Window | No
     warnings: list[str] = []
     failed = [r for r in records if r.error is not None]
     if failed:
-        warnings.append(f"{len(failed)} of {len(records)} requests failed (first: request {failed[0].index}: "
-                        f"{failed[0].error})")
+        warnings.append(
+            f"{len(failed)} of {len(records)} requests failed (first: request {failed[0].index}: {failed[0].error})"
+        )
     if serving.slo.ttft_ms is None and serving.slo.tpot_ms is None:
         warnings.append("no SLO bound set (serving.slo): every completed request counts as meeting the SLO")
     lags = sorted(r.lag_s * 1000 for r in records)

@@ -79,10 +79,7 @@ class HuggingFaceHub:
         from huggingface_hub import HfApi
 
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token or False)
-        files = [
-            HubFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None, s.blob_id)
-            for s in info.siblings or []
-        ]
+        files = [HubFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None, s.blob_id) for s in info.siblings or []]
         return info.sha, files
 
     def download(self, repo_id: str, commit: str, filenames: list[str], dest: Path, token: str | None) -> None:
@@ -128,7 +125,9 @@ def content_sha256(files: list[Mapping[str, Any]]) -> str:
 def is_offline(environ: Mapping[str, str] | None = None) -> bool:
     """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to 1/true/yes/on."""
     env = os.environ if environ is None else environ
-    return any(env.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        env.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _matches(path: str, patterns: tuple[str, ...]) -> bool:
@@ -140,7 +139,10 @@ def _check_entry(entry: Mapping[str, Any], now: datetime) -> str | None:
     if entry.get("status") != "valid":
         return entry.get("invalidated_reason") or "not valid"
     if now >= parse_iso(entry["expires_at"]):
-        return f"expired: created {entry['created_at']}, retention {entry['retention_days']} days, expired {entry['expires_at']}"
+        return (
+            f"expired: created {entry['created_at']}, retention {entry['retention_days']} days, "
+            f"expired {entry['expires_at']}"
+        )
     root = Path(entry["path"])
     for f in entry["files"]:
         path = root / f["path"]
@@ -172,14 +174,36 @@ class _Cache:
         self.events.emit("cache_invalidated", key=key, reason=reason)
 
 
-def _record(key: str, kind: str, source: str, ref: str, revision: str | None, commit: str | None, root: Path,
-            files: list[dict[str, Any]], patterns: tuple[str, ...], retention_days: float, now: datetime) -> dict[str, Any]:
+def _record(
+    key: str,
+    kind: str,
+    source: str,
+    ref: str,
+    revision: str | None,
+    commit: str | None,
+    root: Path,
+    files: list[dict[str, Any]],
+    patterns: tuple[str, ...],
+    retention_days: float,
+    now: datetime,
+) -> dict[str, Any]:
     return {
-        "key": key, "kind": kind, "source": source, "ref": ref, "revision": revision, "commit": commit,
-        "path": str(root), "allow_patterns": list(patterns), "files": files,
-        "total_size_bytes": sum(f["size_bytes"] for f in files), "content_sha256": content_sha256(files),
-        "created_at": iso(now), "expires_at": iso(now + timedelta(days=retention_days)),
-        "retention_days": retention_days, "status": "valid", "invalidated_reason": None,
+        "key": key,
+        "kind": kind,
+        "source": source,
+        "ref": ref,
+        "revision": revision,
+        "commit": commit,
+        "path": str(root),
+        "allow_patterns": list(patterns),
+        "files": files,
+        "total_size_bytes": sum(f["size_bytes"] for f in files),
+        "content_sha256": content_sha256(files),
+        "created_at": iso(now),
+        "expires_at": iso(now + timedelta(days=retention_days)),
+        "retention_days": retention_days,
+        "status": "valid",
+        "invalidated_reason": None,
     }
 
 
@@ -191,9 +215,19 @@ def _hash_local(root: Path, patterns: tuple[str, ...], pins: Mapping[str, str]) 
             continue
         digest = sha256_file(path)
         if rel in pins and pins[rel] != digest:
-            raise ChecksumError(f"checksum mismatch: {root / rel} sha256 {digest} != pinned {pins[rel]}",
-                                remediation="restore the file or update model.sha256 in config/model.yaml", doc=_DOC)
-        files.append({"path": rel, "size_bytes": path.stat().st_size, "sha256": digest, "verified_against": "config" if rel in pins else "recorded"})
+            raise ChecksumError(
+                f"checksum mismatch: {root / rel} sha256 {digest} != pinned {pins[rel]}",
+                remediation="restore the file or update model.sha256 in config/model.yaml",
+                doc=_DOC,
+            )
+        files.append(
+            {
+                "path": rel,
+                "size_bytes": path.stat().st_size,
+                "sha256": digest,
+                "verified_against": "config" if rel in pins else "recorded",
+            }
+        )
     if not files:
         raise CacheError(f"no files matching {list(patterns)} in {root}", doc=_DOC)
     return files
@@ -218,16 +252,33 @@ def _verify_download(dest: Path, wanted: list[HubFile], pins: Mapping[str, str])
         if actual != expected or (hf.size_bytes is not None and size != hf.size_bytes):
             path.unlink()
             raise ChecksumError(
-                f"checksum mismatch: {hf.path} {against} {actual} != expected {expected} (size {size}, expected {hf.size_bytes})",
-                remediation="the download is corrupt or the revision changed; run again to re-download, check model.revision/model.sha256",
-                doc=_DOC, details={"file": hf.path, "expected": expected, "actual": actual, "verified_against": against},
+                f"checksum mismatch: {hf.path} {against} {actual} != expected {expected} "
+                f"(size {size}, expected {hf.size_bytes})",
+                remediation=(
+                    "the download is corrupt or the revision changed; run again to re-download, "
+                    "check model.revision/model.sha256"
+                ),
+                doc=_DOC,
+                details={"file": hf.path, "expected": expected, "actual": actual, "verified_against": against},
             )
         files.append({"path": hf.path, "size_bytes": size, "sha256": digest, "verified_against": against})
     return files
 
 
-def _acquire_one(cache: _Cache, cfg: DemoConfig, workspace: Workspace, kind: str, ref: str, revision: str | None,
-                 patterns: tuple[str, ...], hub: Hub | None, token: str | None, offline: bool, refresh: bool, now: datetime) -> dict[str, Any]:
+def _acquire_one(
+    cache: _Cache,
+    cfg: DemoConfig,
+    workspace: Workspace,
+    kind: str,
+    ref: str,
+    revision: str | None,
+    patterns: tuple[str, ...],
+    hub: Hub | None,
+    token: str | None,
+    offline: bool,
+    refresh: bool,
+    now: datetime,
+) -> dict[str, Any]:
     local = Path(ref).expanduser()
     source = "local" if local.is_dir() else "hub"
     key = f"{kind}:{source}:{local.resolve() if source == 'local' else ref}@{revision or '-'}"
@@ -236,7 +287,14 @@ def _acquire_one(cache: _Cache, cfg: DemoConfig, workspace: Workspace, kind: str
     if entry is not None:
         reason = _check_entry(entry, now)
         if reason is None and not refresh:
-            events.emit("cache_hit", key=key, path=entry["path"], files=len(entry["files"]), expires_at=entry["expires_at"], offline=offline)
+            events.emit(
+                "cache_hit",
+                key=key,
+                path=entry["path"],
+                files=len(entry["files"]),
+                expires_at=entry["expires_at"],
+                offline=offline,
+            )
             return entry
         if reason is not None and entry.get("status") == "valid":
             cache.invalidate(key, reason, now)
@@ -245,15 +303,20 @@ def _acquire_one(cache: _Cache, cfg: DemoConfig, workspace: Workspace, kind: str
         files = _hash_local(local.resolve(), patterns, pins)
         if entry is not None and entry.get("content_sha256") != content_sha256(files):
             events.emit("local_source_changed", key=key, path=str(local))
-        record = _record(key, kind, "local", str(local.resolve()), None, None, local.resolve(), files, patterns, retention, now)
-        events.emit("local_recorded", key=key, path=str(local), files=len(files), total_size_bytes=record["total_size_bytes"])
+        record = _record(
+            key, kind, "local", str(local.resolve()), None, None, local.resolve(), files, patterns, retention, now
+        )
+        events.emit(
+            "local_recorded", key=key, path=str(local), files=len(files), total_size_bytes=record["total_size_bytes"]
+        )
     else:
         if offline:
             why = (entry or {}).get("invalidated_reason") or ("refresh requested" if refresh else "not cached")
             raise CacheError(
                 f"{kind} {ref}@{revision}: {why}; offline, so no refreshed download is possible",
                 remediation="go online (unset HF_HUB_OFFLINE) to re-download before the build, or use model.local_dir",
-                doc=_DOC, details={"key": key, "reason": why},
+                doc=_DOC,
+                details={"key": key, "reason": why},
             )
         hub = hub or HuggingFaceHub()
         events.emit("download_start", key=key, repo_id=ref, revision=revision)
@@ -270,19 +333,29 @@ def _acquire_one(cache: _Cache, cfg: DemoConfig, workspace: Workspace, kind: str
         except CacheError:
             raise
         except Exception as exc:  # noqa: BLE001 - network/auth errors of the hub client
-            raise CacheError(f"download of {ref}@{revision} failed: {type(exc).__name__}: {exc}",
-                             remediation="check network access, model.id/revision and the credential (docs/prerequisites.md#credentials)",
-                             doc=_DOC) from None
+            raise CacheError(
+                f"download of {ref}@{revision} failed: {type(exc).__name__}: {exc}",
+                remediation=(
+                    "check network access, model.id/revision and the credential (docs/prerequisites.md#credentials)"
+                ),
+                doc=_DOC,
+            ) from None
         try:
             files = _verify_download(dest, wanted, pins)
         except ChecksumError as exc:
-            cache.data["entries"][key] = {**_record(key, kind, "hub", ref, revision, commit, dest, [], patterns, retention, now),
-                                          "status": "invalidated", "invalidated_reason": exc.message, "invalidated_at": iso(now)}
+            cache.data["entries"][key] = {
+                **_record(key, kind, "hub", ref, revision, commit, dest, [], patterns, retention, now),
+                "status": "invalidated",
+                "invalidated_reason": exc.message,
+                "invalidated_at": iso(now),
+            }
             cache.save()
             events.emit("checksum_mismatch", key=key, **exc.details)
             raise
         record = _record(key, kind, "hub", ref, revision, commit, dest, files, patterns, retention, now)
-        events.emit("download_done", key=key, commit=commit, files=len(files), total_size_bytes=record["total_size_bytes"])
+        events.emit(
+            "download_done", key=key, commit=commit, files=len(files), total_size_bytes=record["total_size_bytes"]
+        )
     cache.data["entries"][key] = record
     cache.save()
     return record
@@ -308,11 +381,37 @@ def acquire(
     m = cfg.model
     ref = cfg.model_ref
     events.emit("start", ref=ref, revision=m.revision, offline=offline, credential=cred.describe())
-    model = _acquire_one(cache, cfg, workspace, "model", ref, None if m.local_dir else m.revision, m.allow_patterns, hub, cred.token, offline, refresh, now)
+    model = _acquire_one(
+        cache,
+        cfg,
+        workspace,
+        "model",
+        ref,
+        None if m.local_dir else m.revision,
+        m.allow_patterns,
+        hub,
+        cred.token,
+        offline,
+        refresh,
+        now,
+    )
     tok_ref = m.tokenizer
     if tok_ref and tok_ref != ref:
         tok_rev = None if Path(tok_ref).expanduser().is_dir() else (m.tokenizer_revision or m.revision)
-        tokenizer = _acquire_one(cache, cfg, workspace, "tokenizer", tok_ref, tok_rev, TOKENIZER_PATTERNS, hub, cred.token, offline, refresh, now)
+        tokenizer = _acquire_one(
+            cache,
+            cfg,
+            workspace,
+            "tokenizer",
+            tok_ref,
+            tok_rev,
+            TOKENIZER_PATTERNS,
+            hub,
+            cred.token,
+            offline,
+            refresh,
+            now,
+        )
     else:
         tokenizer = model
     events.emit("end", model=model["key"], tokenizer=tokenizer["key"])

@@ -28,8 +28,7 @@ from pathlib import Path
 from .errors import RepositoryError
 from .paths import Workspace, write_text_atomic
 
-PIN_COMMENT = ("# llm-demo: newest approved version (production/<model>/); "
-               "canary promote and rollback rewrite this")
+PIN_COMMENT = "# llm-demo: newest approved version (production/<model>/); canary promote and rollback rewrite this"
 _PIN_LINES = re.compile(rf"^{re.escape(PIN_COMMENT)}\n^version_policy .*\n?", re.M)
 _DOC = "docs/usage.md#canary"
 
@@ -49,8 +48,11 @@ def _parses_with_own_policy(config: Path, text: str) -> bool:
     try:
         return parse_config(text).HasField("version_policy")
     except Exception as exc:  # noqa: BLE001 - protobuf raises ParseError and friends
-        raise RepositoryError(f"{config} does not parse, so its served version cannot be pinned: {exc}",
-                              remediation="fix it or regenerate it with `llm-demo repo generate`", doc=_DOC) from None
+        raise RepositoryError(
+            f"{config} does not parse, so its served version cannot be pinned: {exc}",
+            remediation="fix it or regenerate it with `llm-demo repo generate`",
+            doc=_DOC,
+        ) from None
 
 
 def write_pin(workspace: Workspace, model: str) -> int | None:
@@ -68,7 +70,9 @@ def write_pin(workspace: Workspace, model: str) -> int | None:
     if _parses_with_own_policy(config, text):
         raise RepositoryError(
             f"{config} declares its own version_policy; llm-demo decides the served version from production/",
-            remediation="remove version_policy from config.pbtxt (approve versions with `llm-demo canary`)", doc=_DOC)
+            remediation="remove version_policy from config.pbtxt (approve versions with `llm-demo canary`)",
+            doc=_DOC,
+        )
     if approved:
         pin = f"version_policy {{ specific {{ versions: [ {approved[-1]} ] }} }}"
         text = text.rstrip("\n") + f"\n{PIN_COMMENT}\n{pin}\n"

@@ -57,19 +57,39 @@ _TAIL_LINES = 60
 
 #: (regex on the build log, hint) pairs for the diagnostics file.
 HINTS: tuple[tuple[str, str], ...] = (
-    (r"(?i)out of memory|CUDA_ERROR_OUT_OF_MEMORY|OOM", "GPU memory exhausted: lower build.max_batch_size / max_num_tokens / max_seq_len, or use a weight-only precision profile"),
-    (r"No module named|ModuleNotFoundError", "a Python module is missing: run inside the trtllm container (docs/prerequisites.md#tensorrt-llm-and-tensorrt)"),
-    (r"(?i)unrecognized arguments|no such option|invalid choice", "a flag is not supported by this TensorRT-LLM version: check build.extra_*_args and the support matrix"),
-    (r"(?i)compute capability|unsupported (sm|gpu|architecture)", "the GPU architecture is not supported by this TensorRT-LLM build (docs/prerequisites.md#gpu-architecture)"),
-    (r"(?i)no such file or directory|FileNotFoundError", "a path does not exist: check model.local_dir, build.convert_script and the cache"),
-    (r"(?i)permission denied", "a file or device is not accessible: check permissions of the workspace and /dev/nvidia*"),
+    (
+        r"(?i)out of memory|CUDA_ERROR_OUT_OF_MEMORY|OOM",
+        "GPU memory exhausted: lower build.max_batch_size / max_num_tokens / max_seq_len, "
+        "or use a weight-only precision profile",
+    ),
+    (
+        r"No module named|ModuleNotFoundError",
+        "a Python module is missing: run inside the trtllm container (docs/prerequisites.md#tensorrt-llm-and-tensorrt)",
+    ),
+    (
+        r"(?i)unrecognized arguments|no such option|invalid choice",
+        "a flag is not supported by this TensorRT-LLM version: check build.extra_*_args and the support matrix",
+    ),
+    (
+        r"(?i)compute capability|unsupported (sm|gpu|architecture)",
+        "the GPU architecture is not supported by this TensorRT-LLM build (docs/prerequisites.md#gpu-architecture)",
+    ),
+    (
+        r"(?i)no such file or directory|FileNotFoundError",
+        "a path does not exist: check model.local_dir, build.convert_script and the cache",
+    ),
+    (
+        r"(?i)permission denied",
+        "a file or device is not accessible: check permissions of the workspace and /dev/nvidia*",
+    ),
 )
 
 
 def _tree_files(root: Path) -> list[dict[str, Any]]:
     return [
         {"path": p.relative_to(root).as_posix(), "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
     ]
 
 
@@ -82,8 +102,20 @@ def convert_command(cfg: DemoConfig, model_dir: str, ckpt_dir: Path) -> list[str
     b = cfg.build
     dtype, weight_only = PRECISION_PROFILES[cfg.precision.profile]
     script = b.convert_script if os.sep in b.convert_script else (shutil.which(b.convert_script) or b.convert_script)
-    cmd = [b.python or sys.executable, script, "--model_dir", model_dir, "--output_dir", str(ckpt_dir),
-           "--dtype", dtype, "--tp_size", str(b.tensor_parallelism), "--pp_size", str(b.pipeline_parallelism)]
+    cmd = [
+        b.python or sys.executable,
+        script,
+        "--model_dir",
+        model_dir,
+        "--output_dir",
+        str(ckpt_dir),
+        "--dtype",
+        dtype,
+        "--tp_size",
+        str(b.tensor_parallelism),
+        "--pp_size",
+        str(b.pipeline_parallelism),
+    ]
     if weight_only:
         cmd += ["--use_weight_only", "--weight_only_precision", weight_only]
     if cfg.precision.kv_cache_dtype == "int8":  # calibrated in convert_checkpoint.py (config.py checks the runtime)
@@ -94,11 +126,27 @@ def convert_command(cfg: DemoConfig, model_dir: str, ckpt_dir: Path) -> list[str
 def trtllm_build_command(cfg: DemoConfig, ckpt_dir: Path, engine_dir: Path) -> list[str]:
     """argv of trtllm-build with the configured limits (tokens) and plugins."""
     b = cfg.build
-    cmd = [b.trtllm_build, "--checkpoint_dir", str(ckpt_dir), "--output_dir", str(engine_dir),
-           "--gemm_plugin", b.gemm_plugin, "--max_batch_size", str(b.max_batch_size),
-           "--max_input_len", str(b.max_input_len), "--max_seq_len", str(b.max_seq_len),
-           "--max_num_tokens", str(b.max_num_tokens), "--max_beam_width", str(b.max_beam_width),
-           "--kv_cache_type", b.kv_cache_type]
+    cmd = [
+        b.trtllm_build,
+        "--checkpoint_dir",
+        str(ckpt_dir),
+        "--output_dir",
+        str(engine_dir),
+        "--gemm_plugin",
+        b.gemm_plugin,
+        "--max_batch_size",
+        str(b.max_batch_size),
+        "--max_input_len",
+        str(b.max_input_len),
+        "--max_seq_len",
+        str(b.max_seq_len),
+        "--max_num_tokens",
+        str(b.max_num_tokens),
+        "--max_beam_width",
+        str(b.max_beam_width),
+        "--kv_cache_type",
+        b.kv_cache_type,
+    ]
     return cmd + list(b.extra_build_args)
 
 
@@ -114,8 +162,15 @@ def run_streamed(cmd: list[str], log_path: Path, redactor: Redactor, timeout_s: 
         log.write(f"### {label}: {redactor.redact(' '.join(cmd))}\n")
         log.flush()
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                    bufsize=1, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+            )
         except OSError as exc:
             line = redactor.redact(f"cannot start {cmd[0]}: {exc}")
             log.write(line + "\n")
@@ -142,21 +197,37 @@ def run_streamed(cmd: list[str], log_path: Path, redactor: Redactor, timeout_s: 
             timer.cancel()
         timed_out = expired.is_set()
         log.write(f"### {label}: exit {returncode} after {time.monotonic() - start:.1f} s\n")
-    return {"returncode": returncode, "timed_out": timed_out, "duration_s": round(time.monotonic() - start, 3), "tail": list(tail)}
+    return {
+        "returncode": returncode,
+        "timed_out": timed_out,
+        "duration_s": round(time.monotonic() - start, 3),
+        "tail": list(tail),
+    }
 
 
 def _container(cfg: DemoConfig, prereq: Mapping[str, Any]) -> dict[str, Any]:
     image = cfg.build.container_image
     digest, source = os.environ.get("LLM_DEMO_CONTAINER_DIGEST"), "env LLM_DEMO_CONTAINER_DIGEST"
     if not digest and image and shutil.which("docker"):
-        out = subprocess.run(["docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", image],
-                             capture_output=True, text=True, timeout=30, check=False)
+        out = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", image],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         digest, source = (out.stdout.strip() or None), "docker image inspect"
-    return {"image": image, "digest": digest, "digest_source": source if digest else "unavailable",
-            "inside_container": bool((prereq.get("hardware") or {}).get("in_container"))}
+    return {
+        "image": image,
+        "digest": digest,
+        "digest_source": source if digest else "unavailable",
+        "inside_container": bool((prereq.get("hardware") or {}).get("in_container")),
+    }
 
 
-def _base_manifest(workspace: Workspace, cfg: DemoConfig, run_id: str, acquired: Acquired, prereq: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def _base_manifest(
+    workspace: Workspace, cfg: DemoConfig, run_id: str, acquired: Acquired, prereq: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
     versions = prereq.get("validated_versions") or {}
     packages = versions.get("packages") or {}
     gpus = (prereq.get("hardware") or {}).get("gpus") or []
@@ -168,10 +239,31 @@ def _base_manifest(workspace: Workspace, cfg: DemoConfig, run_id: str, acquired:
         "runtime": cfg.runtime,
         "model_name": cfg.model.name,
         "started_at": iso(now),
-        "input_model": {"ref": m["ref"], "revision": m.get("revision"), "commit": m.get("commit"), "sha256": m["content_sha256"], "cache_key": m["key"]},
-        "quantization": {"profile": cfg.precision.profile, "dtype": dtype, "weight_only": weight_only, "kv_cache_dtype": cfg.precision.kv_cache_dtype},
-        "tokenizer": {"ref": t["ref"], "revision": t.get("revision"), "commit": t.get("commit"), "sha256": t["content_sha256"], "path": t["path"]},
-        "build_flags": {k: v for k, v in cfg.to_dict()["build"].items() if k not in ("container_image", "deployment_target", "timeout_s")},
+        "input_model": {
+            "ref": m["ref"],
+            "revision": m.get("revision"),
+            "commit": m.get("commit"),
+            "sha256": m["content_sha256"],
+            "cache_key": m["key"],
+        },
+        "quantization": {
+            "profile": cfg.precision.profile,
+            "dtype": dtype,
+            "weight_only": weight_only,
+            "kv_cache_dtype": cfg.precision.kv_cache_dtype,
+        },
+        "tokenizer": {
+            "ref": t["ref"],
+            "revision": t.get("revision"),
+            "commit": t.get("commit"),
+            "sha256": t["content_sha256"],
+            "path": t["path"],
+        },
+        "build_flags": {
+            k: v
+            for k, v in cfg.to_dict()["build"].items()
+            if k not in ("container_image", "deployment_target", "timeout_s")
+        },
         "versions": {
             "tensorrt": packages.get("tensorrt") or package_version("tensorrt"),
             "tensorrt_llm": packages.get("tensorrt_llm") or package_version("tensorrt_llm"),
@@ -197,25 +289,45 @@ def _base_manifest(workspace: Workspace, cfg: DemoConfig, run_id: str, acquired:
     }
 
 
-def _fail(workspace: Workspace, manifest: dict[str, Any], events: EventLog, stage: str, message: str, result: Mapping[str, Any] | None, cmd: list[str] | None) -> BuildError:
+def _fail(
+    workspace: Workspace,
+    manifest: dict[str, Any],
+    events: EventLog,
+    stage: str,
+    message: str,
+    result: Mapping[str, Any] | None,
+    cmd: list[str] | None,
+) -> BuildError:
     run_dir = workspace.run_dir(manifest["run"])
     tail = list((result or {}).get("tail") or [])
     if manifest.get("build_log") and not tail and Path(manifest["build_log"]).exists():
         tail = Path(manifest["build_log"]).read_text(encoding="utf-8").splitlines()[-_TAIL_LINES:]
     text = "\n".join(tail)
     diagnostics = {
-        "run": manifest["run"], "stage": stage, "message": message,
-        "command": cmd, "returncode": (result or {}).get("returncode"), "timed_out": (result or {}).get("timed_out"),
-        "duration_s": (result or {}).get("duration_s"), "log_tail": tail, "build_log": manifest.get("build_log"),
+        "run": manifest["run"],
+        "stage": stage,
+        "message": message,
+        "command": cmd,
+        "returncode": (result or {}).get("returncode"),
+        "timed_out": (result or {}).get("timed_out"),
+        "duration_s": (result or {}).get("duration_s"),
+        "log_tail": tail,
+        "build_log": manifest.get("build_log"),
         "hints": [hint for pattern, hint in HINTS if re.search(pattern, text)],
-        "versions": manifest["versions"], "gpu": manifest["gpu"], "build_flags": manifest["build_flags"],
+        "versions": manifest["versions"],
+        "gpu": manifest["gpu"],
+        "build_flags": manifest["build_flags"],
     }
     path = write_json_atomic(run_dir / "build-diagnostics.json", events.redactor.redact_obj(diagnostics))
     manifest.update(status="failed", diagnostics=str(path), finished_at=iso(utc_now()), error=message)
     write_json_atomic(workspace.state_file(MANIFEST), events.redactor.redact_obj(manifest))
     events.emit("build_failed", stage=stage, message=message, diagnostics=str(path), hints=diagnostics["hints"])
-    return BuildError(message, remediation="; ".join(diagnostics["hints"]) or f"read {path} and {manifest.get('build_log')}",
-                      doc=_DOC, details={"diagnostics": str(path)})
+    return BuildError(
+        message,
+        remediation="; ".join(diagnostics["hints"]) or f"read {path} and {manifest.get('build_log')}",
+        doc=_DOC,
+        details={"diagnostics": str(path)},
+    )
 
 
 def _check_python_model(model_dir: Path, tokenizer_dir: Path) -> str | None:
@@ -243,54 +355,110 @@ def build(
 ) -> dict[str, Any]:
     """Build/prepare for ``cfg.runtime``; write and return the engine manifest (see module docstring)."""
     now = now or utc_now()
-    prereq = prereq if prereq is not None else (read_json(workspace.state_dir / "prereq-manifest.json", default=None) or {})
+    prereq = (
+        prereq if prereq is not None else (read_json(workspace.state_dir / "prereq-manifest.json", default=None) or {})
+    )
     events = EventLog(workspace, run_id, "build", redactor)
     manifest = _base_manifest(workspace, cfg, run_id, acquired, prereq, now)
     log_path = workspace.run_dir(run_id) / "build.log"
     manifest["build_log"] = str(log_path)
-    events.emit("start", runtime=cfg.runtime, input_model_sha256=manifest["input_model"]["sha256"], build_log=str(log_path))
+    events.emit(
+        "start", runtime=cfg.runtime, input_model_sha256=manifest["input_model"]["sha256"], build_log=str(log_path)
+    )
     model_dir, tok_dir = Path(acquired.model["path"]), Path(acquired.tokenizer["path"])
 
     if cfg.runtime == "python":
         problem = _check_python_model(model_dir, tok_dir)
         with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"### python runtime: model {model_dir}, tokenizer {tok_dir}: {problem or 'ok, no compilation needed'}\n")
+            log.write(
+                f"### python runtime: model {model_dir}, tokenizer {tok_dir}: "
+                f"{problem or 'ok, no compilation needed'}\n"
+            )
         if problem:
             raise _fail(workspace, manifest, events, "check", problem, None, None)
-        manifest["engine_files"] = [{k: f[k] for k in ("path", "size_bytes", "sha256")} for f in acquired.model["files"]]
+        manifest["engine_files"] = [
+            {k: f[k] for k in ("path", "size_bytes", "sha256")} for f in acquired.model["files"]
+        ]
     else:
-        key_src = json.dumps([manifest["input_model"]["sha256"], manifest["tokenizer"]["sha256"], manifest["build_flags"], manifest["quantization"],
-                              (manifest["gpu"] or {}).get("compute_capability"), manifest["versions"]["tensorrt"], manifest["versions"]["tensorrt_llm"]], sort_keys=True)
+        key_src = json.dumps(
+            [
+                manifest["input_model"]["sha256"],
+                manifest["tokenizer"]["sha256"],
+                manifest["build_flags"],
+                manifest["quantization"],
+                (manifest["gpu"] or {}).get("compute_capability"),
+                manifest["versions"]["tensorrt"],
+                manifest["versions"]["tensorrt_llm"],
+            ],
+            sort_keys=True,
+        )
         engine_root = workspace.cache_dir / "engines" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
         engine_dir = engine_root / ("engine" if cfg.runtime == "engine" else "llmapi")
         manifest["engine_dir"] = str(engine_dir)
         previous = read_json(engine_dir / MANIFEST, default=None)
-        if previous and previous.get("status") == "succeeded" and engine_dir.is_dir() and _digest(_tree_files(engine_dir)) == previous.get("engine_sha256"):
+        if (
+            previous
+            and previous.get("status") == "succeeded"
+            and engine_dir.is_dir()
+            and _digest(_tree_files(engine_dir)) == previous.get("engine_sha256")
+        ):
             events.emit("engine_cache_hit", engine_dir=str(engine_dir), engine_sha256=previous["engine_sha256"])
-            manifest.update(engine_files=previous["engine_files"], commands=previous.get("commands", []), reused_from_run=previous.get("run"))
+            manifest.update(
+                engine_files=previous["engine_files"],
+                commands=previous.get("commands", []),
+                reused_from_run=previous.get("run"),
+            )
         elif cfg.runtime == "engine":
             shutil.rmtree(engine_root, ignore_errors=True)
             ckpt_dir = engine_root / "checkpoint"
-            steps = [("convert", convert_command(cfg, str(model_dir), ckpt_dir)), ("trtllm-build", trtllm_build_command(cfg, ckpt_dir, engine_dir))]
+            steps = [
+                ("convert", convert_command(cfg, str(model_dir), ckpt_dir)),
+                ("trtllm-build", trtllm_build_command(cfg, ckpt_dir, engine_dir)),
+            ]
             for label, cmd in steps:
                 manifest["commands"].append(redactor.redact(" ".join(cmd)))
                 events.emit("step_start", step=label, command=cmd)
                 result = run_streamed(cmd, log_path, redactor, cfg.build.timeout_s, label)
-                events.emit("step_end", step=label, returncode=result["returncode"], duration_s=result["duration_s"], timed_out=result["timed_out"])
+                events.emit(
+                    "step_end",
+                    step=label,
+                    returncode=result["returncode"],
+                    duration_s=result["duration_s"],
+                    timed_out=result["timed_out"],
+                )
                 if result["returncode"] != 0:
-                    why = f"timed out after {cfg.build.timeout_s} s" if result["timed_out"] else f"exited with {result['returncode']}"
+                    why = (
+                        f"timed out after {cfg.build.timeout_s} s"
+                        if result["timed_out"]
+                        else f"exited with {result['returncode']}"
+                    )
                     raise _fail(workspace, manifest, events, label, f"{label} {why}", result, cmd)
             ranks = cfg.build.tensor_parallelism * cfg.build.pipeline_parallelism
-            missing = [n for n in ["config.json", *(f"rank{i}.engine" for i in range(ranks))] if not (engine_dir / n).is_file()]
+            missing = [
+                n for n in ["config.json", *(f"rank{i}.engine" for i in range(ranks))] if not (engine_dir / n).is_file()
+            ]
             if missing:
-                raise _fail(workspace, manifest, events, "trtllm-build", f"trtllm-build succeeded but {engine_dir} lacks {missing}", None, None)
+                raise _fail(
+                    workspace,
+                    manifest,
+                    events,
+                    "trtllm-build",
+                    f"trtllm-build succeeded but {engine_dir} lacks {missing}",
+                    None,
+                    None,
+                )
         else:
             engine_dir.mkdir(parents=True, exist_ok=True)
             options = {
-                "model": str(model_dir), "tokenizer": str(tok_dir), "backend": "pytorch",
-                "dtype": manifest["quantization"]["dtype"], "tensor_parallel_size": cfg.build.tensor_parallelism,
-                "pipeline_parallel_size": cfg.build.pipeline_parallelism, "max_batch_size": cfg.build.max_batch_size,
-                "max_num_tokens": cfg.build.max_num_tokens, "max_seq_len": cfg.build.max_seq_len,
+                "model": str(model_dir),
+                "tokenizer": str(tok_dir),
+                "backend": "pytorch",
+                "dtype": manifest["quantization"]["dtype"],
+                "tensor_parallel_size": cfg.build.tensor_parallelism,
+                "pipeline_parallel_size": cfg.build.pipeline_parallelism,
+                "max_batch_size": cfg.build.max_batch_size,
+                "max_num_tokens": cfg.build.max_num_tokens,
+                "max_seq_len": cfg.build.max_seq_len,
                 "kv_cache_config": {"free_gpu_memory_fraction": cfg.build.kv_cache_free_gpu_mem_fraction},
             }
             if cfg.precision.kv_cache_dtype:

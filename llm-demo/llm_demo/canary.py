@@ -84,8 +84,10 @@ def governance_event(workspace: Workspace, redactor: Redactor, event: str, **fie
 
 def _post(http_url: str, path: str, body: dict, timeout_s: float) -> None:
     req = urllib.request.Request(
-        f"http://{http_url}{path}", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        f"http://{http_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout_s):
@@ -104,8 +106,12 @@ def set_live_versions(client: TritonTextClient, model: str, versions: list[int],
     """Reload `model` so that exactly `versions` are served (blocks until loaded)."""
     config = dict(client.model_config(model))
     config["version_policy"] = {"specific": {"versions": sorted(versions)}}
-    _post(client.http_url, f"/v2/repository/models/{model}/load",
-          {"parameters": {"config": json.dumps(config)}}, timeout_s)
+    _post(
+        client.http_url,
+        f"/v2/repository/models/{model}/load",
+        {"parameters": {"config": json.dumps(config)}},
+        timeout_s,
+    )
     client.forget_config(model)
 
 
@@ -143,8 +149,9 @@ def smoke_test(client: TritonTextClient, model: str, version: int, tests: list[S
     return results
 
 
-def rollback(workspace: Workspace, run_id: str, client: TritonTextClient, model: str,
-             redactor: Redactor | None = None) -> int:
+def rollback(
+    workspace: Workspace, run_id: str, client: TritonTextClient, model: str, redactor: Redactor | None = None
+) -> int:
     """Withdraw the newest approval of `model` and serve the previous approved version; return it.
 
     Raises SmokeTestError (exit 10) when fewer than two versions are approved, LaunchError (exit 7)
@@ -153,9 +160,11 @@ def rollback(workspace: Workspace, run_id: str, client: TritonTextClient, model:
     redactor = redactor or Redactor()
     approved = approved_versions(workspace, model)
     if len(approved) < 2:
-        raise SmokeTestError(f"{model}: nothing to roll back to (approved versions: {approved})",
-                             remediation="a rollback needs two approved versions; deploy one with `llm-demo canary`",
-                             doc="docs/usage.md#canary")
+        raise SmokeTestError(
+            f"{model}: nothing to roll back to (approved versions: {approved})",
+            remediation="a rollback needs two approved versions; deploy one with `llm-demo canary`",
+            doc="docs/usage.md#canary",
+        )
     withdrawn, restored = approved[-1], approved[-2]
     set_live_versions(client, model, [restored])
     withdraw(workspace, model, withdrawn)
@@ -165,8 +174,9 @@ def rollback(workspace: Workspace, run_id: str, client: TritonTextClient, model:
     return restored
 
 
-def _deploy_checks(client: TritonTextClient, model: str, candidate: int, live: list[int],
-                   tests: list[SmokeTest], sla: Sla) -> list[dict]:
+def _deploy_checks(
+    client: TritonTextClient, model: str, candidate: int, live: list[int], tests: list[SmokeTest], sla: Sla
+) -> list[dict]:
     """Load `live`, wait for the candidate, smoke-test it; a load Triton refuses is one failed check."""
     try:
         set_live_versions(client, model, live)
@@ -181,8 +191,14 @@ def _deploy_checks(client: TritonTextClient, model: str, candidate: int, live: l
 
 
 def run_canary(
-    workspace: Workspace, run_id: str, client: TritonTextClient, model: str, candidate: int,
-    tests: list[SmokeTest], sla: Sla | None = None, redactor: Redactor | None = None,
+    workspace: Workspace,
+    run_id: str,
+    client: TritonTextClient,
+    model: str,
+    candidate: int,
+    tests: list[SmokeTest],
+    sla: Sla | None = None,
+    redactor: Redactor | None = None,
 ) -> CanaryResult:
     """Deploy `candidate` as a canary, smoke-test it, promote or roll back (module docstring)."""
     sla = sla or Sla()
@@ -190,9 +206,11 @@ def run_canary(
     events = EventLog(workspace, run_id, "canary", redactor)
     version_dir = workspace.models_dir / model / str(candidate)
     if not version_dir.is_dir():
-        raise RepositoryError(f"{model} version {candidate} does not exist: no {version_dir}",
-                              remediation=f"write it first (`llm-demo repo generate --version {candidate}`)",
-                              doc="docs/usage.md#canary")
+        raise RepositoryError(
+            f"{model} version {candidate} does not exist: no {version_dir}",
+            remediation=f"write it first (`llm-demo repo generate --version {candidate}`)",
+            doc="docs/usage.md#canary",
+        )
     validate_or_raise(workspace.models_dir, model, EventLog(workspace, run_id, "repository", redactor))
 
     def log(event: str, **fields) -> None:

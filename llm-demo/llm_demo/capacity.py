@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from .errors import CapacityAlertError, LaunchError
 from .events import EventLog
 
-_LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)')
+_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 SUGGESTION = (
@@ -147,14 +147,18 @@ def scrape(metrics_url: str, timeout_s: float = 5.0) -> str:
         with urllib.request.urlopen(metrics_url, timeout=timeout_s) as resp:
             return resp.read().decode()
     except (urllib.error.URLError, OSError) as exc:
-        raise LaunchError(f"cannot read {metrics_url}: {exc}", remediation="is the server running? `llm-demo serve`",
-                          doc="docs/capacity.md#watcher") from None
+        raise LaunchError(
+            f"cannot read {metrics_url}: {exc}",
+            remediation="is the server running? `llm-demo serve`",
+            doc="docs/capacity.md#watcher",
+        ) from None
 
 
 def post_webhook(url: str, payload: dict, timeout_s: float = 5.0) -> str | None:
     """POST `payload` as JSON; return None on success, else the error text."""
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout_s):
             return None
@@ -182,8 +186,14 @@ def watch(
     """
     trackers: dict[str, SustainedDelay] = {}
     start = clock()
-    events.emit("watch_start", metrics_url=metrics_url, threshold_ms=threshold_ms, window_s=window_s,
-                interval_s=interval_s, models=models)
+    events.emit(
+        "watch_start",
+        metrics_url=metrics_url,
+        threshold_ms=threshold_ms,
+        window_s=window_s,
+        interval_s=interval_s,
+        models=models,
+    )
     last: dict[str, float | None] = {}
     while True:
         now = clock()
@@ -197,10 +207,17 @@ def watch(
             if interval is None:
                 continue
             last[model] = interval.delay_ms
-            events.emit("sample", model=model, queue_delay_ms=interval.delay_ms, finished=interval.finished,
-                        pending=interval.pending, above_threshold=interval.above,
-                        above_for_s=tracker.above_for_s(), failure_rate=interval.failure_rate,
-                        gpu_utilization=gpu_util or None)
+            events.emit(
+                "sample",
+                model=model,
+                queue_delay_ms=interval.delay_ms,
+                finished=interval.finished,
+                pending=interval.pending,
+                above_threshold=interval.above,
+                above_for_s=tracker.above_for_s(),
+                failure_rate=interval.failure_rate,
+                gpu_utilization=gpu_util or None,
+            )
             if tracker.alerting():
                 _alert(events, webhook, model, interval, tracker)
         if max_duration_s is not None and now - start >= max_duration_s:
@@ -210,18 +227,28 @@ def watch(
 
 
 def _alert(events: EventLog, webhook: str | None, model: str, interval: Interval, tracker: SustainedDelay) -> None:
-    latest = (f"last interval {interval.delay_ms:.1f} ms" if interval.delay_ms is not None
-              else "no request finished in the last interval")
-    message = (f"queue delay of model {model} stayed above {tracker.threshold_ms:.1f} ms for "
-               f"{tracker.above_for_s():.0f} s (window {tracker.window_s:.0f} s; {latest}; "
-               f"{interval.pending:.0f} requests pending)")
-    payload = {"text": f"[llm-demo capacity alert] {message}; suggestion: {SUGGESTION}", "model": model,
-               "queue_delay_ms": interval.delay_ms, "threshold_ms": tracker.threshold_ms,
-               "above_for_s": tracker.above_for_s(), "window_s": tracker.window_s,
-               "pending": interval.pending, "suggestion": SUGGESTION}
+    latest = (
+        f"last interval {interval.delay_ms:.1f} ms"
+        if interval.delay_ms is not None
+        else "no request finished in the last interval"
+    )
+    message = (
+        f"queue delay of model {model} stayed above {tracker.threshold_ms:.1f} ms for "
+        f"{tracker.above_for_s():.0f} s (window {tracker.window_s:.0f} s; {latest}; "
+        f"{interval.pending:.0f} requests pending)"
+    )
+    payload = {
+        "text": f"[llm-demo capacity alert] {message}; suggestion: {SUGGESTION}",
+        "model": model,
+        "queue_delay_ms": interval.delay_ms,
+        "threshold_ms": tracker.threshold_ms,
+        "above_for_s": tracker.above_for_s(),
+        "window_s": tracker.window_s,
+        "pending": interval.pending,
+        "suggestion": SUGGESTION,
+    }
     events.emit("alert", **payload)
     if webhook:
         error = post_webhook(webhook, events.redactor.redact_obj(payload))
         events.emit("webhook", url=webhook, delivered=error is None, error=error)
-    raise CapacityAlertError(message, remediation=SUGGESTION, doc="docs/capacity.md#alerts",
-                             details=payload)
+    raise CapacityAlertError(message, remediation=SUGGESTION, doc="docs/capacity.md#alerts", details=payload)

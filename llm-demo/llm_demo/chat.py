@@ -52,8 +52,13 @@ class RateLimiter:
     `clock` and `sleep` are injectable (seconds, monotonic).
     """
 
-    def __init__(self, per_min: float, burst: int, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        per_min: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if per_min <= 0 or burst < 1:
             raise ValueError("rate limit must be > 0 per minute with a burst of at least 1")
         self.rate_per_s = per_min / 60.0
@@ -107,13 +112,20 @@ class ChatSession:
         self.limiter = self.limiter or RateLimiter(self.settings.rate_limit_per_min, self.settings.burst)
         self.workspace.transcripts_dir.mkdir(parents=True, exist_ok=True)
         self.path: Path = self.workspace.transcripts_dir / f"{self.session_id}.jsonl"
-        self._write({
-            "type": "session", "session": self.session_id, "model": self.settings.model,
-            "model_version": self.settings.model_version, "model_id": self.model_id,
-            "config_hash": self.config_hash, "transport": self.client.transport,
-            "memory_budget_tokens": self.settings.memory_budget_tokens,
-            "rate_limit_per_min": self.settings.rate_limit_per_min, "started_at": iso(utc_now()),
-        })
+        self._write(
+            {
+                "type": "session",
+                "session": self.session_id,
+                "model": self.settings.model,
+                "model_version": self.settings.model_version,
+                "model_id": self.model_id,
+                "config_hash": self.config_hash,
+                "transport": self.client.transport,
+                "memory_budget_tokens": self.settings.memory_budget_tokens,
+                "rate_limit_per_min": self.settings.rate_limit_per_min,
+                "started_at": iso(utc_now()),
+            }
+        )
 
     def _write(self, entry: dict) -> None:
         with self.path.open("a", encoding="utf-8") as fh:
@@ -124,6 +136,7 @@ class ChatSession:
 
         The oldest turns go first; the system prompt and the new message always stay.
         """
+
         def render(turns: list[Turn]) -> str:
             lines = [self.settings.system_prompt] if self.settings.system_prompt else []
             for t in turns:
@@ -156,12 +169,22 @@ class ChatSession:
         self.memory.append(Turn(message, reply))
         self.turns += 1
         self.tokens_out += self.count_tokens(reply)
-        self._write({
-            "type": "turn", "n": self.turns, "ts": iso(utc_now()), "user": message, "assistant": reply,
-            "prompt_tokens": prompt_tokens, "turns_in_context": len(self.memory) - 1,
-            "turns_dropped": dropped, "ttft_s": gen.ttft_s, "latency_s": gen.latency_s,
-            "rate_limit_wait_s": waited, "streamed": gen.streamed,
-        })
+        self._write(
+            {
+                "type": "turn",
+                "n": self.turns,
+                "ts": iso(utc_now()),
+                "user": message,
+                "assistant": reply,
+                "prompt_tokens": prompt_tokens,
+                "turns_in_context": len(self.memory) - 1,
+                "turns_dropped": dropped,
+                "ttft_s": gen.ttft_s,
+                "latency_s": gen.latency_s,
+                "rate_limit_wait_s": waited,
+                "streamed": gen.streamed,
+            }
+        )
         return reply
 
     def close(self, reason: str = "user_exit") -> None:
@@ -169,8 +192,16 @@ class ChatSession:
         if self.closed:
             return
         self.closed = True
-        self._write({
-            "type": "summary", "session": self.session_id, "ended_at": iso(utc_now()), "reason": reason,
-            "turns": self.turns, "errors": self.errors, "turns_dropped_from_memory": self.dropped_total,
-            "output_tokens": self.tokens_out, "duration_s": round(time.monotonic() - self.started, 3),
-        })
+        self._write(
+            {
+                "type": "summary",
+                "session": self.session_id,
+                "ended_at": iso(utc_now()),
+                "reason": reason,
+                "turns": self.turns,
+                "errors": self.errors,
+                "turns_dropped_from_memory": self.dropped_total,
+                "output_tokens": self.tokens_out,
+                "duration_s": round(time.monotonic() - self.started, 3),
+            }
+        )

@@ -26,8 +26,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from . import __version__
-from . import acquire, build, pipeline, prereqs, repo_validate, repository, tiny_model
+from . import __version__, acquire, build, pipeline, prereqs, repo_validate, repository, tiny_model
 from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
 from .events import EventLog
@@ -124,17 +123,27 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    root: Path | None = typer.Option(None, "--root", envvar="LLM_DEMO_ROOT", help="Workspace root (default: the llm-demo directory)."),
-    run_id: str | None = typer.Option(None, "--run-id", envvar="LLM_DEMO_RUN_ID", help="Run id for logs/<run>/ (default: new)."),
-    config: Path | None = typer.Option(None, "--config", help="model.yaml to use (default: <root>/config/model.yaml, else the shipped one)."),
+    root: Path | None = typer.Option(
+        None, "--root", envvar="LLM_DEMO_ROOT", help="Workspace root (default: the llm-demo directory)."
+    ),
+    run_id: str | None = typer.Option(
+        None, "--run-id", envvar="LLM_DEMO_RUN_ID", help="Run id for logs/<run>/ (default: new)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="model.yaml to use (default: <root>/config/model.yaml, else the shipped one)."
+    ),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
     model_id: str | None = typer.Option(None, "--model-id", help="= --set model.id=..."),
     revision: str | None = typer.Option(None, "--revision", help="= --set model.revision=..."),
-    model_dir: str | None = typer.Option(None, "--model-dir", help="Use a local model directory (= --set model.local_dir=...)."),
+    model_dir: str | None = typer.Option(
+        None, "--model-dir", help="Use a local model directory (= --set model.local_dir=...)."
+    ),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="= --set model.tokenizer=..."),
     precision: str | None = typer.Option(None, "--precision", help="= --set precision.profile=..."),
     runtime: str | None = typer.Option(None, "--runtime", help="engine | llmapi | python (= --set build.runtime=...)."),
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     named = {
         "model.id": model_id,
@@ -165,9 +174,13 @@ def print_checks(state: AppState, manifest_or_results: list[dict[str, Any]]) -> 
 @guarded
 def check(
     ctx: typer.Context,
-    host_facts: Path | None = typer.Option(None, "--host-facts", help="Describe the host with this YAML/JSON file instead of probing it."),
+    host_facts: Path | None = typer.Option(
+        None, "--host-facts", help="Describe the host with this YAML/JSON file instead of probing it."
+    ),
 ) -> None:
-    """Run every prerequisite check; write state/prereq-manifest.json and state/tooling-manifest.json (exit 3 on failure)."""
+    """Run every prerequisite check; write state/prereq-manifest.json and state/tooling-manifest.json.
+
+    Exit 3 on failure."""
     state: AppState = ctx.obj
     cfg = state.config()
     facts = prereqs.load_host_facts(host_facts) if host_facts else None
@@ -178,7 +191,9 @@ def check(
         print_checks(state, exc.details.get("all", exc.details.get("failed", [])))
         raise
     print_checks(state, manifest["checks"])
-    state.echo(f"prerequisites ok ({cfg.runtime} runtime); manifest: {state.workspace.state_dir / 'prereq-manifest.json'}")
+    state.echo(
+        f"prerequisites ok ({cfg.runtime} runtime); manifest: {state.workspace.state_dir / 'prereq-manifest.json'}"
+    )
 
 
 OFFLINE = typer.Option(None, "--offline/--online", help="Never contact the hub (default: HF_HUB_OFFLINE).")
@@ -188,29 +203,43 @@ REFRESH = typer.Option(False, "--refresh", help="Re-download even when the cache
 @app.command("acquire")
 @guarded
 def acquire_cmd(ctx: typer.Context, offline: bool | None = OFFLINE, refresh: bool = REFRESH) -> None:
-    """Download (or take from model.local_dir) and verify the model; update state/cache-manifest.json (exit 4 on failure)."""
+    """Download (or take from model.local_dir) and verify the model; update state/cache-manifest.json.
+
+    Exit 4 on failure."""
     state: AppState = ctx.obj
-    got = acquire.acquire(state.workspace, state.config(), state.run_id, state.redactor, offline=offline, refresh=refresh)
+    got = acquire.acquire(
+        state.workspace, state.config(), state.run_id, state.redactor, offline=offline, refresh=refresh
+    )
     for entry in {id(e): e for e in (got.model, got.tokenizer)}.values():
-        state.echo(f"{entry['kind']}: {entry['path']} ({len(entry['files'])} files, {entry['total_size_bytes']} bytes, expires {entry['expires_at']})")
+        state.echo(
+            f"{entry['kind']}: {entry['path']} ({len(entry['files'])} files, {entry['total_size_bytes']} bytes, "
+            f"expires {entry['expires_at']})"
+        )
 
 
 @app.command("build")
 @guarded
 def build_cmd(ctx: typer.Context, offline: bool | None = OFFLINE) -> None:
-    """Build the engine (or prepare the llmapi/python runtime) from the verified cache; write state/engine-manifest.json (exit 5)."""
+    """Build the engine (or prepare the llmapi/python runtime) from the verified cache.
+
+    Writes state/engine-manifest.json; exit 5 on failure."""
     state: AppState = ctx.obj
     cfg = state.config()
     got = acquire.acquire(state.workspace, cfg, state.run_id, state.redactor, offline=offline)
     manifest = build.build(state.workspace, cfg, state.run_id, state.redactor, got)
-    state.echo(f"{cfg.runtime} build succeeded: engine sha256 {manifest['engine_sha256']}; manifest {state.workspace.state_dir / build.MANIFEST}")
+    state.echo(
+        f"{cfg.runtime} build succeeded: engine sha256 {manifest['engine_sha256']}; "
+        f"manifest {state.workspace.state_dir / build.MANIFEST}"
+    )
 
 
 @app.command("prepare")
 @guarded
 def prepare_cmd(
     ctx: typer.Context,
-    host_facts: Path | None = typer.Option(None, "--host-facts", help="Describe the host with this file instead of probing it."),
+    host_facts: Path | None = typer.Option(
+        None, "--host-facts", help="Describe the host with this file instead of probing it."
+    ),
     offline: bool | None = OFFLINE,
     refresh: bool = REFRESH,
     version: int = typer.Option(1, "--version", min=1, help="Model version to generate in models/<name>/."),
@@ -220,7 +249,16 @@ def prepare_cmd(
     cfg = state.config()
     write_tooling_manifest(state.workspace)
     facts = prereqs.load_host_facts(host_facts) if host_facts else None
-    done = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, offline=offline, refresh=refresh, version=version)
+    done = pipeline.prepare(
+        state.workspace,
+        cfg,
+        state.run_id,
+        state.redactor,
+        facts=facts,
+        offline=offline,
+        refresh=refresh,
+        version=version,
+    )
     state.echo(f"prepared {done.model_name} version {done.version} ({cfg.runtime} runtime) in {done.repository}")
 
 
@@ -244,14 +282,15 @@ app.add_typer(repo_app, name="repo")
 @repo_app.command("generate")
 @guarded
 def repo_generate(
-    ctx: typer.Context,
-    version: int = typer.Option(1, "--version", min=1, help="Model version directory to write."),
+    ctx: typer.Context, version: int = typer.Option(1, "--version", min=1, help="Model version directory to write.")
 ) -> None:
     """Write models/<name>/<version>/ for the configured runtime from the last successful build."""
     state: AppState = ctx.obj
     cfg = state.config()
     repo = repository.generate(state.workspace, cfg, version=version)
-    repo_validate.validate_or_raise(repo, cfg.model.name, EventLog(state.workspace, state.run_id, "repository", state.redactor))
+    repo_validate.validate_or_raise(
+        repo, cfg.model.name, EventLog(state.workspace, state.run_id, "repository", state.redactor)
+    )
     state.echo(f"generated {repo / cfg.model.name / str(version)} ({cfg.runtime} runtime); valid")
 
 
@@ -260,7 +299,9 @@ def repo_generate(
 def repo_validate_cmd(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", help="Only this model (and its ensemble steps)."),
-    repository_dir: Path | None = typer.Option(None, "--repository", help="Repository to check (default: <root>/models)."),
+    repository_dir: Path | None = typer.Option(
+        None, "--repository", help="Repository to check (default: <root>/models)."
+    ),
 ) -> None:
     """Check structure and required config fields; exit 6 with every problem listed if invalid."""
     state: AppState = ctx.obj
@@ -272,8 +313,7 @@ def repo_validate_cmd(
 @app.command("tiny-model")
 @guarded
 def tiny_model_cmd(
-    ctx: typer.Context,
-    directory: Path = typer.Argument(..., help="Directory to create (must not exist, or be empty)."),
+    ctx: typer.Context, directory: Path = typer.Argument(..., help="Directory to create (must not exist, or be empty).")
 ) -> None:
     """Write a small random-weight Llama model and its tokenizer into DIRECTORY, offline (no hub
     access); use it with `--model-dir DIRECTORY` (exit 2 if DIRECTORY holds files)."""

@@ -76,8 +76,14 @@ class _Run:
 
     def _write_manifest(self) -> None:
         state, cfg = self.state, self.cfg
-        path = write_run_manifest(state.workspace, state.run_id, config=state.redactor.redact_obj(cfg.to_dict()),
-                                  config_hash=cfg.config_hash(), durations_s=self.durations_s, policy=self.policy)
+        path = write_run_manifest(
+            state.workspace,
+            state.run_id,
+            config=state.redactor.redact_obj(cfg.to_dict()),
+            config_hash=cfg.config_hash(),
+            durations_s=self.durations_s,
+            policy=self.policy,
+        )
         state.echo(f"run manifest: {path}")
 
     def finish(self, failure: BaseException | None) -> None:
@@ -104,10 +110,12 @@ class _Run:
 @guarded
 def warmup(
     ctx: typer.Context,
-    record_golden: bool = typer.Option(False, "--record-golden",
-                                       help="Write this run's outputs as the golden samples."),
-    threshold: float = typer.Option(None, "--golden-threshold",
-                                    help="Similarity (0..1) below which an output deviates."),
+    record_golden: bool = typer.Option(
+        False, "--record-golden", help="Write this run's outputs as the golden samples."
+    ),
+    threshold: float = typer.Option(
+        None, "--golden-threshold", help="Similarity (0..1) below which an output deviates."
+    ),
     transport: str = typer.Option(None, "--transport", help="grpc | http"),
     max_tokens: int = typer.Option(None, "--max-tokens"),
     repeats: int = typer.Option(None, "--repeats"),
@@ -126,17 +134,35 @@ def warmup(
     settings = load_serving(state.workspace, serving_config)
     run = _Run(state, cfg, RetentionPolicy(**settings["retention"]), keep_serving)
     try:
-        _warm_up(run, settings, host_facts, version,
-                 record_golden=record_golden, threshold=threshold, transport=transport, max_tokens=max_tokens,
-                 repeats=repeats)
+        _warm_up(
+            run,
+            settings,
+            host_facts,
+            version,
+            record_golden=record_golden,
+            threshold=threshold,
+            transport=transport,
+            max_tokens=max_tokens,
+            repeats=repeats,
+        )
     except BaseException as exc:
         run.finish(exc)
         raise
     run.finish(None)
 
 
-def _warm_up(run: _Run, settings: dict, host_facts: Path | None, version: int, *, record_golden: bool,
-             threshold: float | None, transport: str | None, max_tokens: int | None, repeats: int | None) -> None:
+def _warm_up(
+    run: _Run,
+    settings: dict,
+    host_facts: Path | None,
+    version: int,
+    *,
+    record_golden: bool,
+    threshold: float | None,
+    transport: str | None,
+    max_tokens: int | None,
+    repeats: int | None,
+) -> None:
     state, cfg, w = run.state, run.cfg, settings["warmup"]
     write_tooling_manifest(state.workspace)
     facts = prereqs.load_host_facts(host_facts) if host_facts else None
@@ -149,19 +175,31 @@ def _warm_up(run: _Run, settings: dict, host_facts: Path | None, version: int, *
     state.echo(f"triton ready: http {run.handle.http_url} grpc {run.handle.grpc_url}")
     golden_file = w["golden_file"]
     plan = WarmupPlan(
-        model=cfg.model.name, prompts=list(w["prompts"]), max_tokens=max_tokens or w["max_tokens"],
-        repeats=repeats or w["repeats"], transport=transport or w["transport"],
+        model=cfg.model.name,
+        prompts=list(w["prompts"]),
+        max_tokens=max_tokens or w["max_tokens"],
+        repeats=repeats or w["repeats"],
+        transport=transport or w["transport"],
         golden_path=Path(golden_file) if golden_file else None,
         threshold=w["golden_threshold"] if threshold is None else threshold,
-        record_golden=record_golden, config_hash=cfg.config_hash(),
+        record_golden=record_golden,
+        config_hash=cfg.config_hash(),
     )
     client = TritonTextClient.for_server(run.handle, plan.transport, timeout_s=300.0)
-    summary = run_warmup(state.workspace, state.run_id, client, plan,
-                         count_tokens=_token_counter(cfg.tokenizer_ref), redactor=state.redactor)
+    summary = run_warmup(
+        state.workspace,
+        state.run_id,
+        client,
+        plan,
+        count_tokens=_token_counter(cfg.tokenizer_ref),
+        redactor=state.redactor,
+    )
     run.stage_done("inference")
     inf = summary["inference"]
-    state.echo(f"warm-up ok: {inf['requests']} requests, TTFT p50 {inf['ttft_s']['p50']:.4f} s "
-               f"p95 {inf['ttft_s']['p95']:.4f} s, latency p50 {inf['latency_s']['p50']:.4f} s "
-               f"p95 {inf['latency_s']['p95']:.4f} s, {inf['tokens_per_s']['mean']:.1f} tokens/s")
+    state.echo(
+        f"warm-up ok: {inf['requests']} requests, TTFT p50 {inf['ttft_s']['p50']:.4f} s "
+        f"p95 {inf['ttft_s']['p95']:.4f} s, latency p50 {inf['latency_s']['p50']:.4f} s "
+        f"p95 {inf['latency_s']['p95']:.4f} s, {inf['tokens_per_s']['mean']:.1f} tokens/s"
+    )
     state.echo(summary_line(summary["gpu"]["before"]))
     state.echo(summary_line(summary["gpu"]["after"]))

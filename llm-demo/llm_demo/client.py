@@ -76,7 +76,7 @@ class TritonTextClient:
         self._configs: dict[str, dict] = {}
 
     @classmethod
-    def for_server(cls, handle, transport: str = "http", timeout_s: float = 60.0) -> "TritonTextClient":
+    def for_server(cls, handle, transport: str = "http", timeout_s: float = 60.0) -> TritonTextClient:
         """Client for a `serve.ServerHandle`."""
         return cls(handle.http_url, handle.grpc_url, transport, handle.tls_root_cert, timeout_s)
 
@@ -105,8 +105,7 @@ class TritonTextClient:
         return any(i.get("name") == "stream" for i in self.model_config(model).get("input", []))
 
     def generate(
-        self, model: str, prompt: str, max_tokens: int, version: str | int | None = None,
-        stream: bool | None = None,
+        self, model: str, prompt: str, max_tokens: int, version: str | int | None = None, stream: bool | None = None
     ) -> Generation:
         """Run one request; `stream=None` streams exactly when the model is decoupled."""
         stream = self.is_decoupled(model) if stream is None else stream
@@ -122,8 +121,10 @@ class TritonTextClient:
             payload["stream"] = True
         body = json.dumps(payload).encode()
         req = urllib.request.Request(
-            f"http://{self.http_url}{_model_path(model, version)}/{endpoint}", data=body,
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"http://{self.http_url}{_model_path(model, version)}/{endpoint}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         t0 = time.perf_counter()
         ttft = None

@@ -261,28 +261,51 @@ def validate(cfg: DemoConfig) -> None:
     """Cross-field checks; raises :class:`ConfigError`."""
     m, b = cfg.model, cfg.build
     if not m.id and not m.local_dir:
-        raise ConfigError("model.id or model.local_dir is required", remediation="set one in config/model.yaml or pass --model-id / --model-dir", doc=_DOC)
+        raise ConfigError(
+            "model.id or model.local_dir is required",
+            remediation="set one in config/model.yaml or pass --model-id / --model-dir",
+            doc=_DOC,
+        )
     if not m.name or not all(c.isalnum() or c in "-_." for c in m.name):
-        raise ConfigError(f"model.name {m.name!r} must be non-empty and use only letters, digits, '-', '_', '.'", doc=_DOC)
+        raise ConfigError(
+            f"model.name {m.name!r} must be non-empty and use only letters, digits, '-', '_', '.'", doc=_DOC
+        )
     if b.runtime not in RUNTIMES:
         raise ConfigError(f"build.runtime must be one of {', '.join(RUNTIMES)}, got {b.runtime!r}", doc=_DOC)
     if cfg.precision.profile not in PRECISION_PROFILES:
-        raise ConfigError(f"precision.profile must be one of {', '.join(PRECISION_PROFILES)}, got {cfg.precision.profile!r}", doc=_DOC)
+        raise ConfigError(
+            f"precision.profile must be one of {', '.join(PRECISION_PROFILES)}, got {cfg.precision.profile!r}", doc=_DOC
+        )
     if b.runtime == "python" and cfg.precision.profile not in PYTHON_RUNTIME_PROFILES:
         raise ConfigError(
-            f"precision.profile {cfg.precision.profile!r} needs TensorRT-LLM; the python runtime supports {', '.join(PYTHON_RUNTIME_PROFILES)}",
+            f"precision.profile {cfg.precision.profile!r} needs TensorRT-LLM; "
+            f"the python runtime supports {', '.join(PYTHON_RUNTIME_PROFILES)}",
             doc=_DOC,
         )
     kv = cfg.precision.kv_cache_dtype
     if kv is not None and kv not in KV_CACHE_DTYPES[b.runtime]:
         supported = ", ".join(KV_CACHE_DTYPES[b.runtime]) or "none, leave it null"
-        raise ConfigError(f"precision.kv_cache_dtype {kv!r} is not supported by the {b.runtime} runtime "
-                          f"(supported: {supported})", doc=_DOC)
+        raise ConfigError(
+            f"precision.kv_cache_dtype {kv!r} is not supported by the {b.runtime} runtime (supported: {supported})",
+            doc=_DOC,
+        )
     if b.runtime == "python" and (b.tensor_parallelism, b.pipeline_parallelism) != (1, 1):
-        raise ConfigError("the python runtime serves on one device: build.tensor_parallelism and pipeline_parallelism must be 1", doc=_DOC)
+        raise ConfigError(
+            "the python runtime serves on one device: build.tensor_parallelism and pipeline_parallelism must be 1",
+            doc=_DOC,
+        )
     if cfg.credentials.source not in CREDENTIAL_SOURCES:
         raise ConfigError(f"credentials.source must be one of {', '.join(CREDENTIAL_SOURCES)}", doc=_DOC)
-    for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "tensor_parallelism", "pipeline_parallelism", "max_beam_width", "instance_count"):
+    for key in (
+        "max_batch_size",
+        "max_input_len",
+        "max_seq_len",
+        "max_num_tokens",
+        "tensor_parallelism",
+        "pipeline_parallelism",
+        "max_beam_width",
+        "instance_count",
+    ):
         if getattr(b, key) < 1:
             raise ConfigError(f"build.{key} must be >= 1", doc=_DOC)
     if b.max_input_len > b.max_seq_len:

@@ -64,15 +64,16 @@ def load_golden(path: Path) -> dict[str, dict]:
 def record_golden(path: Path, model: str, samples: list[dict], config_hash: str | None) -> Path:
     """Write samples ({"prompt", "max_tokens", "output"}) as the new golden file."""
     return write_json_atomic(
-        path,
-        {"model": model, "recorded_at": iso(utc_now()), "config_hash": config_hash, "samples": samples},
+        path, {"model": model, "recorded_at": iso(utc_now()), "config_hash": config_hash, "samples": samples}
     )
 
 
 def compare(golden: dict[str, dict], outputs: dict[str, str], threshold: float) -> list[Comparison]:
     """Compare `outputs` (prompt -> text) with `golden` at `threshold` (0..1)."""
     if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"golden threshold must be within [0, 1], got {threshold}", doc="docs/usage.md#golden-samples")
+        raise ConfigError(
+            f"golden threshold must be within [0, 1], got {threshold}", doc="docs/usage.md#golden-samples"
+        )
     result = []
     for prompt, actual in outputs.items():
         sample = golden.get(prompt)

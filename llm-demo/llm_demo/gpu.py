@@ -53,9 +53,7 @@ def _device(pynvml, index: int) -> dict:
         "memory_total_bytes": int(mem.total),
         "power_w": round(power_mw / 1000.0, 3) if power_mw is not None else None,
         "temperature_c": temp_c,
-        "processes": [
-            {"pid": int(p.pid), "used_memory_bytes": int(p.usedGpuMemory or 0)} for p in procs
-        ],
+        "processes": [{"pid": int(p.pid), "used_memory_bytes": int(p.usedGpuMemory or 0)} for p in procs],
     }
 
 
@@ -90,12 +88,7 @@ def memory_held_by(snap: dict, pids: set[int]) -> int:
     """GPU memory in bytes that processes `pids` hold in `snap` (0 without NVML)."""
     if not snap.get("nvml"):
         return 0
-    return sum(
-        p["used_memory_bytes"]
-        for dev in snap["devices"]
-        for p in dev["processes"]
-        if p["pid"] in pids
-    )
+    return sum(p["used_memory_bytes"] for dev in snap["devices"] for p in dev["processes"] if p["pid"] in pids)
 
 
 def wait_memory_released(label: str, pids: set[int], wait_s: float, interval_s: float = 0.25) -> tuple[dict, int]:

@@ -97,12 +97,14 @@ def _nvml_facts() -> dict[str, Any]:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            gpus.append({
-                "index": i,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "compute_capability": f"{major}.{minor}",
-                "memory_total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-            })
+            gpus.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "compute_capability": f"{major}.{minor}",
+                    "memory_total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                }
+            )
         driver = pynvml.nvmlSystemGetDriverVersion()
         cuda = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
         return {
@@ -157,7 +159,9 @@ def probe_host(cfg: DemoConfig, workspace: Workspace) -> dict[str, Any]:
         "nvidia-ctk": shutil.which("nvidia-ctk"),
     }
     facts["executables"] = executables
-    facts["nvidia_ctk_version"] = _command_version([executables["nvidia-ctk"], "--version"]) if executables["nvidia-ctk"] else None
+    facts["nvidia_ctk_version"] = (
+        _command_version([executables["nvidia-ctk"], "--version"]) if executables["nvidia-ctk"] else None
+    )
     facts["in_container"] = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
     facts["triton"] = _triton_facts()
     workspace.root.mkdir(parents=True, exist_ok=True)
@@ -185,87 +189,207 @@ def run_checks(
     row = matrix_row(req, facts)
     results: list[CheckResult] = []
 
-    def add(id_: str, ok: bool, observed: Any, required: Any, message: str, remediation: str, section: str, warn: bool = False) -> None:
+    def add(
+        id_: str,
+        ok: bool,
+        observed: Any,
+        required: Any,
+        message: str,
+        remediation: str,
+        section: str,
+        warn: bool = False,
+    ) -> None:
         status = "pass" if ok else ("warn" if warn else "fail")
-        results.append(CheckResult(id_, status, observed, required, message, None if ok else remediation, f"{DOC}#{section}"))
+        results.append(
+            CheckResult(id_, status, observed, required, message, None if ok else remediation, f"{DOC}#{section}")
+        )
 
     py_min = req["python"]["min_version"]
     py = facts.get("python_version") or "0"
-    add("python", at_least(py, py_min), py, f">={py_min}", f"Python {py}", f"use Python >= {py_min} (the NGC container ships {row.get('python')})", "python")
+    add(
+        "python",
+        at_least(py, py_min),
+        py,
+        f">={py_min}",
+        f"Python {py}",
+        f"use Python >= {py_min} (the NGC container ships {row.get('python')})",
+        "python",
+    )
 
     gpus = list(facts.get("gpus") or [])
     gcfg = req["gpu"]
     supported = {cc for arch in gcfg["supported_architectures"] for cc in arch["compute_capability"]}
     if gpu_runtime or gpus:
-        bad = [g for g in gpus if g["compute_capability"] not in supported or not at_least(g["compute_capability"], gcfg["min_compute_capability"])]
+        bad = [
+            g
+            for g in gpus
+            if g["compute_capability"] not in supported
+            or not at_least(g["compute_capability"], gcfg["min_compute_capability"])
+        ]
         observed = [f"{g['name']} (cc {g['compute_capability']})" for g in gpus] or "no GPU visible"
-        add("gpu", bool(gpus) and not bad, observed, f"compute capability >= {gcfg['min_compute_capability']} in {sorted(supported)}",
-            f"GPUs: {observed}", "install a supported NVIDIA GPU and driver, or use the python runtime on CPU", "gpu-architecture")
+        add(
+            "gpu",
+            bool(gpus) and not bad,
+            observed,
+            f"compute capability >= {gcfg['min_compute_capability']} in {sorted(supported)}",
+            f"GPUs: {observed}",
+            "install a supported NVIDIA GPU and driver, or use the python runtime on CPU",
+            "gpu-architecture",
+        )
         min_vram = float(gcfg["min_vram_gib"][rt])
         small = [g for g in gpus if g["memory_total_bytes"] < min_vram * _GIB]
-        add("vram", bool(gpus) and not small, {g["name"]: g["memory_total_bytes"] for g in gpus}, f">= {min_vram} GiB per GPU",
-            f"GPU memory below {min_vram} GiB on {[g['name'] for g in small]}" if small else ("GPU memory sufficient" if gpus else "no GPU visible"),
-            "use a GPU with more memory, a smaller model or a lower precision profile", "gpu-memory")
+        add(
+            "vram",
+            bool(gpus) and not small,
+            {g["name"]: g["memory_total_bytes"] for g in gpus},
+            f">= {min_vram} GiB per GPU",
+            f"GPU memory below {min_vram} GiB on {[g['name'] for g in small]}"
+            if small
+            else ("GPU memory sufficient" if gpus else "no GPU visible"),
+            "use a GPU with more memory, a smaller model or a lower precision profile",
+            "gpu-memory",
+        )
         driver = facts.get("driver_version")
         need = row["min_driver"] if gpu_runtime else None
         ok = bool(driver) and (need is None or at_least(driver, need))
-        add("driver", ok, driver, f">= {need}" if need else "present", f"NVIDIA driver {driver or 'not found'}",
-            f"install NVIDIA driver >= {need or row['min_driver']}", "nvidia-driver")
+        add(
+            "driver",
+            ok,
+            driver,
+            f">= {need}" if need else "present",
+            f"NVIDIA driver {driver or 'not found'}",
+            f"install NVIDIA driver >= {need or row['min_driver']}",
+            "nvidia-driver",
+        )
         if gpu_runtime:
             cuda = facts.get("cuda_driver_version")
-            add("cuda", bool(cuda) and at_least(cuda, row["cuda"]), cuda, f">= {row['cuda']}", f"driver supports CUDA {cuda or 'unknown'}",
-                f"upgrade the driver to one supporting CUDA {row['cuda']}", "cuda")
+            add(
+                "cuda",
+                bool(cuda) and at_least(cuda, row["cuda"]),
+                cuda,
+                f">= {row['cuda']}",
+                f"driver supports CUDA {cuda or 'unknown'}",
+                f"upgrade the driver to one supporting CUDA {row['cuda']}",
+                "cuda",
+            )
     else:
-        add("gpu", True, "no GPU visible", "optional for the python runtime", "no GPU: the python runtime runs on CPU", "", "gpu-architecture")
+        add(
+            "gpu",
+            True,
+            "no GPU visible",
+            "optional for the python runtime",
+            "no GPU: the python runtime runs on CPU",
+            "",
+            "gpu-architecture",
+        )
 
     installed = facts.get("packages") or {}
     for name, spec in (req["packages"].get(rt) or {}).items():
         have = installed.get(name)
         section = "tensorrt-llm-and-tensorrt" if name.startswith("tensorrt") else "python-packages"
-        add(f"package:{name}", bool(have) and spec_matches(have, spec), have, spec, f"{name} {have or 'not installed'}",
-            f"install {name}{spec} (TensorRT-LLM: use the container {row['image']})" if section != "python-packages" else f"pip install '{name}{spec}'", section)
+        add(
+            f"package:{name}",
+            bool(have) and spec_matches(have, spec),
+            have,
+            spec,
+            f"{name} {have or 'not installed'}",
+            f"install {name}{spec} (TensorRT-LLM: use the container {row['image']})"
+            if section != "python-packages"
+            else f"pip install '{name}{spec}'",
+            section,
+        )
 
     executables = facts.get("executables") or {}
     for name in req["executables"].get(rt) or []:
-        add(f"executable:{name}", bool(executables.get(name)), executables.get(name), "found", f"{name}: {executables.get(name) or 'not found'}",
-            f"put {name} on PATH or set build.{'trtllm_build' if name == 'trtllm-build' else 'convert_script'} in config/model.yaml", "build-tools")
+        add(
+            f"executable:{name}",
+            bool(executables.get(name)),
+            executables.get(name),
+            "found",
+            f"{name}: {executables.get(name) or 'not found'}",
+            f"put {name} on PATH or set "
+            f"build.{'trtllm_build' if name == 'trtllm-build' else 'convert_script'} in config/model.yaml",
+            "build-tools",
+        )
 
     triton = facts.get("triton") or {}
     need_backend = "tensorrtllm" if rt == "engine" else "python"
     backends = triton.get("backends") or []
-    add("triton", bool(triton.get("binary")) and need_backend in backends, triton.get("binary"), f"tritonserver with the {need_backend} backend",
+    add(
+        "triton",
+        bool(triton.get("binary")) and need_backend in backends,
+        triton.get("binary"),
+        f"tritonserver with the {need_backend} backend",
         f"tritonserver {triton.get('binary') or 'not found'}, backends {backends}",
-        "pip install nvidia-pytriton==0.7.0 (python runtime)" if rt == "python" else f"run inside {row['image']}", "triton-server")
+        "pip install nvidia-pytriton==0.7.0 (python runtime)" if rt == "python" else f"run inside {row['image']}",
+        "triton-server",
+    )
 
     ctk = req["container_toolkit"]
     if rt in ctk["runtimes"] and not facts.get("in_container"):
         version = facts.get("nvidia_ctk_version")
         ok = bool(executables.get("docker")) and bool(version) and at_least(version, ctk["min_nvidia_ctk"])
-        add("container_toolkit", ok, {"docker": executables.get("docker"), "nvidia-ctk": version}, f"docker + nvidia-ctk >= {ctk['min_nvidia_ctk']}",
-            f"container toolkit {version or 'not found'}", "install docker and the NVIDIA Container Toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker`",
-            "nvidia-container-toolkit")
+        add(
+            "container_toolkit",
+            ok,
+            {"docker": executables.get("docker"), "nvidia-ctk": version},
+            f"docker + nvidia-ctk >= {ctk['min_nvidia_ctk']}",
+            f"container toolkit {version or 'not found'}",
+            "install docker and the NVIDIA Container Toolkit, "
+            "then `sudo nvidia-ctk runtime configure --runtime=docker`",
+            "nvidia-container-toolkit",
+        )
 
     free = facts.get("disk_free_bytes")
     need_gib = float(req["disk"]["min_free_gib"][rt])
-    add("disk", free is not None and free >= need_gib * _GIB, free, f">= {need_gib} GiB free", f"{(free or 0) / _GIB:.1f} GiB free",
-        "free disk space or point --root at a larger volume", "disk-space")
+    add(
+        "disk",
+        free is not None and free >= need_gib * _GIB,
+        free,
+        f">= {need_gib} GiB free",
+        f"{(free or 0) / _GIB:.1f} GiB free",
+        "free disk space or point --root at a larger volume",
+        "disk-space",
+    )
 
     for name in req["environment"]["required"].get(rt) or []:
-        add(f"env:{name}", bool(environ.get(name)), "set" if environ.get(name) else "unset", "set", f"environment variable {name}",
-            f"export {name}=...", "environment-variables")
+        add(
+            f"env:{name}",
+            bool(environ.get(name)),
+            "set" if environ.get(name) else "unset",
+            "set",
+            f"environment variable {name}",
+            f"export {name}=...",
+            "environment-variables",
+        )
 
     cred = credentials.resolve(cfg, environ)
     required = cfg.credentials.required
-    add("credential", cred.present, cred.describe(), "present" if required else "optional",
+    add(
+        "credential",
+        cred.present,
+        cred.describe(),
+        "present" if required else "optional",
         f"credential from {cred.source}:{cred.location} {'found' if cred.present else 'missing'}",
-        f"provide a token via {cfg.credentials.source} ({cred.location}); see the credentials section", "credentials",
-        warn=not required)
+        f"provide a token via {cfg.credentials.source} ({cred.location}); see the credentials section",
+        "credentials",
+        warn=not required,
+    )
     return results
 
 
 def hardware_snapshot(facts: Mapping[str, Any]) -> dict[str, Any]:
     """The hardware part of the facts, for manifests."""
-    keys = ("gpus", "driver_version", "cuda_driver_version", "cpu_count", "platform", "disk_free_bytes", "in_container", "described_by")
+    keys = (
+        "gpus",
+        "driver_version",
+        "cuda_driver_version",
+        "cpu_count",
+        "platform",
+        "disk_free_bytes",
+        "in_container",
+        "described_by",
+    )
     return {k: facts.get(k) for k in keys}
 
 

@@ -95,7 +95,9 @@ def _check_python_llm(model: str, mdir: Path, versions: list[Path], config: Any,
         if not (vdir / "model.py").is_file():
             add(model, vdir, "model.py missing")
         if "model_dir" in params and not (_resolve(vdir, params["model_dir"]) / "config.json").is_file():
-            add(model, vdir, f"model_dir {params['model_dir']!r} does not resolve to a model directory with config.json")
+            add(
+                model, vdir, f"model_dir {params['model_dir']!r} does not resolve to a model directory with config.json"
+            )
         if params.get("tokenizer_dir") and not _resolve(vdir, params["tokenizer_dir"]).is_dir():
             add(model, vdir, f"tokenizer_dir {params['tokenizer_dir']!r} does not exist")
 
@@ -115,7 +117,11 @@ def _check_trtllm(model: str, mdir: Path, config: Any, add) -> None:
                 if int(mapping.get("tp_size", 0)) < 1:
                     raise KeyError("tp_size")
             except (ValueError, KeyError, TypeError):
-                add(model, engine / "config.json", "engine config lacks pretrained_config.mapping.tp_size (tensor parallelism)")
+                add(
+                    model,
+                    engine / "config.json",
+                    "engine config lacks pretrained_config.mapping.tp_size (tensor parallelism)",
+                )
 
 
 def _check_llmapi(model: str, versions: list[Path], add) -> None:
@@ -151,7 +157,12 @@ def _check_model(repo: Path, mdir: Path, add, seen: set[str]) -> None:
         config = parse_config(text)
     except Exception as exc:  # noqa: BLE001 - protobuf raises ParseError and friends
         placeholders = sorted(set(re.findall(r"\$\{\w+\}", text)))
-        add(model, cfg_path, f"config.pbtxt does not parse: {exc}" + (f" (unfilled placeholders {placeholders})" if placeholders else ""))
+        add(
+            model,
+            cfg_path,
+            f"config.pbtxt does not parse: {exc}"
+            + (f" (unfilled placeholders {placeholders})" if placeholders else ""),
+        )
         return
     # tensorrtllm_backend leaves optional parameters as "${...}" (= unset); anywhere else it is an error
     for placeholder in sorted(set(re.findall(r"\$\{\w+\}", _without_parameters(config)))):

@@ -44,8 +44,11 @@ def _sha256(path: Path) -> str:
 
 def rotate_logs(workspace: Workspace, policy: RetentionPolicy, protect: set[str] = frozenset()) -> dict:
     """Delete run log directories outside `policy`; return {"removed": [...], "kept": n, "errors": [...]}."""
-    runs = sorted((p for p in workspace.logs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True) \
-        if workspace.logs_dir.is_dir() else []
+    runs = (
+        sorted((p for p in workspace.logs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+        if workspace.logs_dir.is_dir()
+        else []
+    )
     cutoff = time.time() - policy.max_age_days * 86400.0
     removed, errors, kept = [], [], 0
     for index, run_dir in enumerate(runs):

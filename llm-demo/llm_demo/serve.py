@@ -76,7 +76,7 @@ class ServerHandle:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items() if k != "proc"}
 
     @classmethod
-    def from_record(cls, rec: dict) -> "ServerHandle":
+    def from_record(cls, rec: dict) -> ServerHandle:
         fields = {k: rec[k] for k in cls.__dataclass_fields__ if k in rec and k != "proc"}
         fields["log_path"] = Path(fields["log_path"])
         return cls(**fields)
@@ -215,9 +215,7 @@ def grpc_client(handle: ServerHandle):
     import tritonclient.grpc as grpcclient
 
     if handle.tls_root_cert:
-        return grpcclient.InferenceServerClient(
-            handle.grpc_url, ssl=True, root_certificates=handle.tls_root_cert
-        )
+        return grpcclient.InferenceServerClient(handle.grpc_url, ssl=True, root_certificates=handle.tls_root_cert)
     return grpcclient.InferenceServerClient(handle.grpc_url)
 
 
@@ -282,18 +280,28 @@ def launch(
     t0 = time.monotonic()
     with log_path.open("ab") as log_fh:
         proc = subprocess.Popen(
-            cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=run_dir, start_new_session=True,
+            cmd,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=run_dir,
+            start_new_session=True,
         )
     tls_root = None
     if opts.tls is not None:
         tls_root = str(opts.tls.root_cert or opts.tls.cert)
     handle = ServerHandle(
-        pid=proc.pid, pgid=proc.pid, run_id=run_id, log_path=log_path,
+        pid=proc.pid,
+        pgid=proc.pid,
+        run_id=run_id,
+        log_path=log_path,
         http_url=f"{_client_host(opts.http_address)}:{opts.http_port}",
         grpc_url=f"{_client_host(opts.grpc_address)}:{opts.grpc_port}",
         metrics_url=f"http://{_client_host(opts.metrics_address)}:{opts.metrics_port}/metrics",
-        tls_root_cert=tls_root, started_at=iso(utc_now()), proc=proc,
+        tls_root_cert=tls_root,
+        started_at=iso(utc_now()),
+        proc=proc,
     )
     state_path = write_json_atomic(workspace.state_file(SERVE_STATE), handle.record())
     try:
@@ -340,19 +348,25 @@ def attach(workspace: Workspace, run_id: str, opts: ServeOptions, timeout_s: flo
     `--compose-file`. Raises LaunchError (exit 7) when not ready within `timeout_s` seconds.
     """
     handle = ServerHandle(
-        pid=0, pgid=0, run_id=run_id, log_path=workspace.run_dir(run_id) / "triton.log",
+        pid=0,
+        pgid=0,
+        run_id=run_id,
+        log_path=workspace.run_dir(run_id) / "triton.log",
         http_url=f"{_client_host(opts.http_address)}:{opts.http_port}",
         grpc_url=f"{_client_host(opts.grpc_address)}:{opts.grpc_port}",
         metrics_url=f"http://{_client_host(opts.metrics_address)}:{opts.metrics_port}/metrics",
-        tls_root_cert=str(opts.tls.root_cert or opts.tls.cert) if opts.tls else None, started_at=iso(utc_now()),
+        tls_root_cert=str(opts.tls.root_cert or opts.tls.cert) if opts.tls else None,
+        started_at=iso(utc_now()),
     )
     deadline = time.monotonic() + timeout_s
     status = probe(handle)
     while not all(status.values()):
         if time.monotonic() > deadline:
-            raise LaunchError(f"no ready Triton to attach to within {timeout_s:.0f} s (probes: {status})",
-                              remediation="check `docker compose ps` and `docker compose logs triton`",
-                              doc="docs/usage.md#docker-compose")
+            raise LaunchError(
+                f"no ready Triton to attach to within {timeout_s:.0f} s (probes: {status})",
+                remediation="check `docker compose ps` and `docker compose logs triton`",
+                doc="docs/usage.md#docker-compose",
+            )
         time.sleep(POLL_INTERVAL_S)
         status = probe(handle)
     EventLog(workspace, run_id, "launch").emit("attached", server=handle.record())

@@ -63,14 +63,20 @@ def serve_options(settings: dict, model_repository: Path, overrides: dict[str, A
         if not tls_cfg.get("cert") or not tls_cfg.get("key"):
             raise ConfigError("serve.grpc_tls.enabled needs cert and key paths", doc="docs/usage.md#tls")
         tls = TlsOptions(
-            cert=Path(tls_cfg["cert"]).expanduser(), key=Path(tls_cfg["key"]).expanduser(),
+            cert=Path(tls_cfg["cert"]).expanduser(),
+            key=Path(tls_cfg["key"]).expanduser(),
             root_cert=Path(tls_cfg["root_cert"]).expanduser() if tls_cfg.get("root_cert") else None,
             mutual=bool(tls_cfg.get("mutual")),
         )
     return ServeOptions(
         model_repository=model_repository,
-        http_address=s["http_address"], http_port=int(s["http_port"]),
-        grpc_address=s["grpc_address"], grpc_port=int(s["grpc_port"]),
-        metrics_address=s["metrics_address"], metrics_port=int(s["metrics_port"]),
-        exit_timeout_s=int(s["exit_timeout_s"]), tls=tls, max_lifetime_s=s["max_lifetime_s"],
+        http_address=s["http_address"],
+        http_port=int(s["http_port"]),
+        grpc_address=s["grpc_address"],
+        grpc_port=int(s["grpc_port"]),
+        metrics_address=s["metrics_address"],
+        metrics_port=int(s["metrics_port"]),
+        exit_timeout_s=int(s["exit_timeout_s"]),
+        tls=tls,
+        max_lifetime_s=s["max_lifetime_s"],
     )

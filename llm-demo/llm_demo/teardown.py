@@ -96,7 +96,9 @@ def teardown(
     if rec and rec["pgid"]:
         pids = set(group_pids(rec["pgid"])) | {rec["pid"]}
         left = stop_process_group(rec["pgid"], grace_s=grace_s)
-        lines.append(f"server: process group {rec['pgid']} (pids {sorted(pids)}) stopped; still alive: {left or 'none'}")
+        lines.append(
+            f"server: process group {rec['pgid']} (pids {sorted(pids)}) stopped; still alive: {left or 'none'}"
+        )
         events.emit("processes", pgid=rec["pgid"], pids=sorted(pids), remaining=left)
         if left:
             problems.append(f"processes still alive: {left}")

@@ -48,12 +48,7 @@ def make_tokenizer(path: Path, vocab_size: int = 320):
 
 
 def make_tiny_model(
-    path: Path | str,
-    *,
-    hidden_size: int = 64,
-    num_hidden_layers: int = 2,
-    num_attention_heads: int = 4,
-    seed: int = 0,
+    path: Path | str, *, hidden_size: int = 64, num_hidden_layers: int = 2, num_attention_heads: int = 4, seed: int = 0
 ) -> Path:
     """Write a random-weight Llama-architecture model plus tokenizer to ``path`` (created) and return it."""
     import torch
@@ -88,8 +83,11 @@ def make_tiny_model_dir(path: Path | str) -> Path:
     """
     path = Path(path).resolve()
     if path.is_file() or (path.is_dir() and any(path.iterdir())):
-        raise ConfigError(f"{path} already exists and is not an empty directory",
-                          remediation="name a new directory for the tiny model", doc="docs/usage.md#tiny-model")
+        raise ConfigError(
+            f"{path} already exists and is not an empty directory",
+            remediation="name a new directory for the tiny model",
+            doc="docs/usage.md#tiny-model",
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

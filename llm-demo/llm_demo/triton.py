@@ -147,9 +147,7 @@ def locate_triton(home: Path | None = None) -> TritonInstall:
     )
 
 
-def prepare_backend_dir(
-    install: TritonInstall, dest: Path, python_version: tuple[int, int] | None = None
-) -> Path:
+def prepare_backend_dir(install: TritonInstall, dest: Path, python_version: tuple[int, int] | None = None) -> Path:
     """Return a `--backend-directory` holding the Python backend and its stub.
 
     For the wheel, copies `backends/python` and the stub for `python_version`
@@ -164,7 +162,7 @@ def prepare_backend_dir(
         shipped = sorted(p.name for p in install.stubs.iterdir())
         raise LaunchError(
             f"the Triton wheel has no Python backend stub for Python {major}.{minor}",
-                remediation=f"run the models with one of the shipped Pythons: {', '.join(shipped)}",
+            remediation=f"run the models with one of the shipped Pythons: {', '.join(shipped)}",
         )
     target = dest / "python"
     if target.exists():
@@ -183,7 +181,10 @@ def prepare_stub_python(stub_site: Path, dest: Path) -> Path:
     if not Path(stub_site).is_dir():
         raise LaunchError(
             f"{STUB_SITE_ENV}={stub_site} is not a folder",
-            remediation="point it at a `pip install --target DIR numpy==1.26.4` (scripts/gpu_bundle.sh carries one), or unset it",
+            remediation=(
+                "point it at a `pip install --target DIR numpy==1.26.4` (scripts/gpu_bundle.sh carries one), "
+                "or unset it"
+            ),
         )
     if dest.exists():
         shutil.rmtree(dest)
@@ -215,11 +216,7 @@ def server_command(install: TritonInstall, backend_dir: Path, opts: ServeOptions
     if opts.model_control_mode == "explicit":
         cmd += [f"--load-model={name}" for name in opts.load_models]
     if opts.tls is not None:
-        cmd += [
-            "--grpc-use-ssl=true",
-            f"--grpc-server-cert={opts.tls.cert}",
-            f"--grpc-server-key={opts.tls.key}",
-        ]
+        cmd += ["--grpc-use-ssl=true", f"--grpc-server-cert={opts.tls.cert}", f"--grpc-server-key={opts.tls.key}"]
         if opts.tls.root_cert is not None:
             cmd.append(f"--grpc-root-cert={opts.tls.root_cert}")
         if opts.tls.mutual:
@@ -236,7 +233,9 @@ def libpython_dir() -> Path | None:
     Looks in sysconfig's LIBDIR, then `<base prefix>/lib` (relocated builds such
     as uv's standalone Pythons report their build-time LIBDIR).
     """
-    names = [n for n in (sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")) if n and ".so" in n]
+    names = [
+        n for n in (sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")) if n and ".so" in n
+    ]
     for folder in (sysconfig.get_config_var("LIBDIR"), str(Path(sys.base_prefix) / "lib")):
         if folder and any((Path(folder) / name).exists() for name in names):
             return Path(folder)

@@ -104,8 +104,10 @@ def memory_delta_mib(first: dict, second: dict) -> list[float] | None:
     """Per-GPU change of used memory (MiB) from snapshot `first` to `second`; None without NVML."""
     if not (first.get("nvml") and second.get("nvml")):
         return None
-    return [round((b["memory_used_bytes"] - a["memory_used_bytes"]) / 2**20, 1)
-            for a, b in zip(first["devices"], second["devices"])]
+    return [
+        round((b["memory_used_bytes"] - a["memory_used_bytes"]) / 2**20, 1)
+        for a, b in zip(first["devices"], second["devices"])
+    ]
 
 
 def run_warmup(
@@ -148,9 +150,17 @@ def run_warmup(
             streamed = streamed or gen.streamed
             outputs.setdefault(prompt, gen.text)
             events.emit(
-                "request", round=round_no, prompt=prompt, output=gen.text, ttft_s=gen.ttft_s,
-                latency_s=gen.latency_s, output_tokens=tokens, tokens_per_s=rate,
-                chunks=gen.chunks, streamed=gen.streamed, transport=client.transport,
+                "request",
+                round=round_no,
+                prompt=prompt,
+                output=gen.text,
+                ttft_s=gen.ttft_s,
+                latency_s=gen.latency_s,
+                output_tokens=tokens,
+                tokens_per_s=rate,
+                chunks=gen.chunks,
+                streamed=gen.streamed,
+                transport=client.transport,
             )
     after = snapshot("after-warmup")
     events.emit("gpu_snapshot", snapshot=after)
@@ -194,10 +204,7 @@ def _golden_step(workspace, run_id, plan: WarmupPlan, outputs, events: EventLog,
     comparisons = golden_mod.compare(golden, outputs, plan.threshold)
     deviating = [c for c in comparisons if c.deviates]
     missing = [c.prompt for c in comparisons if c.expected is None]
-    info.update(
-        deviations=len(deviating), missing=missing,
-        similarities={c.prompt: c.similarity for c in comparisons},
-    )
+    info.update(deviations=len(deviating), missing=missing, similarities={c.prompt: c.similarity for c in comparisons})
     for c in comparisons:
         events.emit("golden_compare", prompt=c.prompt, similarity=c.similarity, deviates=c.deviates)
     if not golden:

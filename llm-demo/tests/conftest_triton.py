@@ -20,7 +20,6 @@ from llm_demo.paths import Workspace
 from llm_demo.serve import ServerHandle, group_pids, launch, stop_process_group
 from llm_demo.triton import ServeOptions
 
-
 #: Every test server stops by itself after this long, even if the test run is killed.
 SERVER_LIFETIME_S = 600
 
@@ -33,8 +32,12 @@ def free_port() -> int:
 
 def triton_options(repo: Path, **overrides) -> ServeOptions:
     opts = ServeOptions(
-        model_repository=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        exit_timeout_s=2, max_lifetime_s=SERVER_LIFETIME_S,
+        model_repository=repo,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        exit_timeout_s=2,
+        max_lifetime_s=SERVER_LIFETIME_S,
     )
     for key, value in overrides.items():
         setattr(opts, key, value)

@@ -61,7 +61,9 @@ def _cfg(**overrides: object):
     return load_config(None, base)
 
 
-def test_download_verifies_and_records(workspace: Workspace, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_verifies_and_records(
+    workspace: Workspace, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     hub = LocalHub(tiny_model_dir)
     got = acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=hub, offline=False)
@@ -76,23 +78,36 @@ def test_download_verifies_and_records(workspace: Workspace, tiny_model_dir: Pat
     assert hub.calls[0] == ("list", "org/tiny", "main", TOKEN)  # the credential reaches the hub...
     manifest = read_json(workspace.state_dir / "cache-manifest.json")
     assert manifest["entries"][entry["key"]]["expires_at"] == entry["expires_at"]
-    written = (workspace.state_dir / "cache-manifest.json").read_text() + (workspace.root / "logs" / "r1" / "download.jsonl").read_text()
+    written = (workspace.state_dir / "cache-manifest.json").read_text() + (
+        workspace.root / "logs" / "r1" / "download.jsonl"
+    ).read_text()
     assert TOKEN not in written  # ...and nowhere else
 
 
 def test_lfs_checksum_mismatch_aborts_with_exit_4(workspace: Workspace, tiny_model_dir: Path) -> None:
     with pytest.raises(ChecksumError) as info:
-        acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=LocalHub(tiny_model_dir, wrong_lfs={"model.safetensors"}), offline=False)
+        acquire.acquire(
+            workspace,
+            _cfg(),
+            "r1",
+            Redactor(),
+            hub=LocalHub(tiny_model_dir, wrong_lfs={"model.safetensors"}),
+            offline=False,
+        )
     assert info.value.exit_code == 4 and "model.safetensors" in info.value.message
     entry = next(iter(read_json(workspace.state_dir / "cache-manifest.json")["entries"].values()))
     assert entry["status"] == "invalidated" and "checksum mismatch" in entry["invalidated_reason"]
     assert not (Path(entry["path"]) / "model.safetensors").exists()
-    assert [e["event"] for e in read_events(workspace.root / "logs" / "r1" / "download.jsonl")][-1] == "checksum_mismatch"
+    assert [e["event"] for e in read_events(workspace.root / "logs" / "r1" / "download.jsonl")][
+        -1
+    ] == "checksum_mismatch"
 
 
 def test_corrupted_small_file_fails_git_blob_check(workspace: Workspace, tiny_model_dir: Path) -> None:
     with pytest.raises(ChecksumError, match="config.json git-blob"):
-        acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=LocalHub(tiny_model_dir, corrupt={"config.json"}), offline=False)
+        acquire.acquire(
+            workspace, _cfg(), "r1", Redactor(), hub=LocalHub(tiny_model_dir, corrupt={"config.json"}), offline=False
+        )
 
 
 def test_pinned_sha256_is_enforced(workspace: Workspace, tiny_model_dir: Path) -> None:
@@ -132,7 +147,9 @@ def test_expired_entry_is_invalidated_and_redownloaded(workspace: Workspace, tin
     got = acquire.acquire(workspace, _cfg(), "r3", Redactor(), hub=hub, offline=False, now=later)
     assert got.model["status"] == "valid" and hub.calls[1][0] == "download"
     assert got.model["created_at"] != entry["created_at"]
-    assert [e["event"] for e in read_events(workspace.root / "logs" / "r2" / "download.jsonl")].count("cache_invalidated") == 1
+    assert [e["event"] for e in read_events(workspace.root / "logs" / "r2" / "download.jsonl")].count(
+        "cache_invalidated"
+    ) == 1
 
 
 def test_tampered_cache_file_is_invalidated(workspace: Workspace, tiny_model_dir: Path) -> None:
@@ -153,7 +170,9 @@ def test_local_dir_is_hashed_and_changes_recorded(workspace: Workspace, tiny_mod
     (local / "generation_config.json").write_text('{"changed": true}')
     second = acquire.acquire(workspace, cfg, "r2", Redactor(), hub=NoHub(), offline=True)
     assert second.model["content_sha256"] != first.model["content_sha256"]
-    assert "local_source_changed" in [e["event"] for e in read_events(workspace.root / "logs" / "r2" / "download.jsonl")]
+    assert "local_source_changed" in [
+        e["event"] for e in read_events(workspace.root / "logs" / "r2" / "download.jsonl")
+    ]
 
 
 def test_separate_tokenizer_entry(workspace: Workspace, tiny_model_dir: Path) -> None:
@@ -202,7 +221,7 @@ class _FakeHubHandler:
 
             def _file(self):
                 prefix = f"/org/tiny/resolve/{COMMIT}/"
-                name = self.path.split("?")[0][len(prefix):] if self.path.startswith(prefix) else None
+                name = self.path.split("?")[0][len(prefix) :] if self.path.startswith(prefix) else None
                 return next((p for p in files if p.name == name), None)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
@@ -211,8 +230,14 @@ class _FakeHubHandler:
                 if self.path.startswith("/api/models/org/tiny/revision/main"):
                     siblings = []
                     for p in files:
-                        lfs = {"sha256": sha256_file(p), "size": p.stat().st_size, "pointerSize": 134} if p.suffix == ".safetensors" else None
-                        siblings.append({"rfilename": p.name, "size": p.stat().st_size, "blobId": git_blob_sha1(p), "lfs": lfs})
+                        lfs = (
+                            {"sha256": sha256_file(p), "size": p.stat().st_size, "pointerSize": 134}
+                            if p.suffix == ".safetensors"
+                            else None
+                        )
+                        siblings.append(
+                            {"rfilename": p.name, "size": p.stat().st_size, "blobId": git_blob_sha1(p), "lfs": lfs}
+                        )
                     body = _json.dumps({"id": "org/tiny", "sha": COMMIT, "siblings": siblings}).encode()
                     self._send(200, body, {"Content-Type": "application/json"})
                     return
@@ -247,7 +272,9 @@ class _FakeHubHandler:
         return Handler
 
 
-def test_real_huggingface_hub_client_against_loopback_hub(workspace: Workspace, tiny_model_dir: Path, no_network: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_huggingface_hub_client_against_loopback_hub(
+    workspace: Workspace, tiny_model_dir: Path, no_network: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import http.server
     import threading
 

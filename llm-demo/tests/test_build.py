@@ -26,9 +26,24 @@ from llm_demo.redact import Redactor
 SECRET = "hf_BuildLogSecret00000000000000000000"
 
 PREREQ = {
-    "hardware": {"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}], "in_container": True},
-    "validated_versions": {"packages": {"tensorrt": "10.14.1", "tensorrt_llm": "1.2.1"}, "cuda_driver": "13.2",
-                           "cuda_runtime": "13.1", "cudnn": "9.10.2", "driver": "590.48"},
+    "hardware": {
+        "gpus": [
+            {
+                "index": 0,
+                "name": "NVIDIA H100 80GB HBM3",
+                "compute_capability": "9.0",
+                "memory_total_bytes": 85_520_809_984,
+            }
+        ],
+        "in_container": True,
+    },
+    "validated_versions": {
+        "packages": {"tensorrt": "10.14.1", "tensorrt_llm": "1.2.1"},
+        "cuda_driver": "13.2",
+        "cuda_runtime": "13.1",
+        "cudnn": "9.10.2",
+        "driver": "590.48",
+    },
 }
 
 CONVERT = """
@@ -96,20 +111,35 @@ def _acquired(workspace: Workspace, cfg):
 
 
 def _engine_cfg(tiny_model_dir: Path, **more: object):
-    return load_config(None, {"model.local_dir": str(tiny_model_dir), "model.name": "tiny", "build.runtime": "engine", **more})
+    return load_config(
+        None, {"model.local_dir": str(tiny_model_dir), "model.name": "tiny", "build.runtime": "engine", **more}
+    )
 
 
-def test_engine_build_records_manifest(workspace: Workspace, tiny_model_dir: Path, tools, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_build_records_manifest(
+    workspace: Workspace, tiny_model_dir: Path, tools, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    cfg = _engine_cfg(tiny_model_dir, **{"precision.profile": "int8_wo", "build.extra_build_args": ["--use_paged_context_fmha", "enable"]})
+    cfg = _engine_cfg(
+        tiny_model_dir,
+        **{"precision.profile": "int8_wo", "build.extra_build_args": ["--use_paged_context_fmha", "enable"]},
+    )
     got = _acquired(workspace, cfg)
     manifest = build.build(workspace, cfg, "r1", Redactor(), got, prereq=PREREQ)
     saved = read_json(workspace.state_dir / "engine-manifest.json")
     assert saved["status"] == "succeeded" and saved == json.loads(json.dumps(manifest, default=str))
     assert saved["input_model"]["sha256"] == got.model["content_sha256"]
-    assert saved["quantization"] == {"profile": "int8_wo", "dtype": "float16", "weight_only": "int8", "kv_cache_dtype": None}
+    assert saved["quantization"] == {
+        "profile": "int8_wo",
+        "dtype": "float16",
+        "weight_only": "int8",
+        "kv_cache_dtype": None,
+    }
     assert saved["tokenizer"]["sha256"] == got.tokenizer["content_sha256"]
-    assert saved["build_flags"]["max_batch_size"] == 8 and saved["build_flags"]["extra_build_args"] == ["--use_paged_context_fmha", "enable"]
+    assert saved["build_flags"]["max_batch_size"] == 8 and saved["build_flags"]["extra_build_args"] == [
+        "--use_paged_context_fmha",
+        "enable",
+    ]
     # the CUDA runtime and cuDNN the build links, and separately the newest CUDA the driver supports
     assert saved["versions"]["tensorrt_llm"] == "1.2.1" and saved["versions"]["cuda_runtime"] == "13.1"
     assert saved["versions"]["cuda_driver"] == "13.2" and saved["versions"]["cudnn"] == "9.10.2"
@@ -165,14 +195,18 @@ def test_engine_is_reused_when_inputs_match(workspace: Workspace, tiny_model_dir
         (TRTLLM_BUILD_HANG, {"build.timeout_s": 1}, "timed out after 1.0 s", None),
     ],
 )
-def test_build_failure_writes_linked_diagnostics(workspace: Workspace, tiny_model_dir: Path, tools, body: str, extra: dict, message: str, hint: str | None) -> None:
+def test_build_failure_writes_linked_diagnostics(
+    workspace: Workspace, tiny_model_dir: Path, tools, body: str, extra: dict, message: str, hint: str | None
+) -> None:
     tools(body)
     cfg = _engine_cfg(tiny_model_dir, **extra)
     with pytest.raises(BuildError) as info:
         build.build(workspace, cfg, "r1", Redactor(), _acquired(workspace, cfg), prereq=PREREQ)
     assert info.value.exit_code == 5 and message in info.value.message
     manifest = read_json(workspace.state_dir / "engine-manifest.json")
-    assert manifest["status"] == "failed" and manifest["diagnostics"] == str(workspace.root / "logs" / "r1" / "build-diagnostics.json")
+    assert manifest["status"] == "failed" and manifest["diagnostics"] == str(
+        workspace.root / "logs" / "r1" / "build-diagnostics.json"
+    )
     diag = read_json(manifest["diagnostics"])
     assert diag["message"] == info.value.message and diag["build_log"].endswith("build.log")
     if hint:
@@ -191,16 +225,23 @@ def test_missing_build_tool_is_diagnosed(workspace: Workspace, tiny_model_dir: P
 
 
 def test_llmapi_prepares_options(workspace: Workspace, tiny_model_dir: Path) -> None:
-    cfg = load_config(None, {"model.local_dir": str(tiny_model_dir), "build.runtime": "llmapi", "build.tensor_parallelism": 2})
+    cfg = load_config(
+        None, {"model.local_dir": str(tiny_model_dir), "build.runtime": "llmapi", "build.tensor_parallelism": 2}
+    )
     manifest = build.build(workspace, cfg, "r1", Redactor(), _acquired(workspace, cfg), prereq=PREREQ)
     options = yaml.safe_load((Path(manifest["engine_dir"]) / "llm_api_config.yaml").read_text())
-    assert options["model"] == str(tiny_model_dir.resolve()) and options["tensor_parallel_size"] == 2 and options["backend"] == "pytorch"
+    assert (
+        options["model"] == str(tiny_model_dir.resolve())
+        and options["tensor_parallel_size"] == 2
+        and options["backend"] == "pytorch"
+    )
     assert [f["path"] for f in manifest["engine_files"]] == ["llm_api_config.yaml"]
 
 
 def test_llmapi_passes_the_kv_cache_dtype(workspace: Workspace, tiny_model_dir: Path) -> None:
-    cfg = load_config(None, {"model.local_dir": str(tiny_model_dir), "build.runtime": "llmapi",
-                             "precision.kv_cache_dtype": "fp8"})
+    cfg = load_config(
+        None, {"model.local_dir": str(tiny_model_dir), "build.runtime": "llmapi", "precision.kv_cache_dtype": "fp8"}
+    )
     manifest = build.build(workspace, cfg, "r1", Redactor(), _acquired(workspace, cfg), prereq=PREREQ)
     options = yaml.safe_load((Path(manifest["engine_dir"]) / "llm_api_config.yaml").read_text())
     assert options["kv_cache_config"] == {"free_gpu_memory_fraction": 0.85, "dtype": "fp8"}
@@ -227,35 +268,76 @@ def _invoke(workspace: Workspace, *args: str):
 
 
 def _cpu_facts(tmp_path: Path, **changes: object) -> Path:
-    facts = {"python_version": "3.11.7", "gpus": [], "packages": {"torch": "2.13.0", "transformers": "5.0.0", "tritonclient": "2.73.0"},
-             "triton": {"binary": "/x/tritonserver", "backends": ["python"]}, "disk_free_bytes": 50 * 1024**3}
+    facts = {
+        "python_version": "3.11.7",
+        "gpus": [],
+        "packages": {"torch": "2.13.0", "transformers": "5.0.0", "tritonclient": "2.73.0"},
+        "triton": {"binary": "/x/tritonserver", "backends": ["python"]},
+        "disk_free_bytes": 50 * 1024**3,
+    }
     facts.update(changes)
     path = tmp_path / "facts.yaml"
     path.write_text(yaml.safe_dump(facts))
     return path
 
 
-def test_prepare_python_runtime_end_to_end(workspace: Workspace, tiny_model_dir: Path, tmp_path: Path, no_network: list) -> None:
-    result = _invoke(workspace, "--model-dir", str(tiny_model_dir), "--set", "model.name=tiny", "prepare", "--host-facts", str(_cpu_facts(tmp_path)))
+def test_prepare_python_runtime_end_to_end(
+    workspace: Workspace, tiny_model_dir: Path, tmp_path: Path, no_network: list
+) -> None:
+    result = _invoke(
+        workspace,
+        "--model-dir",
+        str(tiny_model_dir),
+        "--set",
+        "model.name=tiny",
+        "prepare",
+        "--host-facts",
+        str(_cpu_facts(tmp_path)),
+    )
     assert result.exit_code == 0, result.output
     for name in ("prereq-manifest.json", "cache-manifest.json", "engine-manifest.json", "tooling-manifest.json"):
         assert (workspace.state_dir / name).is_file(), name
     assert (workspace.models_dir / "tiny" / "1" / "model.py").is_file()
     logs = workspace.root / "logs" / "p1"
-    assert {p.name for p in logs.iterdir()} >= {"prereq.jsonl", "download.jsonl", "build.jsonl", "build.log", "repository.jsonl"}
+    assert {p.name for p in logs.iterdir()} >= {
+        "prereq.jsonl",
+        "download.jsonl",
+        "build.jsonl",
+        "build.log",
+        "repository.jsonl",
+    }
     assert no_network == []
 
 
 def test_prepare_aborts_before_download_when_prerequisites_fail(workspace: Workspace, tmp_path: Path) -> None:
-    result = _invoke(workspace, "--model-id", "org/gated", "--set", "credentials.required=true", "prepare", "--host-facts", str(_cpu_facts(tmp_path)))
+    result = _invoke(
+        workspace,
+        "--model-id",
+        "org/gated",
+        "--set",
+        "credentials.required=true",
+        "prepare",
+        "--host-facts",
+        str(_cpu_facts(tmp_path)),
+    )
     assert result.exit_code == 3
     assert not (workspace.state_dir / "cache-manifest.json").exists() and not workspace.cache_dir.exists()
     assert not (workspace.root / "logs" / "p1" / "download.jsonl").exists()
 
 
-def test_prepare_stops_before_build_on_checksum_mismatch(workspace: Workspace, tiny_model_dir: Path, tmp_path: Path) -> None:
-    result = _invoke(workspace, "--model-dir", str(tiny_model_dir), "--set", "model.sha256={config.json: " + "0" * 64 + "}",
-                     "prepare", "--host-facts", str(_cpu_facts(tmp_path)))
+def test_prepare_stops_before_build_on_checksum_mismatch(
+    workspace: Workspace, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    result = _invoke(
+        workspace,
+        "--model-dir",
+        str(tiny_model_dir),
+        "--set",
+        "model.sha256={config.json: " + "0" * 64 + "}",
+        "prepare",
+        "--host-facts",
+        str(_cpu_facts(tmp_path)),
+    )
     assert result.exit_code == 4, result.output
     assert not (workspace.state_dir / "engine-manifest.json").exists()
     assert not (workspace.root / "logs" / "p1" / "build.log").exists()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-
-import pytest
 import re
 
+import pytest
 from conftest_triton import triton_options
 from triton_models import FAILS_TO_LOAD, add_version, write_test_repository
 

@@ -84,9 +84,11 @@ class ScriptedTriton:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                body = (f'nv_inference_queue_duration_us{{model="m",version="1"}} {script.queue_us}\n'
-                        f'nv_inference_request_success{{model="m",version="1"}} {script.success}\n'
-                        f'nv_inference_pending_request_count{{model="m",version="1"}} {script.pending}\n').encode()
+                body = (
+                    f'nv_inference_queue_duration_us{{model="m",version="1"}} {script.queue_us}\n'
+                    f'nv_inference_request_success{{model="m",version="1"}} {script.success}\n'
+                    f'nv_inference_pending_request_count{{model="m",version="1"}} {script.pending}\n'
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -112,8 +114,9 @@ class ScriptedTriton:
         """`watch` with the production defaults (500 ms over 300 s, 15 s scrapes), for 900 s at most."""
         kw = {"threshold_ms": 500.0, "interval_s": 15.0, "max_duration_s": 900.0, **kw}
         try:
-            return watch(self.url, EventLog(workspace, "run-scripted", "capacity"), clock=self.clock,
-                         sleep=self.sleep, **kw)
+            return watch(
+                self.url, EventLog(workspace, "run-scripted", "capacity"), clock=self.clock, sleep=self.sleep, **kw
+            )
         finally:
             self.server.shutdown()
             self.server.server_close()
@@ -186,10 +189,28 @@ def test_alert_fires_on_forced_queue_delay(module_workspace, server):
     for w in workers:
         w.start()
     try:  # through the CLI: the server comes from state/serve.json of the module's workspace
-        result = CliRunner().invoke(app, [
-            "--root", str(module_workspace.root), "--run-id", "run-capacity", "watch", "--threshold-ms", "100",
-            "--window-s", "1.5", "--interval-s", "0.25", "--duration-s", "15", "--model", "slow",
-            "--webhook", f"http://127.0.0.1:{hook.server_port}/alert"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "--root",
+                str(module_workspace.root),
+                "--run-id",
+                "run-capacity",
+                "watch",
+                "--threshold-ms",
+                "100",
+                "--window-s",
+                "1.5",
+                "--interval-s",
+                "0.25",
+                "--duration-s",
+                "15",
+                "--model",
+                "slow",
+                "--webhook",
+                f"http://127.0.0.1:{hook.server_port}/alert",
+            ],
+        )
     finally:
         stop.set()
         for w in workers:
@@ -208,7 +229,14 @@ def test_no_alert_below_threshold(module_workspace, server):
     client = TritonTextClient.for_server(server, "http")
     client.generate("slow", "x", 1)
     events = EventLog(module_workspace, "run-capacity-quiet", "capacity")
-    last = watch(server.metrics_url, events, threshold_ms=60_000, window_s=0.5, interval_s=0.25,
-                 max_duration_s=1.0, models=["slow"])
+    last = watch(
+        server.metrics_url,
+        events,
+        threshold_ms=60_000,
+        window_s=0.5,
+        interval_s=0.25,
+        max_duration_s=1.0,
+        models=["slow"],
+    )
     assert "slow" in last
     assert read_events(events.path)[-1]["event"] == "watch_end"

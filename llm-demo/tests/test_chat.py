@@ -30,8 +30,14 @@ def entries(session):
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_context_is_kept_across_turns_and_secrets_are_redacted(module_workspace, server, transport):
     client = TritonTextClient.for_server(server, transport)
-    session = ChatSession(module_workspace, client, ChatSettings(model="echo", max_tokens=64, system_prompt=""),
-                          redactor=Redactor(), model_id="test/echo", config_hash="abc123")
+    session = ChatSession(
+        module_workspace,
+        client,
+        ChatSettings(model="echo", max_tokens=64, system_prompt=""),
+        redactor=Redactor(),
+        model_id="test/echo",
+        config_hash="abc123",
+    )
     session.ask(f"my name is Ada and my token is {SECRET}")
     # `echo` streams back its prompt: the second reply shows the first turn was sent as context
     reply = session.ask("what is my name?")
@@ -52,8 +58,9 @@ def test_context_is_kept_across_turns_and_secrets_are_redacted(module_workspace,
 
 def test_memory_budget_drops_oldest_turns(module_workspace, server):
     client = TritonTextClient.for_server(server, "http")
-    settings = ChatSettings(model="echo", max_tokens=4, memory_budget_tokens=20, system_prompt="",
-                            rate_limit_per_min=6000)
+    settings = ChatSettings(
+        model="echo", max_tokens=4, memory_budget_tokens=20, system_prompt="", rate_limit_per_min=6000
+    )
     session = ChatSession(module_workspace, client, settings)
     for word in ("alpha", "bravo", "charlie", "delta", "echo"):
         session.ask(f"remember the word {word} please")
@@ -91,8 +98,24 @@ def test_cli_transcript_names_the_model_dir_it_was_given(module_workspace, serve
     """With --model-dir the transcript's model id is that directory, not model.yaml's hub id."""
     model_dir = tmp_path / "local-model"
     before = set(module_workspace.transcripts_dir.glob("*.jsonl"))
-    result = CliRunner().invoke(app, ["--root", str(module_workspace.root), "--model-dir", str(model_dir), "chat",
-                                      "--model", "echo", "--transport", "http", "-m", "hello", "-m", "/exit"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--root",
+            str(module_workspace.root),
+            "--model-dir",
+            str(model_dir),
+            "chat",
+            "--model",
+            "echo",
+            "--transport",
+            "http",
+            "-m",
+            "hello",
+            "-m",
+            "/exit",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (path,) = set(module_workspace.transcripts_dir.glob("*.jsonl")) - before
     assert json.loads(path.read_text().splitlines()[0])["model_id"] == str(model_dir)

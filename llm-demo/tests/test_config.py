@@ -20,7 +20,15 @@ def test_shipped_config_loads() -> None:
 
 
 def test_overrides_are_parsed_as_yaml_scalars() -> None:
-    cfg = load_config(None, {"model.id": "a/b", "build.max_batch_size": "4", "build.decoupled": "false", "build.extra_build_args": "[--x, '1']"})
+    cfg = load_config(
+        None,
+        {
+            "model.id": "a/b",
+            "build.max_batch_size": "4",
+            "build.decoupled": "false",
+            "build.extra_build_args": "[--x, '1']",
+        },
+    )
     assert cfg.build.max_batch_size == 4 and cfg.build.decoupled is False and cfg.build.extra_build_args == ("--x", "1")
     assert parse_set_options(["a.b=c=d"]) == {"a.b": "c=d"}
     assert apply_overrides({"model": {"id": "x"}}, {"model.id": None}) == {"model": {"id": "x"}}
@@ -53,12 +61,18 @@ def test_unknown_sections_are_kept_for_other_parts(tmp_path: Path) -> None:
         ({"model.id": "a/b", "cache.retention_days": 0}, "retention_days must be > 0"),
         ({"model.id": "a/b", "model.allow_patterns": "*.json"}, "must be a list"),
         ({"model.id": "a/b", "credentials.source": "vault"}, "credentials.source"),
-        ({"model.id": "a/b", "precision.kv_cache_dtype": "fp8"},
-         "precision.kv_cache_dtype 'fp8' is not supported by the python runtime (supported: none, leave it null)"),
-        ({"model.id": "a/b", "build.runtime": "engine", "precision.kv_cache_dtype": "fp8"},
-         "not supported by the engine runtime (supported: int8)"),
-        ({"model.id": "a/b", "build.runtime": "llmapi", "precision.kv_cache_dtype": "int8"},
-         "not supported by the llmapi runtime (supported: fp8)"),
+        (
+            {"model.id": "a/b", "precision.kv_cache_dtype": "fp8"},
+            "precision.kv_cache_dtype 'fp8' is not supported by the python runtime (supported: none, leave it null)",
+        ),
+        (
+            {"model.id": "a/b", "build.runtime": "engine", "precision.kv_cache_dtype": "fp8"},
+            "not supported by the engine runtime (supported: int8)",
+        ),
+        (
+            {"model.id": "a/b", "build.runtime": "llmapi", "precision.kv_cache_dtype": "int8"},
+            "not supported by the llmapi runtime (supported: fp8)",
+        ),
     ],
 )
 def test_invalid_configuration(overrides: dict, message: str) -> None:
@@ -68,7 +82,10 @@ def test_invalid_configuration(overrides: dict, message: str) -> None:
 
 
 def test_engine_runtime_accepts_weight_only() -> None:
-    cfg = load_config(None, {"model.id": "a/b", "build.runtime": "engine", "precision.profile": "int4_wo", "build.tensor_parallelism": 2})
+    cfg = load_config(
+        None,
+        {"model.id": "a/b", "build.runtime": "engine", "precision.profile": "int4_wo", "build.tensor_parallelism": 2},
+    )
     assert cfg.precision.profile == "int4_wo"
 
 
@@ -79,5 +96,7 @@ def test_cli_reports_config_errors_with_exit_2(workspace: Workspace, tmp_path: P
     assert result.exit_code == 2 and "invalid YAML" in result.output
     result = CliRunner().invoke(app, ["--root", str(workspace.root), "--set", "nokey", "check"])
     assert result.exit_code == 2 and "section.key=value" in result.output
-    result = CliRunner().invoke(app, ["--root", str(workspace.root), "--config", str(tmp_path / "missing.yaml"), "check"])
+    result = CliRunner().invoke(
+        app, ["--root", str(workspace.root), "--config", str(tmp_path / "missing.yaml"), "check"]
+    )
     assert result.exit_code == 2 and "not found" in result.output

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from llm_demo import errors
 from llm_demo.events import EventLog, read_events
-from llm_demo.paths import PACKAGE_ROOT, Workspace, new_run_id, parse_iso, read_json, utc_now, iso, write_json_atomic
+from llm_demo.paths import PACKAGE_ROOT, Workspace, iso, new_run_id, parse_iso, read_json, utc_now, write_json_atomic
 from llm_demo.redact import MASK, Redactor
 
 

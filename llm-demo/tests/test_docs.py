@@ -85,12 +85,17 @@ def test_compose_up_validates_the_repository_the_container_serves(tmp_path):
     (here / "models" / "broken").mkdir(parents=True)
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "docker").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'docker-called'}\n")
+    (bindir / "docker").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "docker-called"}\n')
     (bindir / "docker").chmod(0o755)
-    env = {**os.environ, "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
-           "PYTHON": sys.executable, "LLM_DEMO_OPTS": f"--root {tmp_path / 'ws'}"}
-    run = subprocess.run(["bash", str(here / "serve_triton.sh"), "compose-up"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "PYTHON": sys.executable,
+        "LLM_DEMO_OPTS": f"--root {tmp_path / 'ws'}",
+    }
+    run = subprocess.run(
+        ["bash", str(here / "serve_triton.sh"), "compose-up"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 6 and "broken: config.pbtxt missing" in run.stderr
     assert not (tmp_path / "docker-called").exists()
 
@@ -105,12 +110,19 @@ def _compose_available() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_compose_available() is not None,
-                    reason=f"docker compose config cannot run: {_compose_available()}")
+@pytest.mark.skipif(
+    _compose_available() is not None, reason=f"docker compose config cannot run: {_compose_available()}"
+)
 def test_docker_compose_config_accepts_the_file(tmp_path):
     env = {**os.environ, "TRITON_TAG": "26.07", "PWD": str(PACKAGE_ROOT)}
-    out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--format", "json"], cwd=PACKAGE_ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--format", "json"],
+        cwd=PACKAGE_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     triton = json.loads(out.stdout)["services"]["triton"]
     assert triton["image"] == "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"

@@ -42,7 +42,11 @@ def test_snapshot_fields_and_units(monkeypatch):
     assert snap["nvml"] is True and snap["driver_version"] == "580.95.05"
     assert dev["name"] == "NVIDIA H100 80GB HBM3"
     assert (dev["utilization_gpu_pct"], dev["memory_used_bytes"], dev["power_w"], dev["temperature_c"]) == (
-        37, 2 * 2**30, 71.25, 41)
+        37,
+        2 * 2**30,
+        71.25,
+        41,
+    )
     assert gpu.memory_held_by(snap, {4242}) == 512 * 2**20 and gpu.memory_held_by(snap, {1}) == 0
     assert "util 37%" in gpu.summary_line(snap) and "2048/81920 MiB" in gpu.summary_line(snap)
 
@@ -75,8 +79,12 @@ def test_host_without_nvml_says_so(monkeypatch):
     nv.nvmlInit = no_library
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     snap = gpu.snapshot("after")
-    assert snap == {"label": "after", "taken_at": snap["taken_at"], "nvml": False,
-                    "reason": "NVML unavailable on this host: NVML Shared Library Not Found"}
+    assert snap == {
+        "label": "after",
+        "taken_at": snap["taken_at"],
+        "nvml": False,
+        "reason": "NVML unavailable on this host: NVML Shared Library Not Found",
+    }
     assert gpu.memory_held_by(snap, {1}) == 0 and "no NVML" in gpu.summary_line(snap)
 
 

@@ -38,7 +38,8 @@ def operator_ws(workspace: Workspace) -> Workspace:
     (workspace.config_dir / "serving.yaml").write_text(
         f"serve: {{http_port: {free_port()}, grpc_port: {free_port()}, metrics_port: {free_port()}, "
         f"exit_timeout_s: 2, max_lifetime_s: {SERVER_LIFETIME_S}}}\n"
-        "canary: {smoke_tests: [{prompt: hello, expect: ok, max_tokens: 4}], sla: {ready_s: 60}}\n")
+        "canary: {smoke_tests: [{prompt: hello, expect: ok, max_tokens: 4}], sla: {ready_s: 60}}\n"
+    )
     yield workspace
     record = read_json(workspace.state_dir / SERVE_STATE)
     if record and record["pgid"]:
@@ -46,8 +47,12 @@ def operator_ws(workspace: Workspace) -> Workspace:
 
 
 def serve_triton(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LLM_DEMO_OPTS": f"--root {ws.root} --set model.name=canary", "PYTHON": sys.executable,
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "LLM_DEMO_OPTS": f"--root {ws.root} --set model.name=canary",
+        "PYTHON": sys.executable,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -63,8 +68,10 @@ def served_text(ws: Workspace) -> str:
 
 
 def pinned(ws: Workspace) -> list[str]:
-    return re.findall(r"version_policy \{ specific \{ versions: \[ (\d+) \] \} \}",
-                      (ws.models_dir / "canary" / "config.pbtxt").read_text())
+    return re.findall(
+        r"version_policy \{ specific \{ versions: \[ (\d+) \] \} \}",
+        (ws.models_dir / "canary" / "config.pbtxt").read_text(),
+    )
 
 
 def loaded_versions(log_path: Path, model: str) -> set[int]:
@@ -95,9 +102,18 @@ def test_serve_triton_sh_deploys_and_rolls_back(operator_ws):
     assert rolled_back.returncode == 0, rolled_back.stderr
     assert "canary: rolled back, now serving version 1" in rolled_back.stdout
     assert served_text(ws) == "v1 ok" and approved_versions(ws, "canary") == [1] and pinned(ws) == ["1"]
-    assert governance(ws) == ["canary_deploy", "smoke_test", "promote",
-                              "canary_deploy", "smoke_test", "rollback",
-                              "canary_deploy", "smoke_test", "rollback", "manual_rollback"]
+    assert governance(ws) == [
+        "canary_deploy",
+        "smoke_test",
+        "promote",
+        "canary_deploy",
+        "smoke_test",
+        "rollback",
+        "canary_deploy",
+        "smoke_test",
+        "rollback",
+        "manual_rollback",
+    ]
 
     stopped = serve_triton(ws, "stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -127,8 +143,18 @@ def test_serve_starts_with_the_approved_version_and_canary_checks_its_arguments(
     assert served_text(ws) == "v2 ok"
     assert loaded_versions(Path(record["log_path"]), "canary") == {2}  # 3 and 4 never loaded, not even briefly
 
-    again = cli(ws, "--run-id", "run-again", "serve", "--http-port", str(free_port()),
-                "--grpc-port", str(free_port()), "--metrics-port", str(free_port()))
+    again = cli(
+        ws,
+        "--run-id",
+        "run-again",
+        "serve",
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+    )
     assert again.exit_code == ExitCode.LAUNCH == 7 and "is still running" in again.output
     assert read_json(ws.state_dir / SERVE_STATE) == record  # the running server's record is kept
 

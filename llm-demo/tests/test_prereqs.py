@@ -20,13 +20,20 @@ TOKEN = "hf_PlantedSecretToken1234567890abcd"
 H100_IN_CONTAINER = {
     "python_version": "3.12.3",
     "in_container": True,
-    "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}],
+    "gpus": [
+        {"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85_520_809_984}
+    ],
     "driver_version": "590.48.01",
     "cuda_driver_version": "13.1",
     "cuda_runtime_version": "13.0",
     "cudnn_version": "9.10.2",
     "packages": {"tensorrt_llm": "1.2.1", "tensorrt": "10.14.1", "tritonclient": "2.73.0"},
-    "executables": {"trtllm-build": "/usr/local/bin/trtllm-build", "convert_checkpoint": "/app/convert_checkpoint.py", "docker": None, "nvidia-ctk": None},
+    "executables": {
+        "trtllm-build": "/usr/local/bin/trtllm-build",
+        "convert_checkpoint": "/app/convert_checkpoint.py",
+        "docker": None,
+        "nvidia-ctk": None,
+    },
     "nvidia_ctk_version": None,
     "triton": {"binary": "/opt/tritonserver/bin/tritonserver", "backends": ["python", "tensorrtllm"]},
     "disk_free_bytes": 500 * 1024**3,
@@ -56,7 +63,17 @@ def test_compliant_engine_host_passes(workspace: Workspace, tmp_path: Path) -> N
     assert manifest["support_matrix_row"]["min_driver"] == "590.44"
     assert manifest["hardware"]["gpus"][0]["compute_capability"] == "9.0"
     ids = {c["id"] for c in manifest["checks"]}
-    assert {"gpu", "vram", "driver", "cuda", "package:tensorrt_llm", "executable:trtllm-build", "triton", "disk", "credential"} <= ids
+    assert {
+        "gpu",
+        "vram",
+        "driver",
+        "cuda",
+        "package:tensorrt_llm",
+        "executable:trtllm-build",
+        "triton",
+        "disk",
+        "credential",
+    } <= ids
     assert "container_toolkit" not in ids  # inside the container
     assert (workspace.state_dir / "tooling-manifest.json").exists()
     events = (workspace.root / "logs" / "r1" / "prereq.jsonl").read_text().splitlines()
@@ -69,13 +86,31 @@ def test_compliant_engine_host_passes(workspace: Workspace, tmp_path: Path) -> N
         ({"driver_version": None, "cuda_driver_version": None}, "driver", "nvidia-driver"),
         ({"driver_version": "580.95"}, "driver", "nvidia-driver"),
         ({"in_container": False}, "container_toolkit", "nvidia-container-toolkit"),
-        ({"gpus": [{"index": 0, "name": "Tesla V100", "compute_capability": "7.0", "memory_total_bytes": 34 * 1024**3}]}, "gpu", "gpu-architecture"),
-        ({"packages": {"tensorrt_llm": "1.3.0", "tensorrt": "10.14.1", "tritonclient": "2.73.0"}}, "package:tensorrt_llm", "tensorrt-llm-and-tensorrt"),
-        ({"executables": {"trtllm-build": None, "convert_checkpoint": "/x.py"}}, "executable:trtllm-build", "build-tools"),
+        (
+            {
+                "gpus": [
+                    {"index": 0, "name": "Tesla V100", "compute_capability": "7.0", "memory_total_bytes": 34 * 1024**3}
+                ]
+            },
+            "gpu",
+            "gpu-architecture",
+        ),
+        (
+            {"packages": {"tensorrt_llm": "1.3.0", "tensorrt": "10.14.1", "tritonclient": "2.73.0"}},
+            "package:tensorrt_llm",
+            "tensorrt-llm-and-tensorrt",
+        ),
+        (
+            {"executables": {"trtllm-build": None, "convert_checkpoint": "/x.py"}},
+            "executable:trtllm-build",
+            "build-tools",
+        ),
         ({"disk_free_bytes": 10 * 1024**3}, "disk", "disk-space"),
     ],
 )
-def test_missing_prerequisite_fails_with_exit_3(workspace: Workspace, tmp_path: Path, changes: dict, failing: str, section: str) -> None:
+def test_missing_prerequisite_fails_with_exit_3(
+    workspace: Workspace, tmp_path: Path, changes: dict, failing: str, section: str
+) -> None:
     result = _invoke(workspace, "--runtime", "engine", "check", "--host-facts", str(_facts(tmp_path, **changes)))
     assert result.exit_code == 3, result.output
     assert f"prerequisites.md#{section}" in result.output
@@ -87,17 +122,31 @@ def test_missing_prerequisite_fails_with_exit_3(workspace: Workspace, tmp_path: 
     assert error["exit_code"] == 3
 
 
-def test_missing_credential_fails_and_present_one_is_never_printed(workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credential_fails_and_present_one_is_never_printed(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     facts = str(_facts(tmp_path))
-    result = _invoke(workspace, "--runtime", "engine", "--set", "credentials.required=true", "check", "--host-facts", facts)
+    result = _invoke(
+        workspace, "--runtime", "engine", "--set", "credentials.required=true", "check", "--host-facts", facts
+    )
     assert result.exit_code == 3
     assert "credential" in result.output and "prerequisites.md#credentials" in result.output
 
     # token present, another check fails: nothing written or printed may contain the token
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("LLM_DEMO_NOTE", f"see api_key={TOKEN}")
-    result = _invoke(workspace, "--runtime", "engine", "--set", "credentials.required=true", "--set", "model.name=m", "check",
-                     "--host-facts", str(_facts(tmp_path, driver_version=None)))
+    result = _invoke(
+        workspace,
+        "--runtime",
+        "engine",
+        "--set",
+        "credentials.required=true",
+        "--set",
+        "model.name=m",
+        "check",
+        "--host-facts",
+        str(_facts(tmp_path, driver_version=None)),
+    )
     assert result.exit_code == 3
     assert TOKEN not in result.output
     written = [p.read_text() for p in workspace.root.rglob("*") if p.is_file()]
@@ -106,7 +155,9 @@ def test_missing_credential_fails_and_present_one_is_never_printed(workspace: Wo
     assert manifest["credential"] == {"source": "env", "location": "HF_TOKEN", "present": True}
 
 
-def test_token_in_failure_message_is_redacted(workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_in_failure_message_is_redacted(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     facts = _facts(tmp_path, triton={"binary": f"/opt/{TOKEN}/tritonserver", "backends": []})
     result = _invoke(workspace, "--runtime", "engine", "check", "--host-facts", str(facts))
@@ -116,9 +167,16 @@ def test_token_in_failure_message_is_redacted(workspace: Workspace, tmp_path: Pa
 
 
 def test_python_runtime_passes_on_cpu_host(workspace: Workspace, tmp_path: Path) -> None:
-    facts = _facts(tmp_path, gpus=[], driver_version=None, cuda_driver_version=None, in_container=False,
-                   packages={"torch": "2.13.0+cpu", "transformers": "5.0.0", "tritonclient": "2.73.0"},
-                   triton={"binary": "/venv/tritonserver", "backends": ["python"]}, disk_free_bytes=20 * 1024**3)
+    facts = _facts(
+        tmp_path,
+        gpus=[],
+        driver_version=None,
+        cuda_driver_version=None,
+        in_container=False,
+        packages={"torch": "2.13.0+cpu", "transformers": "5.0.0", "tritonclient": "2.73.0"},
+        triton={"binary": "/venv/tritonserver", "backends": ["python"]},
+        disk_free_bytes=20 * 1024**3,
+    )
     result = _invoke(workspace, "check", "--host-facts", str(facts))
     assert result.exit_code == 0, result.output
     statuses = {c["id"]: c["status"] for c in read_json(workspace.state_dir / "prereq-manifest.json")["checks"]}

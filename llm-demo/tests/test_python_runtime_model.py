@@ -82,13 +82,17 @@ def _fake_pb_utils() -> types.ModuleType:
     mod.TritonModelException = RuntimeError
     mod.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
     mod.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
-    mod.using_decoupled_model_transaction_policy = lambda cfg: cfg.get("model_transaction_policy", {}).get("decoupled", False)
+    mod.using_decoupled_model_transaction_policy = lambda cfg: cfg.get("model_transaction_policy", {}).get(
+        "decoupled", False
+    )
     mod.Logger = types.SimpleNamespace(log_info=lambda msg: None, log_warn=lambda msg: None)
     return mod
 
 
 def _load_model(tiny_model_dir: Path, decoupled: bool, max_input_len: int = 64):
-    spec = importlib.util.spec_from_file_location("llm_demo_python_llm_model", repository.TEMPLATE_DIR / "python_llm" / "model.py")
+    spec = importlib.util.spec_from_file_location(
+        "llm_demo_python_llm_model", repository.TEMPLATE_DIR / "python_llm" / "model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["triton_python_backend_utils"] = _fake_pb_utils()
     try:
@@ -96,13 +100,18 @@ def _load_model(tiny_model_dir: Path, decoupled: bool, max_input_len: int = 64):
     finally:
         del sys.modules["triton_python_backend_utils"]
     params = {"model_dir": "hf_model", "dtype": "float16", "max_input_len": str(max_input_len), "max_seq_len": "128"}
-    config = {"parameters": {k: {"string_value": v} for k, v in params.items()}, "model_transaction_policy": {"decoupled": decoupled}}
+    config = {
+        "parameters": {k: {"string_value": v} for k, v in params.items()},
+        "model_transaction_policy": {"decoupled": decoupled},
+    }
     version_dir = tiny_model_dir.parent / "repo" / "m" / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     if not (version_dir / "hf_model").exists():
         (version_dir / "hf_model").symlink_to(tiny_model_dir)
     model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(config), "model_repository": str(version_dir.parent), "model_version": "1"})
+    model.initialize(
+        {"model_config": json.dumps(config), "model_repository": str(version_dir.parent), "model_version": "1"}
+    )
     return model
 
 
@@ -117,7 +126,7 @@ def _reference(tiny_model_dir: Path, prompt: str, n: int) -> str:
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ids = tok(prompt, return_tensors="pt").input_ids
-    out = lm.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)[0][ids.shape[1]:].tolist()
+    out = lm.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)[0][ids.shape[1] :].tolist()
     if tok.eos_token_id in out:
         out = out[: out.index(tok.eos_token_id)]
     return tok.decode(out, skip_special_tokens=True)
@@ -174,7 +183,10 @@ def test_bad_requests_become_error_responses(decoupled_model) -> None:
 
 def test_non_decoupled_returns_responses_and_refuses_stream(tiny_model_dir: Path) -> None:
     model = _load_model(tiny_model_dir, decoupled=False)
-    ok, streamed = _Request(text_input="hello world", max_tokens=5), _Request(text_input="hi", max_tokens=5, stream=True)
+    ok, streamed = (
+        _Request(text_input="hello world", max_tokens=5),
+        _Request(text_input="hi", max_tokens=5, stream=True),
+    )
     responses = model.execute([ok, streamed])
     assert len(responses) == 2 and ok.sender.sent == []
     assert responses[0].error is None and responses[0].text == _reference(tiny_model_dir, "hello world", 5)
@@ -212,7 +224,9 @@ print(sorted((k, repr(v)) for k, v in first.items()), second, is_scipy_available
       LlamaForCausalLM.__name__)
 """
     env = {**os.environ, "PYTHONPATH": str(_broken_numpy2_packages(tmp_path / "stub-site"))}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     error = "AttributeError(\"module 'numpy' has no attribute 'long'\")"
     expected = [("scipy", error), ("sklearn", error)]
@@ -238,12 +252,16 @@ def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> No
     install = triton.locate_triton()
     backends = triton.prepare_backend_dir(install, tmp_path / "backends")
     http_port = _free_port()
-    opts = triton.ServeOptions(model_repository=repo, http_port=http_port, grpc_port=_free_port(), metrics_port=_free_port())
+    opts = triton.ServeOptions(
+        model_repository=repo, http_port=http_port, grpc_port=_free_port(), metrics_port=_free_port()
+    )
     stub_bin = triton.prepare_stub_python(_broken_numpy2_packages(tmp_path / "stub-site"), tmp_path / "stub-python")
     env = repository.python_stub_env(triton.server_env(install, stub_bin=stub_bin))
     log = tmp_path / "triton.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen(triton.server_command(install, backends, opts), env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            triton.server_command(install, backends, opts), env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{http_port}/v2/models/tiny"
     try:
         deadline = time.monotonic() + 90
@@ -262,7 +280,13 @@ def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> No
 
         answer = json.loads(post("generate", {"text_input": "hello world", "max_tokens": 6}))
         assert answer["text_output"] == _reference(tiny_model_dir, "hello world", 6)
-        events = [json.loads(line[5:]) for line in post("generate_stream", {"text_input": "hello world", "max_tokens": 6, "stream": True}).decode().splitlines() if line.startswith("data:")]
+        events = [
+            json.loads(line[5:])
+            for line in post("generate_stream", {"text_input": "hello world", "max_tokens": 6, "stream": True})
+            .decode()
+            .splitlines()
+            if line.startswith("data:")
+        ]
         assert "".join(e["text_output"] for e in events) == answer["text_output"] and len(events) >= 2
         assert "scipy hidden from transformers (AttributeError(" in log.read_text()
         assert "sklearn hidden from transformers (AttributeError(" in log.read_text()

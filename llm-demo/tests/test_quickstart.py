@@ -36,8 +36,11 @@ def quick_start_commands() -> list[str]:
 
 def fresh_copy(dest: Path) -> Path:
     repo = PACKAGE_ROOT.parent
-    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode != 0:
         pytest.skip(f"not a git checkout, so no clone to copy: {listed.stderr.strip()}")
     for rel in filter(None, listed.stdout.split("\0")):
@@ -62,10 +65,17 @@ def test_readme_quick_start_runs_offline_as_written(tmp_path):
     serving.write_text(re.sub(r"^(  max_lifetime_s): null", rf"\1: {SERVER_LIFETIME_S}", text, count=1, flags=re.M))
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in DEFAULT_SECRET_ENV_VARS and not k.startswith(("LLM_DEMO_", "HF_"))}
-    env.update(HOME=str(home), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(clone / "llm-demo"),
-               PATH=os.pathsep.join([str(Path(console).parent), env.get("PATH", "")]))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in DEFAULT_SECRET_ENV_VARS and not k.startswith(("LLM_DEMO_", "HF_"))
+    }
+    env.update(
+        HOME=str(home),
+        HF_ENDPOINT="http://127.0.0.1:9",
+        PYTHONPATH=str(clone / "llm-demo"),
+        PATH=os.pathsep.join([str(Path(console).parent), env.get("PATH", "")]),
+    )
     script = "\n".join(["set -euo pipefail", *commands[1:]])
     state = clone / "llm-demo" / "state"
     try:

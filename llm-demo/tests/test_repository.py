@@ -86,7 +86,9 @@ def _templates(root: Path) -> Path:
 def _engine_dir(root: Path, tp: int = 1) -> Path:
     engine = root / "engine"
     engine.mkdir()
-    (engine / "config.json").write_text(json.dumps({"pretrained_config": {"mapping": {"tp_size": tp, "world_size": tp}}, "build_config": {}}))
+    (engine / "config.json").write_text(
+        json.dumps({"pretrained_config": {"mapping": {"tp_size": tp, "world_size": tp}}, "build_config": {}})
+    )
     (engine / "rank0.engine").write_bytes(b"\0" * 16)
     return engine
 
@@ -180,11 +182,23 @@ def test_validate_or_raise_logs_and_exits_6(workspace: Workspace, python_cfg) ->
 def test_engine_runtime_fills_tensorrtllm_templates(workspace: Workspace, tmp_path: Path, tiny_model_dir: Path) -> None:
     templates = _templates(tmp_path)
     engine = _engine_dir(tmp_path)
-    cfg = load_config(None, {"model.id": "org/m", "model.name": "llm", "build.runtime": "engine", "build.tensorrtllm_backend_models": str(templates)})
-    repo = repository.generate(workspace, cfg, engine_dir=engine, model_dir=tiny_model_dir, tokenizer_dir=tiny_model_dir)
+    cfg = load_config(
+        None,
+        {
+            "model.id": "org/m",
+            "model.name": "llm",
+            "build.runtime": "engine",
+            "build.tensorrtllm_backend_models": str(templates),
+        },
+    )
+    repo = repository.generate(
+        workspace, cfg, engine_dir=engine, model_dir=tiny_model_dir, tokenizer_dir=tiny_model_dir
+    )
     assert sorted(p.name for p in repo.iterdir()) == ["llm", "postprocessing", "preprocessing", "tensorrt_llm"]
     trt = (repo / "tensorrt_llm" / "config.pbtxt").read_text()
-    assert f'string_value: "{engine}"' in trt and "decoupled: true" in trt and "${lora_cache_optimal_adapter_size}" in trt
+    assert (
+        f'string_value: "{engine}"' in trt and "decoupled: true" in trt and "${lora_cache_optimal_adapter_size}" in trt
+    )
     assert 'name: "llm"' in (repo / "llm" / "config.pbtxt").read_text()
     assert (repo / "preprocessing" / "1" / "model.py").is_file()
     assert validate(repo, "llm") == []
@@ -203,7 +217,15 @@ def test_unfilled_placeholder_is_a_problem(workspace: Workspace, tmp_path: Path)
     templates = _templates(tmp_path)
     text = (templates / "tensorrt_llm" / "config.pbtxt").read_text()
     (templates / "tensorrt_llm" / "config.pbtxt").write_text(text.replace("${max_beam_width}", "${beam_width_typo}"))
-    cfg = load_config(None, {"model.id": "org/m", "model.name": "llm", "build.runtime": "engine", "build.tensorrtllm_backend_models": str(templates)})
+    cfg = load_config(
+        None,
+        {
+            "model.id": "org/m",
+            "model.name": "llm",
+            "build.runtime": "engine",
+            "build.tensorrtllm_backend_models": str(templates),
+        },
+    )
     repo = repository.generate(workspace, cfg, engine_dir=_engine_dir(tmp_path), tokenizer_dir=tmp_path)
     messages = [p.message for p in validate(repo)]
     assert any("max_beam_width" in m for m in messages)
@@ -216,11 +238,24 @@ def test_llmapi_runtime_writes_model_yaml(workspace: Workspace, tmp_path: Path, 
     (tpl / "1" / "model.py").write_text("# llmapi model stand-in\n")
     engine = tmp_path / "llmapi-prepared"
     engine.mkdir()
-    (engine / "llm_api_config.yaml").write_text(yaml.safe_dump({"model": str(tiny_model_dir), "backend": "pytorch", "tensor_parallel_size": 1}))
-    cfg = load_config(None, {"model.id": "org/m", "model.name": "chat", "build.runtime": "llmapi", "build.tensorrtllm_backend_models": str(tmp_path / "llmapi")})
+    (engine / "llm_api_config.yaml").write_text(
+        yaml.safe_dump({"model": str(tiny_model_dir), "backend": "pytorch", "tensor_parallel_size": 1})
+    )
+    cfg = load_config(
+        None,
+        {
+            "model.id": "org/m",
+            "model.name": "chat",
+            "build.runtime": "llmapi",
+            "build.tensorrtllm_backend_models": str(tmp_path / "llmapi"),
+        },
+    )
     repo = repository.generate(workspace, cfg, model_dir=tiny_model_dir, engine_dir=engine)
     options = yaml.safe_load((repo / "chat" / "1" / "model.yaml").read_text())
-    assert options["model"] == str(tiny_model_dir) and options["triton_config"] == {"max_batch_size": 8, "decoupled": True}
+    assert options["model"] == str(tiny_model_dir) and options["triton_config"] == {
+        "max_batch_size": 8,
+        "decoupled": True,
+    }
     assert validate(repo) == []
 
     del options["tensor_parallel_size"]

@@ -28,14 +28,38 @@ def test_serve_chat_teardown_leaves_nothing(workspace, monkeypatch):
     (workspace.config_dir / "serving.yaml").write_text(f"serve: {{max_lifetime_s: {SERVER_LIFETIME_S}}}\n")
     ports = [free_port() for _ in range(3)]
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)  # injected credential: never in the logs
-    served = cli(workspace.root, "--run-id", "run-a", "serve", "--http-port", str(ports[0]),
-                 "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
+    served = cli(
+        workspace.root,
+        "--run-id",
+        "run-a",
+        "serve",
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+    )
     record = json.loads((workspace.state_dir / SERVE_STATE).read_text())
     try:
         assert served.exit_code == 0, served.output
         assert all(port_in_use("127.0.0.1", p) for p in ports)
-        chat = cli(workspace.root, "--run-id", "run-a", "--set", "model.name=echo", "chat", "--transport", "http",
-                   "-m", f"my api_key={SECRET}", "-m", "/exit", "-m", "never sent")
+        chat = cli(
+            workspace.root,
+            "--run-id",
+            "run-a",
+            "--set",
+            "model.name=echo",
+            "chat",
+            "--transport",
+            "http",
+            "-m",
+            f"my api_key={SECRET}",
+            "-m",
+            "/exit",
+            "-m",
+            "never sent",
+        )
         assert chat.exit_code == 0, chat.output
         assert SECRET not in chat.output
         transcript = next(workspace.transcripts_dir.glob("*.jsonl")).read_text()
@@ -59,12 +83,23 @@ def test_teardown_reports_a_port_still_bound(workspace):
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        write_json_atomic(workspace.state_file(SERVE_STATE), {
-            "pid": 2**22 + 1, "pgid": 2**22 + 1, "run_id": "old", "log_path": "x",
-            "http_url": f"127.0.0.1:{port}", "grpc_url": f"127.0.0.1:{free_port()}",
-            "metrics_url": f"http://127.0.0.1:{free_port()}/metrics", "tls_root_cert": None, "started_at": "",
-        })
-        result = runner.invoke(app, ["--root", str(workspace.root), "--run-id", "run-c", "teardown", "--port-wait-s", "0.5"])
+        write_json_atomic(
+            workspace.state_file(SERVE_STATE),
+            {
+                "pid": 2**22 + 1,
+                "pgid": 2**22 + 1,
+                "run_id": "old",
+                "log_path": "x",
+                "http_url": f"127.0.0.1:{port}",
+                "grpc_url": f"127.0.0.1:{free_port()}",
+                "metrics_url": f"http://127.0.0.1:{free_port()}/metrics",
+                "tls_root_cert": None,
+                "started_at": "",
+            },
+        )
+        result = runner.invoke(
+            app, ["--root", str(workspace.root), "--run-id", "run-c", "teardown", "--port-wait-s", "0.5"]
+        )
     assert result.exit_code == ExitCode.TEARDOWN == 12
     assert f"('127.0.0.1', {port})" in result.output
     assert "INCOMPLETE" in (workspace.root / "logs" / "run-c" / "cleanup.log").read_text()

@@ -14,7 +14,6 @@ from triton_models import write_port_squatter
 from typer.testing import CliRunner
 
 from llm_demo.cli import app
-
 from llm_demo.client import TritonTextClient
 from llm_demo.config import load_config
 from llm_demo.errors import ExitCode, GoldenDeviationError
@@ -34,8 +33,9 @@ def served(module_workspace, start_triton, tiny_model_dir):
 
 
 def plan(ws, **kw):
-    return WarmupPlan(model="tiny", prompts=PROMPTS, max_tokens=6, repeats=2,
-                      golden_path=ws.state_dir / "golden" / "tiny.json", **kw)
+    return WarmupPlan(
+        model="tiny", prompts=PROMPTS, max_tokens=6, repeats=2, golden_path=ws.state_dir / "golden" / "tiny.json", **kw
+    )
 
 
 def test_warmup_records_then_matches_golden(served):
@@ -108,9 +108,18 @@ def test_cli_warmup_full_flow_then_deviation(workspace, tiny_model_dir):
     (workspace.config_dir / "serving.yaml").write_text(
         f"serve: {{http_port: {free_port()}, grpc_port: {free_port()}, metrics_port: {free_port()}, "
         f"max_lifetime_s: {SERVER_LIFETIME_S}}}\n"
-        "warmup: {prompts: ['hello world'], max_tokens: 6, repeats: 2}\n")
-    base = ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir), "--set", "model.name=tiny",
-            "--precision", "fp32"]
+        "warmup: {prompts: ['hello world'], max_tokens: 6, repeats: 2}\n"
+    )
+    base = [
+        "--root",
+        str(workspace.root),
+        "--model-dir",
+        str(tiny_model_dir),
+        "--set",
+        "model.name=tiny",
+        "--precision",
+        "fp32",
+    ]
     first = CliRunner().invoke(app, [*base, "--run-id", "run-1", "warmup", "--record-golden"])
     assert first.exit_code == 0, first.output
     assert "TTFT p50" in first.output and "no NVML" in first.output
@@ -143,7 +152,8 @@ def _serving_yaml(workspace, extra=""):
     workspace.config_dir.mkdir(exist_ok=True)
     (workspace.config_dir / "serving.yaml").write_text(
         f"serve: {{http_port: {ports[0]}, grpc_port: {ports[1]}, metrics_port: {ports[2]}, exit_timeout_s: 2, "
-        f"max_lifetime_s: {SERVER_LIFETIME_S}}}\n{extra}")
+        f"max_lifetime_s: {SERVER_LIFETIME_S}}}\n{extra}"
+    )
     return ports
 
 
@@ -152,8 +162,9 @@ def test_warmup_port_collision_names_the_settings_warmup_reads(workspace, tiny_m
     with socket.socket() as held:
         held.bind(("127.0.0.1", ports[0]))
         held.listen()
-        result = CliRunner().invoke(app, ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir),
-                                          "--run-id", "run-port", "warmup"])
+        result = CliRunner().invoke(
+            app, ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir), "--run-id", "run-port", "warmup"]
+        )
     assert result.exit_code == ExitCode.LAUNCH == 7, result.output
     assert "serve.http_port in config/serving.yaml" in result.output  # warmup has no --http-port flag
     assert not (workspace.logs_dir / "run-port" / "cleanup.log").exists()  # it started nothing, stopped nothing
@@ -164,15 +175,34 @@ def test_warmup_keeps_its_exit_code_when_its_teardown_fails(workspace, tiny_mode
     """A golden deviation (9) followed by a teardown that finds a port still bound (12): exit 9, and
     the teardown failure is reported, not lost."""
     golden = tmp_path / "golden.json"
-    golden.write_text(json.dumps({"model": "tiny", "samples": [
-        {"prompt": "hello world", "max_tokens": 6, "output": "nothing like what the model says"}]}))
-    ports = _serving_yaml(workspace, f"warmup: {{prompts: ['hello world'], max_tokens: 6, repeats: 1, "
-                                     f"golden_file: '{golden}'}}\n")
+    golden.write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "samples": [{"prompt": "hello world", "max_tokens": 6, "output": "nothing like what the model says"}],
+            }
+        )
+    )
+    ports = _serving_yaml(
+        workspace, f"warmup: {{prompts: ['hello world'], max_tokens: 6, repeats: 1, golden_file: '{golden}'}}\n"
+    )
     pidfile = tmp_path / "squatter.pid"
     write_port_squatter(workspace.models_dir, ports[0], hold_s=25.0, pidfile=pidfile)
     try:
-        result = CliRunner().invoke(app, ["--root", str(workspace.root), "--model-dir", str(tiny_model_dir),
-                                          "--set", "model.name=tiny", "--run-id", "run-both", "warmup"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "--root",
+                str(workspace.root),
+                "--model-dir",
+                str(tiny_model_dir),
+                "--set",
+                "model.name=tiny",
+                "--run-id",
+                "run-both",
+                "warmup",
+            ],
+        )
     finally:
         if pidfile.exists():  # the squatter ends by itself after hold_s; end it now
             with contextlib.suppress(ProcessLookupError, ValueError):

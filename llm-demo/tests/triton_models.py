@@ -44,7 +44,9 @@ def _response(text):
     return pb_utils.InferenceResponse(output_tensors=[out])
 """
 
-ECHO = _HEADER + """
+ECHO = (
+    _HEADER
+    + """
 
 class TritonPythonModel:
     def execute(self, requests):
@@ -56,8 +58,11 @@ class TritonPythonModel:
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return None
 """
+)
 
-SLOW = _HEADER + """
+SLOW = (
+    _HEADER
+    + """
 import json
 
 
@@ -73,8 +78,11 @@ class TritonPythonModel:
             responses.append(_response("ok"))
         return responses
 """
+)
 
-CANARY = _HEADER + """
+CANARY = (
+    _HEADER
+    + """
 
 
 class TritonPythonModel:
@@ -84,9 +92,12 @@ class TritonPythonModel:
     def execute(self, requests):
         return [_response(REPLY.format(version=self.version)) for _ in requests]
 """
+)
 
 
-FAILS_TO_LOAD = _HEADER + """
+FAILS_TO_LOAD = (
+    _HEADER
+    + """
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -95,6 +106,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return []
 """
+)
 
 
 def add_version(root: Path, name: str, version: int, source: str) -> Path:
@@ -119,15 +131,16 @@ def write_test_repository(root: Path, slow_delay_s: float = 0.2) -> Path:
     """Write the models above into `root` (created) and return it."""
     root.mkdir(parents=True, exist_ok=True)
     _model(root, "echo", {1: ECHO}, "model_transaction_policy { decoupled: true }\n")
-    _model(root, "slow", {1: SLOW},
-           f'parameters {{ key: "delay_s" value: {{ string_value: "{slow_delay_s}" }} }}\n')
+    _model(root, "slow", {1: SLOW}, f'parameters {{ key: "delay_s" value: {{ string_value: "{slow_delay_s}" }} }}\n')
     healthy = 'REPLY = "v{version} ok"\n' + CANARY
     broken = 'REPLY = ""\n' + CANARY
     _model(root, "canary", {1: healthy, 2: healthy, 3: broken})
     return root
 
 
-PORT_SQUATTER = _HEADER + '''
+PORT_SQUATTER = (
+    _HEADER
+    + '''
 import json
 import os
 import shutil
@@ -169,12 +182,15 @@ class TritonPythonModel:
     def execute(self, requests):
         return [_response("") for _ in requests]
 '''
+)
 
 
 def write_port_squatter(root: Path, port: int, hold_s: float, pidfile: Path) -> None:
     """Model `squatter`: once the server that loaded it is stopped, a process outside the server's
     process group binds 127.0.0.1:`port` for `hold_s` seconds (a teardown that must find the port still
     bound), then exits by itself; its pid goes to `pidfile`."""
-    params = "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
-                     for k, v in (("port", port), ("hold_s", hold_s), ("pidfile", pidfile)))
+    params = "".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+        for k, v in (("port", port), ("hold_s", hold_s), ("pidfile", pidfile))
+    )
     _model(root, "squatter", {1: PORT_SQUATTER}, params)

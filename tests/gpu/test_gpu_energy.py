@@ -50,8 +50,14 @@ def test_meter_window_and_sampler_on_real_load(record):
     assert 30 < watts < 2000
     assert len(samples) >= 30 and all(s.power_w and s.temperature_c for s in samples)
     assert max(s.utilization_pct for s in samples) > 50 and all(s.sm_clock_mhz for s in samples)
-    record("meter_window", energy_j=window.total_j, duration_s=window.duration_s, mean_power_w=watts,
-           samples=len(samples), reasons=sorted({r for s in samples for r in s.throttle_reasons}))
+    record(
+        "meter_window",
+        energy_j=window.total_j,
+        duration_s=window.duration_s,
+        mean_power_w=watts,
+        samples=len(samples),
+        reasons=sorted({r for s in samples for r in s.throttle_reasons}),
+    )
 
 
 def test_counter_matches_integrated_sampled_power_within_2_percent(record):
@@ -71,16 +77,27 @@ def test_counter_matches_integrated_sampled_power_within_2_percent(record):
     integral_j = sum((b.t_s - a.t_s) * (a.power_w + b.power_w) / 2 for a, b in zip(inside, inside[1:]))
     integral_j *= (end_wall - start_wall) / (inside[-1].t_s - inside[0].t_s)  # scale to the full window
     ratio = integral_j / window.total_j
-    record("counter_vs_sampled", counter_j=window.total_j, sampled_j=integral_j, ratio=ratio,
-           window_s=window.duration_s, samples=len(inside))
+    record(
+        "counter_vs_sampled",
+        counter_j=window.total_j,
+        sampled_j=integral_j,
+        ratio=ratio,
+        window_s=window.duration_s,
+        samples=len(inside),
+    )
     assert window.duration_s >= 10
     assert abs(ratio - 1) <= 0.02
 
 
 def test_experiment_on_gpu_measures_energy(record):
     config = ExperimentConfig(
-        dataset="synthetic", n=16, max_output_tokens=32, warmup={"n_warmup": 2, "thermal_floor_s": 0},
-        baseline={"duration_s": 5}, energy={"backend": "nvml"}, pytorch={"batch_size": 8},
+        dataset="synthetic",
+        n=16,
+        max_output_tokens=32,
+        warmup={"n_warmup": 2, "thermal_floor_s": 0},
+        baseline={"duration_s": 5},
+        energy={"backend": "nvml"},
+        pytorch={"batch_size": 8},
     )
     r = run(config).result
     assert r.device == "cuda" and r.energy_meter == "nvml" and r.energy_total_j > 0
@@ -88,25 +105,43 @@ def test_experiment_on_gpu_measures_energy(record):
     assert r.baseline_power_w > 10 and r.prefill.energy_j is not None and r.peak_memory_mib > 0
     assert r.environment_snapshot.driver_version and r.environment_snapshot.gpus[0].uuid == _cuda_uuid(0)
     assert r.environment_snapshot.cuda_version_source == "torch"
-    record("experiment_tiny", energy_j=r.energy_total_j, adjusted_j=r.energy_adjusted_j,
-           baseline_w=r.baseline_power_w, j_per_token=r.energy_per_output_token_j, warnings=r.measurement_warnings)
+    record(
+        "experiment_tiny",
+        energy_j=r.energy_total_j,
+        adjusted_j=r.energy_adjusted_j,
+        baseline_w=r.baseline_power_w,
+        j_per_token=r.energy_per_output_token_j,
+        warnings=r.measurement_warnings,
+    )
 
 
 @pytest.mark.parametrize("batch_size", [8, 32])
 def test_j_per_token_cv_over_five_repeats(record, batch_size):
     cache = BaselineCache()
     config = ExperimentConfig(
-        model="llem/llama-3.2-1b", dataset={"source": "synthetic", "input_len_tokens": 128}, n=batch_size * 10,
-        max_input_tokens=128, max_output_tokens=128, warmup={"n_warmup": 3, "thermal_floor_s": 5},
-        baseline={"duration_s": 10}, energy={"backend": "nvml"}, pytorch={"batch_size": batch_size},
+        model="llem/llama-3.2-1b",
+        dataset={"source": "synthetic", "input_len_tokens": 128},
+        n=batch_size * 10,
+        max_input_tokens=128,
+        max_output_tokens=128,
+        warmup={"n_warmup": 3, "thermal_floor_s": 5},
+        baseline={"duration_s": 10},
+        energy={"backend": "nvml"},
+        pytorch={"batch_size": batch_size},
     )
     results = [run(config, baseline_cache=cache).result for _ in range(5)]
     per_token = [r.energy_per_output_token_j for r in results]
     cv = statistics.stdev(per_token) / statistics.fmean(per_token)
-    record("j_per_token_cv", batch_size=batch_size, j_per_token=per_token, cv=cv,
-           tok_s=[r.tokens_per_second for r in results], window_s=[r.duration_s for r in results],
-           prefill_j_per_token=[r.prefill.energy_per_token_j for r in results],
-           decode_j_per_token=[r.decode.energy_per_token_j for r in results],
-           warnings=results[-1].measurement_warnings)
+    record(
+        "j_per_token_cv",
+        batch_size=batch_size,
+        j_per_token=per_token,
+        cv=cv,
+        tok_s=[r.tokens_per_second for r in results],
+        window_s=[r.duration_s for r in results],
+        prefill_j_per_token=[r.prefill.energy_per_token_j for r in results],
+        decode_j_per_token=[r.decode.energy_per_token_j for r in results],
+        warnings=results[-1].measurement_warnings,
+    )
     assert all(r.duration_s >= 10 for r in results)
     assert cv <= 0.01

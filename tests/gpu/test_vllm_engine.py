@@ -10,8 +10,8 @@ import importlib.util
 
 import pytest
 
-from llem_ray.backends.vllm.backend import VLLMBackend, _engine_config
 from llem_ray.backends.protocol import Prompt
+from llem_ray.backends.vllm.backend import VLLMBackend, _engine_config
 from llem_ray.backends.vllm.config import VLLMConfig
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.energy.baseline import BaselineCache
@@ -43,8 +43,12 @@ EVERY_FIELD = {
     "enable_expert_parallel": False,
     "cpu_offload_gb": 0.0,
     "max_lora_rank": 8,
-    "speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3,
-                           "prompt_lookup_min": 1},
+    "speculative_config": {
+        "method": "ngram",
+        "num_speculative_tokens": 2,
+        "prompt_lookup_max": 3,
+        "prompt_lookup_min": 1,
+    },
 }
 """A value for every field of the `vllm:` section (TP = 1, one H200): the test fails when a field is added
 without one, so every field the backend can pass has been seen accepted by the engine."""
@@ -53,8 +57,15 @@ MODEL = "llem/llama-3.2-1b"
 
 
 def _config(**overrides) -> ExperimentConfig:
-    base = dict(backend="vllm", model=MODEL, weights="random", dataset="synthetic", n=32, max_input_tokens=128,
-                max_output_tokens=32)
+    base = dict(
+        backend="vllm",
+        model=MODEL,
+        weights="random",
+        dataset="synthetic",
+        n=32,
+        max_input_tokens=128,
+        max_output_tokens=32,
+    )
     return ExperimentConfig(**{**base, **overrides})
 
 
@@ -90,9 +101,15 @@ def test_every_vllm_section_field_is_accepted_by_the_engine(record):
 
 
 def test_passthrough_kwargs_reach_the_engine_and_win(record):
-    config = _config(vllm={"max_num_seqs": 8},
-                     passthrough_kwargs={"max_num_seqs": 4, "max_logprobs": 3, "enforce_eager": True,
-                                         "compilation_config": {"mode": 0}})
+    config = _config(
+        vllm={"max_num_seqs": 8},
+        passthrough_kwargs={
+            "max_num_seqs": 4,
+            "max_logprobs": 3,
+            "enforce_eager": True,
+            "compilation_config": {"mode": 0},
+        },
+    )
     backend = VLLMBackend()
     info = backend.load(config, "cuda")
     try:
@@ -108,17 +125,34 @@ def test_passthrough_kwargs_reach_the_engine_and_win(record):
 def test_measured_vllm_run_has_timing_steady_state_and_split(record):
     """CUDA graphs on (engine defaults): TTFT/ITL per request, a steady-state window, prefill/decode split."""
     config = _config(
-        n=512, max_output_tokens=128, vllm={"max_num_seqs": 64}, resources={"cpus": 4},
-        warmup={"n_warmup": 2, "thermal_floor_s": 2}, baseline={"duration_s": 5}, energy={"backend": "nvml"},
+        n=512,
+        max_output_tokens=128,
+        vllm={"max_num_seqs": 64},
+        resources={"cpus": 4},
+        warmup={"n_warmup": 2, "thermal_floor_s": 2},
+        baseline={"duration_s": 5},
+        energy={"backend": "nvml"},
     )
     r = run(config, baseline_cache=BaselineCache()).result
-    record("vllm_measured_run", tok_s=round(r.tokens_per_second), window_s=round(r.duration_s, 2),
-           methodology=r.measurement_methodology, steady_window_s=r.steady_state_window,
-           j_per_token=r.energy_per_output_token_j, j_per_token_total=r.energy_per_output_token_total_j,
-           mean_power_w=r.mean_power_w, gpu_util_pct=r.mean_gpu_utilization_pct, host_bound=r.host_bound,
-           ttft_p50_ms=r.latency.ttft.p50_ms, itl_p50_ms=r.latency.itl.p50_ms,
-           prefill_j=r.prefill.energy_j, decode_j_per_token=r.decode.energy_per_token_j if r.decode else None,
-           prefix_caching=r.prefix_caching, batch_size=r.batch_size, warnings=r.measurement_warnings)
+    record(
+        "vllm_measured_run",
+        tok_s=round(r.tokens_per_second),
+        window_s=round(r.duration_s, 2),
+        methodology=r.measurement_methodology,
+        steady_window_s=r.steady_state_window,
+        j_per_token=r.energy_per_output_token_j,
+        j_per_token_total=r.energy_per_output_token_total_j,
+        mean_power_w=r.mean_power_w,
+        gpu_util_pct=r.mean_gpu_utilization_pct,
+        host_bound=r.host_bound,
+        ttft_p50_ms=r.latency.ttft.p50_ms,
+        itl_p50_ms=r.latency.itl.p50_ms,
+        prefill_j=r.prefill.energy_j,
+        decode_j_per_token=r.decode.energy_per_token_j if r.decode else None,
+        prefix_caching=r.prefix_caching,
+        batch_size=r.batch_size,
+        warnings=r.measurement_warnings,
+    )
     assert r.batch_size == 64 and r.prefix_caching is True and r.output_tokens == 512 * 128
     assert r.latency.ttft.count == 512 and r.latency.itl.count > 0
     assert r.measurement_methodology == "steady_state"

@@ -22,10 +22,23 @@ MODEL = "llem/llama-3.2-1b"
 
 
 def _config(**overrides) -> ExperimentConfig:
-    base = dict(backend="vllm", model=MODEL, weights="random", dataset="synthetic", max_input_tokens=128,
-                max_output_tokens=64, scenario="serving", prefill_split=False, vllm={"max_num_seqs": 64},
-                serving={"request_rate_req_s": 8, "duration_s": 38, "warmup_requests": 4,
-                         "slo": {"ttft_ms": 500, "tpot_ms": 50}})
+    base = dict(
+        backend="vllm",
+        model=MODEL,
+        weights="random",
+        dataset="synthetic",
+        max_input_tokens=128,
+        max_output_tokens=64,
+        scenario="serving",
+        prefill_split=False,
+        vllm={"max_num_seqs": 64},
+        serving={
+            "request_rate_req_s": 8,
+            "duration_s": 38,
+            "warmup_requests": 4,
+            "slo": {"ttft_ms": 500, "tpot_ms": 50},
+        },
+    )
     return ExperimentConfig(**{**base, **overrides})
 
 
@@ -42,21 +55,39 @@ def test_the_async_engine_streams_every_token_and_shuts_down(record):
     assert info.max_concurrent_requests == 64
     assert all(r.completed and r.output_tokens == 64 for r in records)
     chunks = sum(len(r.chunk_times_s) for r in records)
-    record("vllm_serving_stream", requests=len(records), chunks=chunks, tokens=64 * len(records),
-           ttft_ms=[round(r.ttft_s * 1000, 2) for r in records], tpot_ms=[round(r.tpot_s * 1000, 3) for r in records])
+    record(
+        "vllm_serving_stream",
+        requests=len(records),
+        chunks=chunks,
+        tokens=64 * len(records),
+        ttft_ms=[round(r.ttft_s * 1000, 2) for r in records],
+        tpot_ms=[round(r.tpot_s * 1000, 3) for r in records],
+    )
     assert chunks >= 0.9 * 64 * len(records)  # DELTA outputs: (nearly) one chunk per token
 
 
 def test_a_serving_run_keeps_its_steady_window_and_reports_energy_per_slo_request(record):
-    result = run(_config(warmup={"n_warmup": 1, "thermal_floor_s": 2}, baseline={"duration_s": 5}),
-                 baseline_cache=BaselineCache()).result
+    result = run(
+        _config(warmup={"n_warmup": 1, "thermal_floor_s": 2}, baseline={"duration_s": 5}),
+        baseline_cache=BaselineCache(),
+    ).result
     s = result.serving
-    record("vllm_serving_run", offered_req_s=s.offered_rate_req_s, achieved_req_s=s.achieved_rate_req_s,
-           window=[s.window_start_s, s.window_end_s], accepted=s.window_accepted, attainment=s.slo_attainment,
-           ttft_p50_ms=s.latency.ttft.p50_ms, tpot_p50_ms=s.latency.tpot.p50_ms,
-           j_per_token=s.energy_per_output_token_j, j_per_slo_request=s.energy_per_slo_request_j,
-           j_per_slo_request_adjusted=s.energy_per_slo_request_adjusted_j, power_w=s.mean_power_w,
-           lag_max_ms=s.generator_lag_max_ms, warnings=result.measurement_warnings)
+    record(
+        "vllm_serving_run",
+        offered_req_s=s.offered_rate_req_s,
+        achieved_req_s=s.achieved_rate_req_s,
+        window=[s.window_start_s, s.window_end_s],
+        accepted=s.window_accepted,
+        attainment=s.slo_attainment,
+        ttft_p50_ms=s.latency.ttft.p50_ms,
+        tpot_p50_ms=s.latency.tpot.p50_ms,
+        j_per_token=s.energy_per_output_token_j,
+        j_per_slo_request=s.energy_per_slo_request_j,
+        j_per_slo_request_adjusted=s.energy_per_slo_request_adjusted_j,
+        power_w=s.mean_power_w,
+        lag_max_ms=s.generator_lag_max_ms,
+        warnings=result.measurement_warnings,
+    )
     assert s.requests_failed == 0 and not s.generator_fell_behind
     assert s.offered_rate_req_s == pytest.approx(8, rel=0.05)
     assert s.window_accepted and s.window_end_s - s.window_start_s >= 30

@@ -39,10 +39,16 @@ def test_zeus_and_nvml_agree_within_one_percent(record):
     zeus.close()
     nvml.close()
     gap = abs(zeus_window.total_j - nvml_window.total_j) / nvml_window.total_j
-    record("zeus_vs_nvml", uuid=uuids[0], window_s=round(nvml_window.duration_s, 3),
-           zeus_j=round(zeus_window.total_j, 1), nvml_j=round(nvml_window.total_j, 1),
-           mean_power_w=round(nvml_window.total_j / nvml_window.duration_s, 1), relative_gap=round(gap, 5),
-           zeus_accuracy=zeus.accuracy)
+    record(
+        "zeus_vs_nvml",
+        uuid=uuids[0],
+        window_s=round(nvml_window.duration_s, 3),
+        zeus_j=round(zeus_window.total_j, 1),
+        nvml_j=round(nvml_window.total_j, 1),
+        mean_power_w=round(nvml_window.total_j / nvml_window.duration_s, 1),
+        relative_gap=round(gap, 5),
+        zeus_accuracy=zeus.accuracy,
+    )
     assert nvml_window.duration_s >= 10.0
     assert nvml_window.total_j > 30 * WINDOW_S  # real work, not idle noise
     assert gap < 0.01

@@ -64,8 +64,13 @@ def sweep_study(experiments: int, cycles: int, duration_s: float, output_dir: Pa
         "baseline": {"enabled": False},
         "passthrough_kwargs": {"fake_duration_s": duration_s},
         "sweep": {"random_seed": list(range(experiments))},
-        "execution": {"n_cycles": cycles, "config_gap_seconds": 0, "cycle_gap_seconds": 0, "cycle_order": "interleaved",
-                      "timeout_s": duration_s * 4 + 300},
+        "execution": {
+            "n_cycles": cycles,
+            "config_gap_seconds": 0,
+            "cycle_gap_seconds": 0,
+            "cycle_order": "interleaved",
+            "timeout_s": duration_s * 4 + 300,
+        },
         "output_dir": str(output_dir),
     }
 
@@ -80,10 +85,15 @@ def synthetic_rows(items: list[WorkItem]) -> pa.Table:
     """Table rows for `items` as a finished fake experiment would have them (result files not written)."""
     columns: dict[str, list] = {f.name: [None] * len(items) for f in STUDY_TABLE_SCHEMA}
     columns.update(
-        key=[i.key for i in items], order_index=[i.order_index for i in items], cycle=[i.cycle for i in items],
-        attempt=[1] * len(items), name=[i.config.display_name() for i in items[:1]] * len(items),
-        measurement_config_hash=[i.config_hash for i in items], backend=["pytorch"] * len(items),
-        energy_total_j=[100.0] * len(items), result_path=[f"experiments/{i.key}/fabricated" for i in items],
+        key=[i.key for i in items],
+        order_index=[i.order_index for i in items],
+        cycle=[i.cycle for i in items],
+        attempt=[1] * len(items),
+        name=[i.config.display_name() for i in items[:1]] * len(items),
+        measurement_config_hash=[i.config_hash for i in items],
+        backend=["pytorch"] * len(items),
+        energy_total_j=[100.0] * len(items),
+        result_path=[f"experiments/{i.key}/fabricated" for i in items],
     )
     for name in ("throttle_reasons", "gpu_uuids", "pci_bus_ids", "measurement_warnings"):
         columns[name] = [[] for _ in items]
@@ -95,9 +105,13 @@ def fabricate(study_dir: Path, study: StudyConfig, items: list[WorkItem], n_run:
     the manifest store, and the completed rows in one compacted table file, the last `n_parts` of them
     as part files (their result files are not written)."""
     done = items[: len(items) - n_run]
-    meta = {"manifest_schema_version": MANIFEST_SCHEMA_VERSION, "study_name": study.name,
-            "study_design_hash": study.study_design_hash, "created_at": utc_now().isoformat(),
-            "updated_at": utc_now().isoformat()}
+    meta = {
+        "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+        "study_name": study.name,
+        "study_design_hash": study.study_design_hash,
+        "created_at": utc_now().isoformat(),
+        "updated_at": utc_now().isoformat(),
+    }
     state = [("completed", 1, None, f"experiments/{i.key}/fabricated", i.key) for i in done]
     create_store(store_path(study_dir), meta, plan_rows(items), state)
     table = StudyTable(study_dir)
@@ -157,8 +171,6 @@ def assert_results_once(study_dir: str | Path, expected_keys: set[str]) -> None:
         assert f"{result['measurement_config_hash']}-c{result['placement']['cycle']}" == key
         assert (dirs[0] / "timeseries.parquet").is_file()
     assert all(e.status == "completed" for e in load_manifest(study_dir).entries if e.key in expected_keys)
-
-
 
 
 def processes_marked(marker: str) -> list[psutil.Process]:

@@ -98,8 +98,9 @@ def test_the_first_cause_survives_a_finish_that_fails_too(ray_2gpu, tmp_path):
     (key,) = [i.key for i in items]
     study_dir = tmp_path / "t_20260101T000000Z"
     (study_dir / "table" / f"part-{key}.parquet").mkdir(parents=True)  # storing the row fails (EISDIR)
-    manifest = StudyManifest(study_name=study.name, study_design_hash=study.study_design_hash,
-                             entries=[i.manifest_entry() for i in items])
+    manifest = StudyManifest(
+        study_name=study.name, study_design_hash=study.study_design_hash, entries=[i.manifest_entry() for i in items]
+    )
     ManifestWriter.create(study_dir / MANIFEST_FILE, manifest)  # a driver stopped after writing its manifest
     (study_dir / "results.parquet").mkdir()  # and so does consolidating the table at the end
     with pytest.raises(StudyError, match=rf"the results actor could not store {key}: IsADirectoryError") as info:
@@ -129,7 +130,12 @@ def _driver(address: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
     return subprocess.Popen(
         [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 

@@ -35,7 +35,11 @@ def test_head_runs_no_experiment_and_gpu_workers_number_gpus_by_pci_bus(raw):
     workers = {k: v for k, v in raw["available_node_types"].items() if k != raw["head_node_type"]}
     assert sum(v.get("min_workers", 0) for v in workers.values()) >= 1, "no GPU worker starts with the cluster"
     for command in (raw["worker_start_ray_commands"][-1], raw["head_start_ray_commands"][-1]):
-        for setting in ("CUDA_DEVICE_ORDER=PCI_BUS_ID", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1", "llem_ray.energy.amd_guard"):
+        for setting in (
+            "CUDA_DEVICE_ORDER=PCI_BUS_ID",
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1",
+            "llem_ray.energy.amd_guard",
+        ):
             assert setting in command
     assert "subreaper" not in raw["worker_start_ray_commands"][-1]  # it zeroes subprocess exit codes
 

@@ -41,8 +41,22 @@ def test_cpu_only_study_with_the_real_pytorch_backend(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LLEM_PLUGINS", "RAY_ADDRESS")}
     env["LLEM_TEST_MARKER"] = marker
     proc = subprocess.run(
-        [sys.executable, "-m", "llem_ray.study", str(config), "--address", "local", "--output", str(tmp_path), "--quiet"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "llem_ray.study",
+            str(config),
+            "--address",
+            "local",
+            "--output",
+            str(tmp_path),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
     (study_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -83,14 +83,18 @@ def test_gaps_rest_each_gpu_while_the_others_work(ray_4gpu, tmp_path):
     assert_no_shared_gpu(result.output_dir)
     by_gpu: dict[str, list] = {}
     for key, record in attempts(result.output_dir):
-        by_gpu.setdefault(record.gpu_ids[0], []).append((record.started_at, record.ended_at, int(key.rsplit("c", 1)[1])))
+        by_gpu.setdefault(record.gpu_ids[0], []).append(
+            (record.started_at, record.ended_at, int(key.rsplit("c", 1)[1]))
+        )
     rests = []
     for runs in by_gpu.values():
         runs.sort()
         for (_, end, cycle), (start, _, next_cycle) in zip(runs, runs[1:]):
             gap_s = 3.0 if next_cycle != cycle else 1.0
             rests.append((start - end).total_seconds())
-            assert (start - end).total_seconds() >= gap_s, f"GPU rested {(start - end).total_seconds():.2f} s < {gap_s} s"
+            assert (start - end).total_seconds() >= gap_s, (
+                f"GPU rested {(start - end).total_seconds():.2f} s < {gap_s} s"
+            )
     assert rests, "no GPU ran two experiments: the gap was never exercised"
     assert len(by_gpu) > 1
 

@@ -11,7 +11,14 @@ import pytest
 
 from llem_ray.cluster.driver import StudyOptions, run
 from llem_ray.cluster.plan import plan_items
-from tests.ray.helpers import assert_no_shared_gpu, assert_results_once, attempts, fake_experiment, fake_study, load_manifest
+from tests.ray.helpers import (
+    assert_no_shared_gpu,
+    assert_results_once,
+    attempts,
+    fake_experiment,
+    fake_study,
+    load_manifest,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -22,7 +29,9 @@ def test_experiments_spread_over_worker_nodes_never_share_a_gpu_and_skip_the_hea
     study = fake_study(experiments, tmp_path)
     result = run(study, StudyOptions(quiet=True))
     assert result.summary.completed == 6
-    assert_results_once(result.output_dir, {i.key for i in plan_items(experiments, 1, "interleaved", study.study_design_hash)})
+    assert_results_once(
+        result.output_dir, {i.key for i in plan_items(experiments, 1, "interleaved", study.study_design_hash)}
+    )
     assert assert_no_shared_gpu(result.output_dir) == 6
     nodes = {r.node_id for _, r in attempts(result.output_dir)}
     assert nodes <= {w.node_id for w in workers} and len(nodes) == 2, "both GPU workers used, never the head"
@@ -51,7 +60,9 @@ def _remove_node_once_busy(cluster, node, study_root: Path, removed: list[float]
     while not stop.wait(0.2):
         for manifest in study_root.glob("*/manifest.json"):
             try:
-                busy = any(r.node_id == node.node_id and r.started_at and not r.ended_at for _, r in attempts(manifest.parent))
+                busy = any(
+                    r.node_id == node.node_id and r.started_at and not r.ended_at for _, r in attempts(manifest.parent)
+                )
             except (ValueError, OSError):  # manifest being replaced: read again next poll
                 continue
             if busy:

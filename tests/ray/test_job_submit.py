@@ -44,15 +44,36 @@ def ray_head():
     marker, tmp = uuid.uuid4().hex, tempfile.mkdtemp(prefix="llemjob", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LLEM_PLUGINS")}
     env.update(
-        LLEM_TEST_MARKER=marker, RAY_TMPDIR=tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(SHIM_DIR),
+        LLEM_TEST_MARKER=marker,
+        RAY_TMPDIR=tmp,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(SHIM_DIR),
     )
     dashboard = _free_port()
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(_free_port()), "--dashboard-port", str(dashboard),
-         "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-         "--num-cpus", "4", "--num-gpus", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(_free_port()),
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(_free_port()),
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--num-cpus",
+            "4",
+            "--num-gpus",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
     try:
@@ -82,16 +103,39 @@ def ray_head():
 def test_ray_job_submit_runs_a_study_with_the_auth_token(ray_head, tmp_path):
     url, env = ray_head
     config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump({**STUDY, "sweep": {"random_seed": [11, 12]}, "execution": {**STUDY["execution"], "n_cycles": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {**STUDY, "sweep": {"random_seed": [11, 12]}, "execution": {**STUDY["execution"], "n_cycles": 1}}
+        )
+    )
     out = tmp_path / "out"
     token = subprocess.run([str(BIN / "ray"), "get-auth-token"], env=env, capture_output=True, text=True, timeout=60)
     assert token.returncode == 0 and token.stdout.strip()
     client_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token.stdout.strip().splitlines()[-1]}
     submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO_ROOT),
-         "--runtime-env-json", '{"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}', "--",
-         sys.executable, "-m", "llem_ray.study", str(config), "--output", str(out), "--quiet"],
-        env=client_env, capture_output=True, text=True, timeout=300,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            url,
+            "--working-dir",
+            str(REPO_ROOT),
+            "--runtime-env-json",
+            '{"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}',
+            "--",
+            sys.executable,
+            "-m",
+            "llem_ray.study",
+            str(config),
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
     assert "succeeded" in submit.stdout + submit.stderr

@@ -37,8 +37,14 @@ def _env(plugins: str | None) -> dict[str, str]:
 
 
 def _llem(args: list[str], plugins: str | None, timeout_s: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llem_ray", *args], cwd=REPO_ROOT, env=_env(plugins),
-                          capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "llem_ray", *args],
+        cwd=REPO_ROOT,
+        env=_env(plugins),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def test_llem_run_dry_run_validates_a_plugin_backend_and_its_section(tmp_path):
@@ -70,9 +76,22 @@ def test_a_local_ray_study_measures_the_plugin_backend(tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study))
     proc = subprocess.run(
-        [sys.executable, "-m", "llem_ray.study", str(config), "--address", "local", "--output", str(tmp_path),
-         "--quiet"],
-        cwd=REPO_ROOT, env=_env("tests.echo_backend"), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "llem_ray.study",
+            str(config),
+            "--address",
+            "local",
+            "--output",
+            str(tmp_path),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        env=_env("tests.echo_backend"),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
     (study_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

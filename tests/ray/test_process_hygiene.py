@@ -36,9 +36,13 @@ ray.shutdown()
 
 
 def test_child_exit_codes_survive_in_driver_and_workers():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "LLEM_PLUGINS", "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "LLEM_PLUGINS", "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exit codes 3 3" in proc.stdout

@@ -15,9 +15,9 @@ import pytest
 import ray
 import yaml
 
-from llem_ray.config.loader import load_study_config
 from llem_ray.cluster.collector import LEFT_RUNNING_ERROR
 from llem_ray.cluster.plan import plan_items
+from llem_ray.config.loader import load_study_config
 from llem_ray.errors import EXIT_INTERRUPTED, EXIT_OK
 from tests.ray.helpers import PLUGINS, REPO_ROOT, assert_no_shared_gpu, assert_results_once, load_manifest
 
@@ -50,7 +50,12 @@ def _driver(address: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
     return subprocess.Popen(
         [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -106,8 +111,11 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     study = load_study_config(config)
     keys = {i.key for i in plan_items(study.experiments, 2, "interleaved", study.study_design_hash)}
     assert_results_once(study_dir, keys)
-    closed = {e.key for e in load_manifest(study_dir).entries
-              if any(r.error == LEFT_RUNNING_ERROR and r.ended_at for r in e.history)}
+    closed = {
+        e.key
+        for e in load_manifest(study_dir).entries
+        if any(r.error == LEFT_RUNNING_ERROR and r.ended_at for r in e.history)
+    }
     assert left_running <= closed, (left_running, closed)
     assert_no_shared_gpu(study_dir)
     interrupted = [e for e in load_manifest(study_dir).entries if len(e.history) > 1]

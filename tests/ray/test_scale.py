@@ -55,16 +55,22 @@ threshold (256) while the killed driver's results actor stores results."""
 
 @pytest.fixture(scope="module")
 def ray_4gpu_address():
-    ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, runtime_env=PLUGINS,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
 def _driver(address: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
-    return subprocess.Popen([sys.executable, "-m", "llem_ray.study", *args, "--quiet"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _kill_mid_burst(proc: subprocess.Popen, study_dir: Path, run_keys: set[str], timeout_s: float = 240) -> None:
@@ -219,9 +225,24 @@ def test_every_attempt_records_its_stages_failed_ones_too(ray_4gpu_address, tmp_
     by_hash = {e.measurement_config_hash: e for e in load_manifest(result.output_dir).entries}
 
     (ok,) = by_hash[measurement_config_hash(good)].history
-    expected = ["actor_start", "actor_init", "nvml_init", "imports", "preflight", "load", "environment", "baseline",
-                "warmup", "thermal_floor", "measure", "metrics", "unload", "result_transfer", "result_write",
-                "slot_release"]
+    expected = [
+        "actor_start",
+        "actor_init",
+        "nvml_init",
+        "imports",
+        "preflight",
+        "load",
+        "environment",
+        "baseline",
+        "warmup",
+        "thermal_floor",
+        "measure",
+        "metrics",
+        "unload",
+        "result_transfer",
+        "result_write",
+        "slot_release",
+    ]
     assert list(ok.stages_s) == expected and all(v >= 0 for v in ok.stages_s.values())
     assert ok.window_started_at < ok.window_ended_at
     assert abs((ok.window_ended_at - ok.window_started_at).total_seconds() - ok.stages_s["measure"]) < 0.01

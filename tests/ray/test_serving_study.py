@@ -35,10 +35,16 @@ def ray_with_stand_in_vllm():
 
 def _serving(load: dict) -> ExperimentConfig:
     return ExperimentConfig(
-        backend="vllm", model="llem/tiny-llama", dataset="synthetic", max_input_tokens=16, max_output_tokens=4,
-        scenario="serving", vllm={"max_num_seqs": 8}, warmup={"n_warmup": 1, "thermal_floor_s": 0},
-        baseline={"enabled": False}, serving={"duration_s": 1.0, "warmup_requests": 3,
-                                               "slo": {"ttft_ms": 1000, "tpot_ms": 200}, **load},
+        backend="vllm",
+        model="llem/tiny-llama",
+        dataset="synthetic",
+        max_input_tokens=16,
+        max_output_tokens=4,
+        scenario="serving",
+        vllm={"max_num_seqs": 8},
+        warmup={"n_warmup": 1, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        serving={"duration_s": 1.0, "warmup_requests": 3, "slo": {"ttft_ms": 1000, "tpot_ms": 200}, **load},
     )
 
 

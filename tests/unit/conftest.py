@@ -35,8 +35,12 @@ def _real_registries():
 @pytest.fixture
 def fake_gpus():
     """Two fake GPUs (tests/fake_gpus.py) as this process's device layer; NVML comes back after."""
-    layer = FakeGPUs([FakeGPU("GPU-aaaa1111-0000", "00000000:18:00.0"),
-                      FakeGPU("GPU-bbbb2222-0000", "00000000:3B:00.0", mig_slices=["MIG-bbbb-slice-1"])])
+    layer = FakeGPUs(
+        [
+            FakeGPU("GPU-aaaa1111-0000", "00000000:18:00.0"),
+            FakeGPU("GPU-bbbb2222-0000", "00000000:3B:00.0", mig_slices=["MIG-bbbb-slice-1"]),
+        ]
+    )
     device.use(layer)
     return layer
 

@@ -53,9 +53,7 @@ def _entry_points() -> dict:
     return {"llem": llem, "study": lambda path: study.main([path, "--dry-run"])}
 
 
-def _child(
-    path: str, scratch: Path, entries: dict, write_fd: int, time_limit_s: int, memory_limit_bytes: int
-) -> None:
+def _child(path: str, scratch: Path, entries: dict, write_fd: int, time_limit_s: int, memory_limit_bytes: int) -> None:
     os.chdir(scratch)
     limit = _status_kib("VmSize") * 1024 + memory_limit_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -69,15 +67,23 @@ def _child(
                 code = entry(path)
             except BaseException as exc:  # what the entry point let escape is exactly what the test looks for
                 code = f"raised {type(exc).__name__}: {exc}"
-        report[name] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
-                        "seconds": time.perf_counter() - start_s, "cpu_seconds": time.process_time() - start_cpu_s}
+        report[name] = {
+            "code": code,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+            "seconds": time.perf_counter() - start_s,
+            "cpu_seconds": time.process_time() - start_cpu_s,
+        }
     report["peak_rss_mib"] = _status_kib("VmHWM") / 1024
     os.write(write_fd, json.dumps(report, default=str).encode())
     os._exit(0)
 
 
 def run_file(
-    path: str, scratch_root: Path, entries: dict, time_limit_s: int = TIME_LIMIT_S,
+    path: str,
+    scratch_root: Path,
+    entries: dict,
+    time_limit_s: int = TIME_LIMIT_S,
     memory_limit_bytes: int = MEMORY_LIMIT_BYTES,
 ) -> dict:
     """One file in one child (see module docstring): the child's report (empty when it was killed)
@@ -105,8 +111,12 @@ def run_file(
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     report = json.loads(b"".join(chunks) or b"{}")
-    report.update(file=path, timed_out=timed_out, child_status=status,
-                  written=sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*")))
+    report.update(
+        file=path,
+        timed_out=timed_out,
+        child_status=status,
+        written=sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*")),
+    )
     return report
 
 

@@ -70,8 +70,7 @@ def test_missing_values_are_skipped_and_none_measured_is_said():
 
 def test_summary_groups_cycles_by_configuration():
     results = [
-        make_result(config_hash="a", cycle=c, batch_size=1, j_per_token=v)
-        for c, v in ((1, 0.50), (2, 0.52), (3, 0.48))
+        make_result(config_hash="a", cycle=c, batch_size=1, j_per_token=v) for c, v in ((1, 0.50), (2, 0.52), (3, 0.48))
     ] + [make_result(config_hash="b", cycle=c, batch_size=8, j_per_token=0.1, ttft_ms=None) for c in (1, 2)]
     table = summary_table(results)
     assert table.schema == SUMMARY_SCHEMA
@@ -94,8 +93,14 @@ def test_summary_is_written_as_parquet_and_csv_with_meas07_columns(tmp_path):
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 1
-    for column in ("peak_memory_mib_mean", "mean_gpu_utilization_pct_mean", "latency.request.p95_ms_mean",
-                   "batch_size", "kv_cache", "tokens_per_second_ci95_low"):
+    for column in (
+        "peak_memory_mib_mean",
+        "mean_gpu_utilization_pct_mean",
+        "latency.request.p95_ms_mean",
+        "batch_size",
+        "kv_cache",
+        "tokens_per_second_ci95_low",
+    ):
         assert column in rows[0]
     assert float(rows[0]["tokens_per_second_mean"]) == pytest.approx(101.5)
 

@@ -18,9 +18,10 @@ import pytest
 
 from llem_ray.energy import amd_guard
 
-REAL_AMDSMI = importlib.machinery.PathFinder.find_spec(
-    "amdsmi", [p for p in sys.path if p != str(amd_guard.SHIM_DIR)]
-) is not None
+REAL_AMDSMI = (
+    importlib.machinery.PathFinder.find_spec("amdsmi", [p for p in sys.path if p != str(amd_guard.SHIM_DIR)])
+    is not None
+)
 """True when the real amdsmi (the zeus extra) is installed; the guard's stand-in is looked past."""
 
 
@@ -28,8 +29,14 @@ def _run(code: str, extra_path: Path | None = None, timeout_s: float = 120) -> s
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if extra_path is not None:
         env["PYTHONPATH"] = str(extra_path)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 @pytest.fixture
@@ -44,16 +51,20 @@ def broken_amdsmi(tmp_path: Path) -> Path | None:
 
 
 def test_without_guard_broken_amdsmi_breaks_rays_amd_probe(broken_amdsmi):
-    out = _run("""
+    out = _run(
+        """
         from ray._private.accelerators import AMDGPUAcceleratorManager
         AMDGPUAcceleratorManager.get_current_node_num_accelerators()
-    """, broken_amdsmi)
+    """,
+        broken_amdsmi,
+    )
     assert out.returncode != 0
     assert "KeyError" in out.stderr and "libamd_smi.so" in out.stderr
 
 
 def test_guard_turns_broken_amdsmi_into_import_error(broken_amdsmi):
-    out = _run("""
+    out = _run(
+        """
         import os, sys
         import llem_ray
         from llem_ray.energy.amd_guard import SHIM_DIR
@@ -65,7 +76,9 @@ def test_guard_turns_broken_amdsmi_into_import_error(broken_amdsmi):
         assert "amdsmi" not in sys.modules
         from ray._private.accelerators import AMDGPUAcceleratorManager
         print("amd-gpus:", AMDGPUAcceleratorManager.get_current_node_num_accelerators())
-    """, broken_amdsmi)
+    """,
+        broken_amdsmi,
+    )
     assert out.returncode == 0, out.stderr
     assert "import-error: amdsmi is installed but unusable here (KeyError: 'libamd_smi.so')" in out.stdout
     assert "amd-gpus: 0" in out.stdout
@@ -76,10 +89,13 @@ def test_guard_returns_a_working_amdsmi_unchanged(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("from .sub import VALUE\n")
     (pkg / "sub.py").write_text("VALUE = 42\n")
-    out = _run("""
+    out = _run(
+        """
         import llem_ray, amdsmi, amdsmi.sub
         print(amdsmi.VALUE, amdsmi.__file__, amdsmi.sub.__file__)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     value, init_file, sub_file = out.stdout.split()
     assert value == "42"
@@ -111,12 +127,16 @@ def test_install_is_idempotent(monkeypatch):
 @pytest.mark.ray
 def test_ray_init_fails_without_guard_and_works_through_llem_ray(broken_amdsmi):
     """The real trap and the real fix: driver, raylet children and a worker that imports zeus."""
-    plain = _run("""
+    plain = _run(
+        """
         import ray
         ray.init(address="local", num_cpus=1, include_dashboard=False)
-    """, broken_amdsmi)
+    """,
+        broken_amdsmi,
+    )
     assert plain.returncode != 0 and "libamd_smi.so" in plain.stderr
-    guarded = _run("""
+    guarded = _run(
+        """
         import llem_ray
         import ray
         ray.init(address="local", num_cpus=1, include_dashboard=False)
@@ -130,6 +150,9 @@ def test_ray_init_fails_without_guard_and_works_through_llem_ray(broken_amdsmi):
 
         print("worker-pythonpath:", ray.get(probe.remote(), timeout=90))
         ray.shutdown()
-    """, broken_amdsmi, timeout_s=180)
+    """,
+        broken_amdsmi,
+        timeout_s=180,
+    )
     assert guarded.returncode == 0, guarded.stderr[-3000:]
     assert f"worker-pythonpath: {amd_guard.SHIM_DIR}" in guarded.stdout

@@ -51,7 +51,9 @@ def test_bad_config_exits_2_with_file_and_field(name):
 
 def test_huge_file_is_refused(tmp_path):
     big = tmp_path / "huge.yaml"
-    big.write_text("model: llem/tiny-llama\npassthrough_kwargs:\n" + "".join(f"  k{i}: {'x' * 20}\n" for i in range(60000)))
+    big.write_text(
+        "model: llem/tiny-llama\npassthrough_kwargs:\n" + "".join(f"  k{i}: {'x' * 20}\n" for i in range(60000))
+    )
     result = CliRunner().invoke(app, ["run", str(big), "--dry-run"])
     assert result.exit_code == 2
     assert "the limit is 1,000,000" in result.output
@@ -75,7 +77,9 @@ def test_missing_file_exits_2(tmp_path):
 def test_real_process_exit_code_and_stderr():
     proc = subprocess.run(
         [sys.executable, "-m", "llem_ray", "run", str(CORPUS / "unknown_key.yaml"), "--dry-run"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stdout == ""

@@ -19,8 +19,12 @@ from llem_ray.runner import RunFlags
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = {
-    "dataset": "synthetic", "n": 2, "max_output_tokens": 4, "prefill_split": False,
-    "warmup": {"n_warmup": 0, "thermal_floor_s": 0}, "baseline": {"enabled": False},
+    "dataset": "synthetic",
+    "n": 2,
+    "max_output_tokens": 4,
+    "prefill_split": False,
+    "warmup": {"n_warmup": 0, "thermal_floor_s": 0},
+    "baseline": {"enabled": False},
     "passthrough_kwargs": {"fake_duration_s": 0.01},
 }
 
@@ -96,17 +100,33 @@ def test_both_entry_points_parse_one_option_set():
 
 def _study_file(tmp_path: Path) -> Path:
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "grid", **{k: v for k, v in QUICK.items() if k != "passthrough_kwargs"},
-        "sweep": {"pytorch.batch_size": [1, 2]},
-        "execution": {"config_gap_seconds": 0, "cycle_gap_seconds": 0},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "grid",
+                **{k: v for k, v in QUICK.items() if k != "passthrough_kwargs"},
+                "sweep": {"pytorch.batch_size": [1, 2]},
+                "execution": {"config_gap_seconds": 0, "cycle_gap_seconds": 0},
+            }
+        )
+    )
     return path
 
 
 def test_llem_run_and_the_study_module_print_the_same_plan(tmp_path, capsys):
-    flags = ["--dry-run", "--cycles", "2", "--order", "shuffled", "--at", "02:00,03:00",
-             "--address", "local", "--output", str(tmp_path / "out")]
+    flags = [
+        "--dry-run",
+        "--cycles",
+        "2",
+        "--order",
+        "shuffled",
+        "--at",
+        "02:00,03:00",
+        "--address",
+        "local",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     study = _study_file(tmp_path)
     via_llem = CliRunner().invoke(app, ["run", str(study), *flags])
     assert via_llem.exit_code == 0, via_llem.output
@@ -127,11 +147,14 @@ def test_the_study_module_runs_an_experiment_yaml_as_a_study_with_experiment_fla
     assert "--model applies to experiment YAMLs only" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--order", "random"], "'random' is not one of"),
-    (["--cycles", "0"], "greater than or equal to 1"),
-    (["--no-such-flag"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--order", "random"], "'random' is not one of"),
+        (["--cycles", "0"], "greater than or equal to 1"),
+        (["--no-such-flag"], "No such option"),
+    ],
+)
 def test_the_study_module_refuses_bad_flags_like_llem_run(tmp_path, capsys, args, needle):
     study = _study_file(tmp_path)
     assert study_entry.main([str(study), "--dry-run", *args]) == EXIT_CONFIG

@@ -92,9 +92,16 @@ def test_experiment_records_codecarbon_and_its_accuracy(offline, fakes):
     from llem_ray.config.experiment import ExperimentConfig
     from llem_ray.measure.experiment import run
 
-    config = ExperimentConfig(backend="fake", n=4, dataset="synthetic", device="cpu", energy={"backend": "codecarbon"},
-                              warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False},
-                              passthrough_kwargs={"fake_duration_s": 0.3})
+    config = ExperimentConfig(
+        backend="fake",
+        n=4,
+        dataset="synthetic",
+        device="cpu",
+        energy={"backend": "codecarbon"},
+        warmup={"n_warmup": 1, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        passthrough_kwargs={"fake_duration_s": 0.3},
+    )
     result = run(config).result
     assert result.energy_meter == "codecarbon"
     assert result.energy_meter_accuracy is not None and "CodeCarbon" in result.energy_meter_accuracy

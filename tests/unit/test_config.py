@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from llem_ray.backends import registry as backend_registry
+from llem_ray.cluster.runtime_env import experiment_runtime_env
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.introspection import backend_fields, render_markdown
 from llem_ray.config.loader import load_experiment_config, load_study_config
-from llem_ray.backends import registry as backend_registry
 from llem_ray.config.sweep import expand_study
-from llem_ray.cluster.runtime_env import experiment_runtime_env
 from llem_ray.config.user import carbon_intensity_g_per_kwh, datacenter_pue, load_user_config, runner_for
 from llem_ray.errors import ConfigError
 
@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults_match_the_seed():
     cfg = ExperimentConfig()
     assert (cfg.backend, cfg.precision, cfg.dataset.source, cfg.n, cfg.random_seed) == (
-        "pytorch", "bf16", "aienergyscore", 100, 42)
+        "pytorch",
+        "bf16",
+        "aienergyscore",
+        100,
+        42,
+    )
     assert cfg.warmup.n_warmup == 5 and cfg.baseline.enabled and cfg.energy.backend == "auto"
     assert cfg.model == "llem/tiny-llama" and cfg.weights == "random"
 
@@ -61,12 +66,15 @@ def test_measurement_hash_ignores_labels_but_not_settings():
 
 
 def test_grid_with_backend_scoped_keys():
-    study = expand_study({
-        "model": "llem/tiny-llama",
-        "sweep": {"backend": ["pytorch", "vllm"], "pytorch.batch_size": [1, 8], "vllm.max_num_seqs": [4, 16, 64]},
-    })
-    combos = sorted((e.backend, e.batch_size if e.backend == "pytorch" else e.vllm.max_num_seqs)
-                    for e in study.experiments)
+    study = expand_study(
+        {
+            "model": "llem/tiny-llama",
+            "sweep": {"backend": ["pytorch", "vllm"], "pytorch.batch_size": [1, 8], "vllm.max_num_seqs": [4, 16, 64]},
+        }
+    )
+    combos = sorted(
+        (e.backend, e.batch_size if e.backend == "pytorch" else e.vllm.max_num_seqs) for e in study.experiments
+    )
     assert combos == [("pytorch", 1), ("pytorch", 8), ("vllm", 4), ("vllm", 16), ("vllm", 64)]
 
 
@@ -108,9 +116,11 @@ def test_every_example_config_is_valid(path):
 
 def test_user_config_file_and_env_precedence(tmp_path, monkeypatch):
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("runners: {vllm: 'docker:docker.io/vllm/vllm-openai:v0.11'}\n"
-                   "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
-                   "execution: {config_gap_seconds: 5}\n")
+    cfg.write_text(
+        "runners: {vllm: 'docker:docker.io/vllm/vllm-openai:v0.11'}\n"
+        "measurement: {datacenter_pue: 1.4, carbon_intensity_g_per_kwh: 200}\n"
+        "execution: {config_gap_seconds: 5}\n"
+    )
     monkeypatch.setenv("LLEM_CONFIG_PATH", str(cfg))
     user = load_user_config()
     assert runner_for("vllm", user).startswith("docker:docker.io") and runner_for("pytorch", user) == "local"
@@ -199,11 +209,14 @@ def test_a_runner_and_a_study_runtime_env_for_one_backend_disagree(tmp_path, mon
         load_study_config(study)
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("runners: {vllm: docker}\n", "name the image"),
-    ("runners: {vllm: 'podman:x'}\n", "expected 'local' or 'docker:<image>'"),
-    ("runners: {jax: local}\n", "unknown backend 'jax'"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("runners: {vllm: docker}\n", "name the image"),
+        ("runners: {vllm: 'podman:x'}\n", "expected 'local' or 'docker:<image>'"),
+        ("runners: {jax: local}\n", "unknown backend 'jax'"),
+    ],
+)
 def test_a_bad_runner_names_the_file(tmp_path, monkeypatch, text, needle):
     _user_config(tmp_path, monkeypatch, text)
     with pytest.raises(ConfigError, match=f"config.yaml: runners: .*{needle}"):

@@ -67,8 +67,7 @@ def _grouped_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("order", "expected"),
-    [("interleaved", ["a0", "b0", "a1", "b1"]), ("grouped", ["a0", "a1", "b0", "b1"])],
+    ("order", "expected"), [("interleaved", ["a0", "b0", "a1", "b1"]), ("grouped", ["a0", "a1", "b0", "b1"])]
 )
 def test_orders_pick_round_robin_then_arrange(tmp_path, order, expected):
     config = ExperimentConfig(dataset={"source": str(_grouped_file(tmp_path)), "order": order})

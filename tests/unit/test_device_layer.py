@@ -24,7 +24,6 @@ from llem_ray.environment_report import gpu_rows
 from llem_ray.errors import PreFlightError
 from llem_ray.measure.environment import gpu_infos, snapshot
 from llem_ray.measure.preflight import preflight
-from tests.fake_gpus import FakeGPU
 
 A, B = "GPU-aaaa1111-0000", "GPU-bbbb2222-0000"
 
@@ -151,7 +150,9 @@ def _fake_pynvml(calls: list[str]) -> SimpleNamespace:
         return "handle-x"
 
     return SimpleNamespace(
-        NVMLError=_NVMLError, NVML_TEMPERATURE_GPU=0, NVML_CLOCK_SM=1,
+        NVMLError=_NVMLError,
+        NVML_TEMPERATURE_GPU=0,
+        NVML_CLOCK_SM=1,
         nvmlDeviceGetHandleByUUID=by_uuid,
         nvmlDeviceGetPowerUsage=lambda h: 312_345,
         nvmlDeviceGetEnforcedPowerLimit=lambda h: 650_000,

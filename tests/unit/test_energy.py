@@ -70,7 +70,10 @@ def test_explicit_meter_that_cannot_run_is_an_error():
 
 
 def test_none_disables_energy():
-    assert select_meter(EnergyConfig(backend="none"), ["GPU-x"]) == (None, ["energy not measured: energy.backend is 'none'"])
+    assert select_meter(EnergyConfig(backend="none"), ["GPU-x"]) == (
+        None,
+        ["energy not measured: energy.backend is 'none'"],
+    )
 
 
 def test_auto_prefers_an_injected_meter(fakes):
@@ -154,6 +157,13 @@ def test_notes_say_how_the_joules_were_got_and_how_to_compare():
 
 def test_generations_from_compute_capability():
     assert [generation(cc) for cc in ((7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0))] == [
-        "Volta", "Turing", "Ampere", "Ampere", "Ada Lovelace", "Hopper", "Blackwell", "Blackwell"]
+        "Volta",
+        "Turing",
+        "Ampere",
+        "Ampere",
+        "Ada Lovelace",
+        "Hopper",
+        "Blackwell",
+        "Blackwell",
+    ]
     assert generation(None) == generation((5, 2)) == "unknown generation"
-

@@ -30,7 +30,9 @@ def test_container_detection_prefers_kubernetes(monkeypatch):
 
 def test_pip_freeze_lists_installed_distributions():
     frozen = pip_freeze()
-    assert any(line.lower().startswith("pydantic==") for line in frozen) and list(frozen) == sorted(frozen, key=str.lower)
+    assert any(line.lower().startswith("pydantic==") for line in frozen) and list(frozen) == sorted(
+        frozen, key=str.lower
+    )
 
 
 @pytest.fixture
@@ -38,8 +40,13 @@ def result(fakes):
     from llem_ray.config.experiment import ExperimentConfig
     from llem_ray.measure.experiment import run
 
-    config = ExperimentConfig(dataset="synthetic", n=2, max_output_tokens=4, warmup={"n_warmup": 0, "thermal_floor_s": 0},
-                              baseline={"duration_s": 0.02, "cache_ttl_s": 0})
+    config = ExperimentConfig(
+        dataset="synthetic",
+        n=2,
+        max_output_tokens=4,
+        warmup={"n_warmup": 0, "thermal_floor_s": 0},
+        baseline={"duration_s": 0.02, "cache_ttl_s": 0},
+    )
     return run(config).result
 
 

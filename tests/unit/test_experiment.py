@@ -40,8 +40,18 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     placement = Placement(node_id="n1", gpu_uuids=["GPU-fake-0"], cycle=2, attempt=1)
     measured = run(ExperimentConfig(**QUICK), placement=placement, on_progress=stages.append)
     r = measured.result
-    assert stages == ["preflight", "load", "environment", "baseline", "warmup", "thermal_floor", "measure", "prefill",
-                      "metrics", "unload"]
+    assert stages == [
+        "preflight",
+        "load",
+        "environment",
+        "baseline",
+        "warmup",
+        "thermal_floor",
+        "measure",
+        "prefill",
+        "metrics",
+        "unload",
+    ]
     assert r.energy_meter == "fake" and r.placement == placement
     # the energy window encloses the timed generate call, by however much a busy host delays it
     assert r.energy_total_j >= FAKE_POWER_W * r.duration_s
@@ -49,7 +59,9 @@ def test_fake_run_energy_baseline_split_and_placement(fakes):
     assert r.baseline_power_w == pytest.approx(FAKE_POWER_W) and r.energy_breakdown.baseline_source == "measured"
     assert r.energy_adjusted_j == pytest.approx(r.energy_total_j - FAKE_POWER_W * r.duration_s)
     assert r.energy_per_output_token_j == pytest.approx(r.energy_total_j / 32)
-    assert r.output_tokens == 32 and r.input_tokens == 4 * 128 and r.tokens_per_second == pytest.approx(32 / r.duration_s)
+    assert (
+        r.output_tokens == 32 and r.input_tokens == 4 * 128 and r.tokens_per_second == pytest.approx(32 / r.duration_s)
+    )
     assert r.prefill.duration_s + r.decode.duration_s == pytest.approx(r.duration_s)
     assert r.prefill.energy_j + r.decode.energy_j == pytest.approx(r.energy_total_j)
     assert r.warmup.iterations_completed == 2 and r.flops.total_flops == 2 * 1_000_000 * (512 + 32)
@@ -100,8 +112,10 @@ def test_an_unload_that_fails_after_a_failure_never_replaces_the_cause():
     meter_registry.register("fake", lambda uuids, config: meters.append(FakeMeter(uuids)) or meters[-1])
     with pytest.raises(BackendError, match="boom") as info:
         run(ExperimentConfig(**quick("broken_twice")))
-    assert info.value.__notes__ == ["also, while cleaning up (test_an_unload_that_fails_after_a_failure_never_replaces_"
-                                    "the_cause.<locals>.BrokenTwice.unload): RuntimeError: engine shutdown hung"]
+    assert info.value.__notes__ == [
+        "also, while cleaning up (test_an_unload_that_fails_after_a_failure_never_replaces_"
+        "the_cause.<locals>.BrokenTwice.unload): RuntimeError: engine shutdown hung"
+    ]
     assert meters[0].closed, "the meter was left open after the unload failed"
 
 
@@ -146,8 +160,14 @@ def test_embedded_default_runs_for_real_without_energy_here():
 def test_real_backend_with_fake_meter_on_the_shared_dataset(fakes, jsonl_data, monkeypatch):
     monkeypatch.setenv("LLEM_AIENERGYSCORE_PATH", str(jsonl_data))
     config = ExperimentConfig(
-        dataset="aienergyscore", n=6, max_input_tokens=32, max_output_tokens=16, precision="fp32",
-        warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, pytorch={"batch_size": 3},
+        dataset="aienergyscore",
+        n=6,
+        max_input_tokens=32,
+        max_output_tokens=16,
+        precision="fp32",
+        warmup={"n_warmup": 1, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        pytorch={"batch_size": 3},
     )
     r = run(config).result
     assert r.energy_meter == "fake" and r.energy_breakdown.baseline_source == "disabled"
@@ -172,17 +192,30 @@ def test_plugins_env_var_installs_fakes_in_a_fresh_process_and_crash_exits(tmp_p
     code = (
         "from llem_ray.config.experiment import ExperimentConfig\n"
         "from llem_ray.measure.experiment import run\n"
-        "r = run(ExperimentConfig(backend='fake', dataset='synthetic', n=2, warmup={'n_warmup': 0, 'thermal_floor_s': 0},"
-        " baseline={'enabled': False}, passthrough_kwargs={'fake_crash': CRASH})).result\n"
+        "r = run(ExperimentConfig(backend='fake', dataset='synthetic', n=2,"
+        " warmup={'n_warmup': 0, 'thermal_floor_s': 0}, baseline={'enabled': False},"
+        " passthrough_kwargs={'fake_crash': CRASH})).result\n"
         "print(r.energy_meter, r.output_tokens)\n"
     )
     env = {**os.environ, "LLEM_PLUGINS": "tests.fakes"}
     root = Path(__file__).resolve().parents[2]
-    ok = subprocess.run([sys.executable, "-c", code.replace("CRASH", "False")], cwd=root, env=env,
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-c", code.replace("CRASH", "False")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and ok.stdout.split() == ["fake", str(2 * 128)]
-    crash = subprocess.run([sys.executable, "-c", code.replace("CRASH", "True")], cwd=root, env=env,
-                           capture_output=True, text=True, timeout=120)
+    crash = subprocess.run(
+        [sys.executable, "-c", code.replace("CRASH", "True")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert crash.returncode == 1 and crash.stdout == ""
 
 
@@ -192,13 +225,21 @@ def test_warm_up_runs_the_windows_shapes_when_code_is_compiled_per_shape(fakes, 
     from tests.fakes import GENERATE_CALLS
 
     GENERATE_CALLS.clear()
-    config = ExperimentConfig(**{**QUICK, "n": 5, "max_output_tokens": 24, "passthrough_kwargs": {
-        "fake_duration_s": 0.01, "fake_shape_specialised": specialised}})
+    config = ExperimentConfig(
+        **{
+            **QUICK,
+            "n": 5,
+            "max_output_tokens": 24,
+            "passthrough_kwargs": {"fake_duration_s": 0.01, "fake_shape_specialised": specialised},
+        }
+    )
     result = run(config).result
     warmups, window = GENERATE_CALLS[:2], GENERATE_CALLS[2]
     assert warmups == [(2, 24 if specialised else 16)] * 2 and window == (5, 24)
     partial = [w for w in result.measurement_warnings if "not a multiple of batch size" in w]
     assert bool(partial) is specialised  # n=5 with batch 2: the last batch's shape was never compiled
+
+
 def test_a_cold_start_skips_warm_up_and_compiles_into_empty_caches_of_its_own(fakes, monkeypatch):
     import torch  # noqa: F401  (as earlier work in this process would have: the note below depends on it)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.hostile_runner import MEMORY_LIMIT_BYTES, TIME_LIMIT_S
+from tests.unit.hostile_runner import TIME_LIMIT_S
 from tests.unit.test_bad_configs import EXPECTED as BAD_CONFIG_EXPECTED
 
 HERE = Path(__file__).parent
@@ -106,8 +106,10 @@ HOSTILE_EXPECTED = {
     "dataset_list.yaml": "dataset: Input should be a valid dictionary",
     "utf16.yaml": "utf16.yaml: not UTF-8 text",
 }
-CORPUS = {**{HOSTILE / n: t for n, t in HOSTILE_EXPECTED.items()},
-          **{HERE / "bad_configs" / n: t for n, t in BAD_CONFIG_EXPECTED.items()}}
+CORPUS = {
+    **{HOSTILE / n: t for n, t in HOSTILE_EXPECTED.items()},
+    **{HERE / "bad_configs" / n: t for n, t in BAD_CONFIG_EXPECTED.items()},
+}
 ENTRY_POINTS = ("llem", "study")  # `llem run FILE --dry-run`, `python -m llem_ray.study FILE --dry-run`
 
 
@@ -121,7 +123,10 @@ def reports(tmp_path_factory) -> dict[str, dict]:
     scratch = tmp_path_factory.mktemp("hostile")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.unit.hostile_runner", str(scratch), *map(str, CORPUS)],
-        capture_output=True, text=True, timeout=len(CORPUS) * (TIME_LIMIT_S + 10), cwd=HERE.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=len(CORPUS) * (TIME_LIMIT_S + 10),
+        cwd=HERE.parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = {}
@@ -159,8 +164,13 @@ print(json.dumps(run_file("x.yaml", sys.argv[1], {"hang": entries["hang"]}, time
 
 def test_the_limits_the_corpus_runs_under_bite(tmp_path):
     """A child that allocates 400 MiB gets MemoryError; one that hangs is killed by its alarm."""
-    proc = subprocess.run([sys.executable, "-c", LIMIT_PROBE, str(tmp_path)], capture_output=True, text=True,
-                          timeout=60, cwd=HERE.parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", LIMIT_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE.parents[1],
+    )
     hog, hang = map(json.loads, proc.stdout.splitlines())
     assert hog["hog"]["code"].startswith("raised MemoryError")
     assert "hang" not in hang and hang["child_status"] != 0

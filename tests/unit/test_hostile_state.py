@@ -77,8 +77,13 @@ def test_config_path_that_is_a_directory_or_a_device(tmp_path):
 # ---- causes through pickling (what Ray does) ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "error",
-    [PreFlightError(["dataset: /x is a directory", "model 'm': no such directory"]), ConfigError("f.yaml: n: bad"),
-     BackendError("engine died"), ExperimentError("timeout"), StudyError("breaker")],
+    [
+        PreFlightError(["dataset: /x is a directory", "model 'm': no such directory"]),
+        ConfigError("f.yaml: n: bad"),
+        BackendError("engine died"),
+        ExperimentError("timeout"),
+        StudyError("breaker"),
+    ],
     ids=lambda e: type(e).__name__,
 )
 def test_errors_pickle_with_all_their_fields(error):
@@ -128,10 +133,13 @@ def test_notes_on_the_cause_follow_it(capsys):
     ]
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    (["--cycles", "99999999999"], "--cycles: must be between 1 and 1,000, got 99,999,999,999"),
-    (["--output", "/proc/llem"], "--output '/proc/llem': must not lie under /proc (a kernel file system)"),
-])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--cycles", "99999999999"], "--cycles: must be between 1 and 1,000, got 99,999,999,999"),
+        (["--output", "/proc/llem"], "--output '/proc/llem': must not lie under /proc (a kernel file system)"),
+    ],
+)
 def test_hostile_flags_exit_2_at_once_through_both_entry_points(tmp_path, capsys, flags, expected):
     import tracemalloc
 
@@ -190,10 +198,18 @@ def test_sigterm_that_ray_turned_into_keyboard_interrupt_still_exits_143(capsys)
 
 def test_sigterm_of_a_real_llem_process_exits_143(fakes_env, tmp_path):
     config = tmp_path / "slow.yaml"
-    config.write_text("backend: fake\nmodel: llem/tiny-llama\ndataset: synthetic\nn: 1\nmax_output_tokens: 2\n"
-                      "prefill_split: false\nwarmup: {n_warmup: 0, thermal_floor_s: 30}\nbaseline: {enabled: false}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "llem_ray", "run", str(config)], env=fakes_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    config.write_text(
+        "backend: fake\nmodel: llem/tiny-llama\ndataset: synthetic\nn: 1\nmax_output_tokens: 2\n"
+        "prefill_split: false\nwarmup: {n_warmup: 0, thermal_floor_s: 30}\nbaseline: {enabled: false}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llem_ray", "run", str(config)],
+        env=fakes_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -230,10 +246,16 @@ def test_study_pre_flight_reports_every_input_problem_at_once(tmp_path):
     problems = study_problems(_bad_inputs(tmp_path), tmp_path / "a_file" / "out")
     text = "\n".join(problems)
     assert len(problems) == 8, text
-    for expected in ("missing.jsonl' is neither", "is a directory or device, not a file",
-                     "broken.jsonl:2: not valid JSON", "no row among the first 100 records has a text field",
-                     "holds no config.json", "broken.jsonl' is not a directory", "'./no/such/model': no such directory",
-                     "a_file is not a directory"):
+    for expected in (
+        "missing.jsonl' is neither",
+        "is a directory or device, not a file",
+        "broken.jsonl:2: not valid JSON",
+        "no row among the first 100 records has a text field",
+        "holds no config.json",
+        "broken.jsonl' is not a directory",
+        "'./no/such/model': no such directory",
+        "a_file is not a directory",
+    ):
         assert expected in text, (expected, text)
 
 
@@ -255,8 +277,14 @@ def test_output_dir_behind_a_symlink_into_proc(tmp_path):
 
 def test_single_experiment_refuses_an_unwritable_output_before_measuring(fakes, tmp_path):
     (tmp_path / "file").write_text("")
-    config = ExperimentConfig(backend="fake", model="llem/tiny-llama", dataset="synthetic", n=1,
-                              output_dir=str(tmp_path / "file" / "x"), warmup={"n_warmup": 0, "thermal_floor_s": 30})
+    config = ExperimentConfig(
+        backend="fake",
+        model="llem/tiny-llama",
+        dataset="synthetic",
+        n=1,
+        output_dir=str(tmp_path / "file" / "x"),
+        warmup={"n_warmup": 0, "thermal_floor_s": 30},
+    )
     start_s = time.monotonic()
     with pytest.raises(PreFlightError, match="is not a directory"):
         run_and_save(config)
@@ -290,8 +318,9 @@ with StudyLock(Path(sys.argv[1])):
 
 
 def test_study_lock_refuses_a_second_driver_and_names_the_holder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              cwd=REPO)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(StudyError, match=rf"in use by another driver \(pid {holder.pid} on .* since .*: -c"):
@@ -322,8 +351,18 @@ def test_bad_or_missing_parts_are_rebuilt_from_result_json(tmp_path):
         relative = str(result_dir.relative_to(tmp_path))
         rows[key] = result_row(result, key=key, order_index=cycle - 1, result_path=relative)
         write_part(table_dir, rows[key])
-        entries.append(ManifestEntry(key=key, order_index=cycle - 1, name="n", measurement_config_hash="cfg0",
-                                     cycle=cycle, backend="pytorch", status="completed", result_path=relative))
+        entries.append(
+            ManifestEntry(
+                key=key,
+                order_index=cycle - 1,
+                name="n",
+                measurement_config_hash="cfg0",
+                cycle=cycle,
+                backend="pytorch",
+                status="completed",
+                result_path=relative,
+            )
+        )
     original = read_part(table_dir, "cfg0-c1")
     part_path(table_dir, "cfg0-c1").write_bytes(part_path(table_dir, "cfg0-c1").read_bytes()[:100])  # truncated
     part_path(table_dir, "cfg0-c2").unlink()

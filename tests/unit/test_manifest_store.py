@@ -35,8 +35,14 @@ N_ENTRIES = 10_000
 
 def _entries(n: int) -> list[ManifestEntry]:
     return [
-        ManifestEntry(key=f"{i:012x}-c1", order_index=i, name=f"exp{i}", measurement_config_hash=f"{i:012x}",
-                      cycle=1, backend="pytorch")
+        ManifestEntry(
+            key=f"{i:012x}-c1",
+            order_index=i,
+            name=f"exp{i}",
+            measurement_config_hash=f"{i:012x}",
+            cycle=1,
+            backend="pytorch",
+        )
         for i in range(n)
     ]
 
@@ -47,8 +53,13 @@ def _study(tmp_path: Path, n: int = N_ENTRIES) -> ManifestWriter:
 
 
 def _burst(study_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.unit.burst_writer", "manifest", str(study_dir)],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.burst_writer", "manifest", str(study_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
 
 
 def _kill_when_busy(proc: subprocess.Popen, lines: list[str], extra_s: float) -> None:
@@ -113,14 +124,29 @@ def test_readers_in_another_process_see_committed_states_only(tmp_path):
 def test_a_manifest_json_directory_is_migrated_with_its_state(tmp_path):
     entries = _entries(3)
     record = {"attempt": 1, "status": "failed", "dispatched_at": "2026-01-01T00:00:00Z", "error": "boom"}
-    old = StudyManifest(study_name="old", study_design_hash="e" * 16, entries=[
-        entries[0].model_copy(update={"status": "completed", "attempts": 1, "result_path": "experiments/a",
-                                      "history": [AttemptRecord(attempt=1, status="completed",
-                                                                dispatched_at=utc_now())]}),
-        entries[1].model_copy(update={"status": "failed", "attempts": 1, "error": "boom",
-                                      "history": [AttemptRecord.model_validate(record)]}),
-        entries[2],
-    ])
+    old = StudyManifest(
+        study_name="old",
+        study_design_hash="e" * 16,
+        entries=[
+            entries[0].model_copy(
+                update={
+                    "status": "completed",
+                    "attempts": 1,
+                    "result_path": "experiments/a",
+                    "history": [AttemptRecord(attempt=1, status="completed", dispatched_at=utc_now())],
+                }
+            ),
+            entries[1].model_copy(
+                update={
+                    "status": "failed",
+                    "attempts": 1,
+                    "error": "boom",
+                    "history": [AttemptRecord.model_validate(record)],
+                }
+            ),
+            entries[2],
+        ],
+    )
     text = json.dumps({**old.model_dump(mode="json"), "schema_version": "1.0"}, indent=1)  # as 1.0 wrote it
     (tmp_path / MANIFEST_FILE).write_text(text)
 
@@ -128,7 +154,10 @@ def test_a_manifest_json_directory_is_migrated_with_its_state(tmp_path):
     assert (tmp_path / STORE_FILE).is_file() and (tmp_path / MANIFEST_FILE).read_text() == text
     assert read_manifest(tmp_path).entries == old.entries
     assert [(writer.entry(e.key).status, writer.entry(e.key).attempts) for e in entries] == [
-        ("completed", 1), ("failed", 1), ("pending", 0)]
+        ("completed", 1),
+        ("failed", 1),
+        ("pending", 0),
+    ]
     assert writer.attempts_not_completed() == {entries[1].key: 1, entries[2].key: 0}
     writer.mark_running(entries[2].key, AttemptRecord(attempt=1, dispatched_at=utc_now()))
     export_manifest(tmp_path)
@@ -138,8 +167,13 @@ def test_a_manifest_json_directory_is_migrated_with_its_state(tmp_path):
 
 
 def test_creating_a_store_is_all_or_nothing(tmp_path):
-    meta = {"manifest_schema_version": "1.1", "study_name": "s", "study_design_hash": "h",
-            "created_at": "x", "updated_at": "x"}
+    meta = {
+        "manifest_schema_version": "1.1",
+        "study_name": "s",
+        "study_design_hash": "h",
+        "created_at": "x",
+        "updated_at": "x",
+    }
     rows = [("k-c1", 0, "n", "k", 1, "pytorch"), ("k-c1", 1, "n", "k", 1, "pytorch")]  # the same key twice
     with pytest.raises(sqlite3.IntegrityError):
         create_store(tmp_path / STORE_FILE, meta, rows)

@@ -69,8 +69,10 @@ def _sample(t, uuid, power, temp, reasons=()):
 
 def test_device_stats_sum_device_means_and_flag_only_slowdowns():
     samples = [
-        _sample(0, "A", 100, 40), _sample(1, "A", 200, 55, ("sw_power_cap",)),
-        _sample(0, "B", 50, 30, ("applications_clocks_setting",)), _sample(1, "B", None, 31),
+        _sample(0, "A", 100, 40),
+        _sample(1, "A", 200, 55, ("sw_power_cap",)),
+        _sample(0, "B", 50, 30, ("applications_clocks_setting",)),
+        _sample(1, "B", None, 31),
     ]
     stats = device_stats(samples)
     assert stats.mean_power_w == pytest.approx(150 + 50)
@@ -100,8 +102,8 @@ def test_facility_figures():
 @pytest.mark.parametrize(
     ("power_w", "util_pct", "expected"),
     [
-        (150.0, 97.0, True),   # ~150 W of 700 W (eager HF generate on an H200), whatever NVML's utilisation says
-        (350.0, 72.0, True),   # compiled static-cache decode on an H200: half the limit, idle a quarter of the time
+        (150.0, 97.0, True),  # ~150 W of 700 W (eager HF generate on an H200), whatever NVML's utilisation says
+        (350.0, 72.0, True),  # compiled static-cache decode on an H200: half the limit, idle a quarter of the time
         (350.0, 98.0, False),  # half the limit, but the GPU is never idle: memory-bound, not host-bound
         (400.0, 85.0, False),  # busy enough
         (651.0, 97.0, False),  # vLLM, 8 B shape, near the power cap
@@ -120,16 +122,20 @@ def test_host_bound_is_unknown_without_power_or_a_limit():
     assert host_bound(DeviceStats(n_samples=5, mean_power_w=100.0), [None]) == (None, None)
     two_gpus = DeviceStats(n_samples=5, mean_power_w=900.0, mean_utilization_pct=99.0)  # summed over devices
     assert host_bound(two_gpus, [700.0, 700.0]) == (False, None)
+
+
 def _memory(t, uuid, mib):
     return PowerSample(t, uuid, 100.0, 40.0, 50.0, mib)
 
 
 def test_peak_memory_is_the_highest_sum_over_the_gpus_of_one_reading():
     samples = [
-        _memory(0, "A", 1000), _memory(0, "B", 3000),  # 4000 together
-        _memory(1, "A", 2500), _memory(1, "B", 2000),  # 4500: the peak, though neither GPU peaks here
-        _memory(2, "A", 2600),                         # B did not report: not a complete reading
-        _memory(2, "cpu", 900_000),                    # CodeCarbon's host pseudo device: not GPU memory
+        _memory(0, "A", 1000),
+        _memory(0, "B", 3000),  # 4000 together
+        _memory(1, "A", 2500),
+        _memory(1, "B", 2000),  # 4500: the peak, though neither GPU peaks here
+        _memory(2, "A", 2600),  # B did not report: not a complete reading
+        _memory(2, "cpu", 900_000),  # CodeCarbon's host pseudo device: not GPU memory
     ]
     assert peak_memory_mib(samples, ["A", "B"], at_end_mib=None) == 4500
     assert peak_memory_mib(samples, ["A", "B"], at_end_mib=5000) == 5000  # the reading as the window closed

@@ -48,8 +48,14 @@ def test_a_new_engine_release_is_audited_by_introspection():
 def test_tensorrt_runtimes_use_their_argument_models(fake_modules):
     trtllm = fake_modules[1]
     torch_report = coverage("tensorrt", module=trtllm)
-    assert {"kv_cache_config", "cuda_graph_config", "quant_config", "scheduler_config", "attn_backend",
-            "torch_compile_config"} <= set(torch_report.covered)
+    assert {
+        "kv_cache_config",
+        "cuda_graph_config",
+        "quant_config",
+        "scheduler_config",
+        "attn_backend",
+        "torch_compile_config",
+    } <= set(torch_report.covered)
     assert {"moe_config", "stream_interval", "sampler_type"} <= set(torch_report.uncovered)
     assert torch_report.stale == ()  # engine-only max_input_len is not held against the PyTorch runtime
     engine_report = coverage("tensorrt", module=trtllm, runtime="engine")

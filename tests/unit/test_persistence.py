@@ -11,13 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llem_ray.energy.protocol import PowerSample
-from llem_ray.results.persistence import (
-    UnsupportedSchemaVersion,
-    from_json,
-    sanitise_name,
-    save_experiment,
-    to_json,
-)
+from llem_ray.results.persistence import UnsupportedSchemaVersion, from_json, sanitise_name, save_experiment, to_json
 from llem_ray.results.schema import SCHEMA_VERSION, EnvironmentSnapshot, ExperimentResult
 from llem_ray.results.timeseries import TIMESERIES_SCHEMA, samples_to_table
 from llem_ray.results.timeseries_columns import COLUMN_NAMES
@@ -26,16 +20,34 @@ from llem_ray.results.timeseries_columns import COLUMN_NAMES
 def _result(name="exp"):
     now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
     return ExperimentResult(
-        name=name, measurement_config_hash="0123456789abcdef", config={"model": "m"}, backend="pytorch",
-        model="m", precision="bf16", batch_size=1, device="cpu", started_at=now, ended_at=now,
-        duration_s=1.5, n_requests=2, input_tokens=10, output_tokens=20, tokens_per_second=13.3,
-        energy_total_j=12.5, measurement_warnings=["w"], reproducibility_notes="notes",
-        environment_snapshot=EnvironmentSnapshot(tool_version="2.0.0", python_version="3.11", platform="p", hostname="h"),
+        name=name,
+        measurement_config_hash="0123456789abcdef",
+        config={"model": "m"},
+        backend="pytorch",
+        model="m",
+        precision="bf16",
+        batch_size=1,
+        device="cpu",
+        started_at=now,
+        ended_at=now,
+        duration_s=1.5,
+        n_requests=2,
+        input_tokens=10,
+        output_tokens=20,
+        tokens_per_second=13.3,
+        energy_total_j=12.5,
+        measurement_warnings=["w"],
+        reproducibility_notes="notes",
+        environment_snapshot=EnvironmentSnapshot(
+            tool_version="2.0.0", python_version="3.11", platform="p", hostname="h"
+        ),
     )
 
 
 def _table():
-    samples = [PowerSample(100.0 + i, "GPU-1", 50.0 + i, 40.0, None, 1.0, 1500.0, ("sw_power_cap",) * i) for i in range(3)]
+    samples = [
+        PowerSample(100.0 + i, "GPU-1", 50.0 + i, 40.0, None, 1.0, 1500.0, ("sw_power_cap",) * i) for i in range(3)
+    ]
     return samples_to_table(samples, [("warmup", 99.0, 100.5), ("measured", 100.6, 103.0)], window_start_s=100.6)
 
 

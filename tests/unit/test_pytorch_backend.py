@@ -96,8 +96,9 @@ def test_prefill_runs_one_pass_per_batch_without_output(backend):
 
 
 def test_static_cache_and_passthrough_kwargs(backend):
-    info = backend.load(_config(pytorch={"batch_size": 2, "static_kv_cache": True}, passthrough_kwargs={"top_k": 5}),
-                        "cpu")
+    info = backend.load(
+        _config(pytorch={"batch_size": 2, "static_kv_cache": True}, passthrough_kwargs={"top_k": 5}), "cpu"
+    )
     assert backend.generate(_prompts(2), 4).output_tokens == 8
     assert info.shape_specialised is False  # transformers compiles a static cache on CUDA only
 
@@ -115,7 +116,9 @@ def _compiled(forward) -> bool:
 def test_compilation_is_left_to_transformers_with_a_static_cache(backend):
     """Static cache: the forward is never wrapped (transformers compiles decode steps itself; wrapping
     too broke CUDA graphs on an H100), torch_compile sets or disables that compilation."""
-    backend.load(_config(pytorch={"static_kv_cache": True, "torch_compile": True, "torch_compile_mode": "max-autotune"}), "cpu")
+    backend.load(
+        _config(pytorch={"static_kv_cache": True, "torch_compile": True, "torch_compile_mode": "max-autotune"}), "cpu"
+    )
     generation, _ = backend._call_config(4)
     assert not _compiled(backend.model.forward)
     assert generation.compile_config.mode == "max-autotune" and not generation.disable_compile

@@ -66,19 +66,33 @@ def build_study(root: Path, plan: list[dict], name: str = "toy") -> Path:
     """
     study = root / name
     entries = [
-        ManifestEntry(key=f"{p['hash']}-c{p['cycle']}", order_index=i, name=f"tiny-llama_pytorch_bf16_bs{p['batch']}",
-                      measurement_config_hash=p["hash"], cycle=p["cycle"], backend="pytorch")
+        ManifestEntry(
+            key=f"{p['hash']}-c{p['cycle']}",
+            order_index=i,
+            name=f"tiny-llama_pytorch_bf16_bs{p['batch']}",
+            measurement_config_hash=p["hash"],
+            cycle=p["cycle"],
+            backend="pytorch",
+        )
         for i, p in enumerate(plan)
     ]
-    writer = ManifestWriter.create(study / MANIFEST_FILE, StudyManifest(study_name=name, study_design_hash="d" * 16,
-                                                                         entries=entries))
+    writer = ManifestWriter.create(
+        study / MANIFEST_FILE, StudyManifest(study_name=name, study_design_hash="d" * 16, entries=entries)
+    )
     for p, entry in zip(plan, entries):
         record = AttemptRecord(attempt=1, dispatched_at=utc_now())
         if p["status"] == "completed":
             window = p.get("window")
-            result = make_result(config_hash=p["hash"], cycle=p["cycle"], batch_size=p["batch"], j_per_token=p["j"],
-                                 tokens_per_s=p["tps"], methodology="steady_state" if window else "total",
-                                 window=window, warnings=p.get("warnings"))
+            result = make_result(
+                config_hash=p["hash"],
+                cycle=p["cycle"],
+                batch_size=p["batch"],
+                j_per_token=p["j"],
+                tokens_per_s=p["tps"],
+                methodology="steady_state" if window else "total",
+                window=window,
+                warnings=p.get("warnings"),
+            )
             run_dir = save_experiment(result, make_timeseries(), study / "experiments" / entry.key)
             writer.mark_completed(entry.key, str(run_dir.relative_to(study)), record)
         elif p["status"] == "failed":
@@ -90,9 +104,16 @@ def build_study(root: Path, plan: list[dict], name: str = "toy") -> Path:
 
 
 FULL_PLAN = [
-    {"hash": h, "cycle": c, "batch": b, "status": "completed", "j": j * (1 + 0.02 * c), "tps": t * (1 - 0.01 * c),
-     "window": (2.0, 55.0) if b > 1 else None,
-     "warnings": ["measured window 9.00 s < 10 s: energy is noisy and biased low"] if b == 1 else None}
+    {
+        "hash": h,
+        "cycle": c,
+        "batch": b,
+        "status": "completed",
+        "j": j * (1 + 0.02 * c),
+        "tps": t * (1 - 0.01 * c),
+        "window": (2.0, 55.0) if b > 1 else None,
+        "warnings": ["measured window 9.00 s < 10 s: energy is noisy and biased low"] if b == 1 else None,
+    }
     for h, b, j, t in (("a" * 16, 1, 1.6, 90.0), ("b" * 16, 8, 0.22, 690.0), ("c" * 16, 32, 0.066, 2600.0))
     for c in (1, 2, 3)
 ]
@@ -240,8 +261,7 @@ def test_report_of_a_study_run_by_the_engine(engine_study, tmp_path):
 
 
 def test_a_host_bound_configuration_is_marked_in_the_report(tmp_path):
-    plan = [{"hash": "h" * 16, "cycle": c, "batch": 16, "status": "completed", "j": 0.3, "tps": 1200.0}
-            for c in (1, 2)]
+    plan = [{"hash": "h" * 16, "cycle": c, "batch": 16, "status": "completed", "j": 0.3, "tps": 1200.0} for c in (1, 2)]
     study = build_study(tmp_path, plan)
     for result_file in study.rglob("result.json"):  # as measure/metrics.host_bound would have flagged them
         data = json.loads(result_file.read_text())

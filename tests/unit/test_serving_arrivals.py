@@ -20,7 +20,9 @@ def test_the_schedule_is_deterministic_for_a_seed():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rate=st.floats(0.5, 200.0), duration=st.floats(1.0, 120.0), burstiness=st.floats(0.1, 20.0),
+    rate=st.floats(0.5, 200.0),
+    duration=st.floats(1.0, 120.0),
+    burstiness=st.floats(0.1, 20.0),
     seed=st.integers(0, 2**31),
 )
 def test_every_schedule_sends_rate_x_duration_requests_in_order_inside_the_duration(rate, duration, burstiness, seed):

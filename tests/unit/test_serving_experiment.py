@@ -18,15 +18,21 @@ from llem_ray.results.persistence import RESULT_FILE, from_json, save_experiment
 from llem_ray.results.summary import format_result
 from llem_ray.results.table import STUDY_TABLE_SCHEMA, result_row
 
-
 NO_WARMUP = {"n_warmup": 0, "thermal_floor_s": 0}
 
 
 def _config(serving: dict, **overrides) -> ExperimentConfig:
     base = dict(
-        backend="vllm", model="llem/tiny-llama", dataset="synthetic", max_input_tokens=16, max_output_tokens=6,
-        scenario="serving", vllm={"max_num_seqs": 16}, warmup={"n_warmup": 2, "thermal_floor_s": 0},
-        baseline={"duration_s": 0.2}, serving=serving,
+        backend="vllm",
+        model="llem/tiny-llama",
+        dataset="synthetic",
+        max_input_tokens=16,
+        max_output_tokens=6,
+        scenario="serving",
+        vllm={"max_num_seqs": 16},
+        warmup={"n_warmup": 2, "thermal_floor_s": 0},
+        baseline={"duration_s": 0.2},
+        serving=serving,
     )
     return ExperimentConfig(**{**base, **overrides})
 
@@ -36,8 +42,9 @@ def _request_ids(vllm) -> list[str]:
 
 
 def test_a_rate_mode_serving_experiment_end_to_end(vllm_stand_in, fakes, tmp_path):
-    config = _config({"request_rate_req_s": 40, "duration_s": 1.5, "warmup_requests": 4,
-                      "slo": {"ttft_ms": 500, "tpot_ms": 100}})
+    config = _config(
+        {"request_rate_req_s": 40, "duration_s": 1.5, "warmup_requests": 4, "slo": {"ttft_ms": 500, "tpot_ms": 100}}
+    )
     measured = run(config)
     result, serving = measured.result, measured.result.serving
     assert result.scenario == "serving" and result.name == "tiny-llama_vllm_bf16_40rps"
@@ -87,7 +94,8 @@ def test_a_fixed_concurrency_serving_experiment(vllm_stand_in, fakes):
     assert serving.requests_sent >= 2 * 10 and serving.requests_failed == 0
     assert serving.offered_rate_req_s == pytest.approx(serving.requests_sent / 0.5)
     assert "no SLO bound set (serving.slo): every completed request counts as meeting the SLO" in (
-        result.measurement_warnings)
+        result.measurement_warnings
+    )
     warm_ids = [i for i in _request_ids(vllm_stand_in) if i.startswith("llem-warmup")]
     assert warm_ids == []  # n_warmup 0: no warm-up batch
 

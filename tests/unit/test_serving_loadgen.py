@@ -27,9 +27,15 @@ def server(vllm_stand_in, monkeypatch):
     monkeypatch.setattr(vllm_stand_in, "TOKEN_INTERVAL_S", TOKEN_INTERVAL_S)
 
     def start(max_num_seqs: int = 256) -> VLLMStreamingEngine:
-        config = ExperimentConfig(backend="vllm", model="llem/tiny-llama", dataset="synthetic",
-                                  max_output_tokens=TOKENS, vllm={"max_num_seqs": max_num_seqs}, scenario="serving",
-                                  serving={"concurrency": 1, "duration_s": 1})
+        config = ExperimentConfig(
+            backend="vllm",
+            model="llem/tiny-llama",
+            dataset="synthetic",
+            max_output_tokens=TOKENS,
+            vllm={"max_num_seqs": max_num_seqs},
+            scenario="serving",
+            serving={"concurrency": 1, "duration_s": 1},
+        )
         engine = VLLMStreamingEngine()
         engine.load(config, "cpu")
         started.append(engine)

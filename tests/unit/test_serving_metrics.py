@@ -12,8 +12,17 @@ SLO = SLOConfig(ttft_ms=200, tpot_ms=50)
 EXACT = 1e-12
 
 
-def record(index: int, sent_s: float, ttft_s: float, gap_s: float, tokens: int, *, warmup: bool = False,
-           due_s: float | None = None, error: str | None = None) -> RequestRecord:
+def record(
+    index: int,
+    sent_s: float,
+    ttft_s: float,
+    gap_s: float,
+    tokens: int,
+    *,
+    warmup: bool = False,
+    due_s: float | None = None,
+    error: str | None = None,
+) -> RequestRecord:
     """A request sent at `sent_s` whose tokens arrive one per chunk: the first after `ttft_s`, then every `gap_s`."""
     r = RequestRecord(index, warmup, sent_s if due_s is None else due_s, input_tokens=4, sent_s=sent_s)
     for k in range(tokens):
@@ -36,8 +45,9 @@ def constructed() -> list[RequestRecord]:
 
 
 def serving(**overrides) -> ServingConfig:
-    return ServingConfig(**{"request_rate_req_s": 0.14, "duration_s": 50.0, "warmup_requests": 1,
-                            "slo": SLO, **overrides})
+    return ServingConfig(
+        **{"request_rate_req_s": 0.14, "duration_s": 50.0, "warmup_requests": 1, "slo": SLO, **overrides}
+    )
 
 
 def test_slo_attainment_goodput_and_energy_per_request_are_exact_on_constructed_timings():
@@ -73,8 +83,10 @@ def test_a_steady_window_shorter_than_30_s_is_rejected_with_a_warning():
     records = constructed()[:6]
     window, warnings = steady_window(records, duration_s=35.0)
     assert window == Window(10.0, 35.0, accepted=False)
-    assert warnings == ["steady window 25.0 s < 30 s (ML.ENERGY validity rule): rejected, the serving energy "
-                        "figures are not reported (raise serving.duration_s)"]
+    assert warnings == [
+        "steady window 25.0 s < 30 s (ML.ENERGY validity rule): rejected, the serving energy "
+        "figures are not reported (raise serving.duration_s)"
+    ]
     trace = LoadTrace(records, 0.0, send_end_s=35.0, end_s=35.0)
     result, _ = serving_result(serving(duration_s=35.0), trace, window, energy_j=4000.0, baseline_power_w=50.0)
     assert not result.window_accepted and result.energy_window_j is None
@@ -83,12 +95,18 @@ def test_a_steady_window_shorter_than_30_s_is_rejected_with_a_warning():
 
 
 def test_the_window_closes_where_the_generator_fell_behind():
-    records = [record(0, 0.0, 0.1, 0.1, 2, warmup=True), record(1, 5.0, 0.1, 0.1, 2),
-               record(2, 40.3, 0.1, 0.1, 2, due_s=40.0), record(3, 45.0, 0.1, 0.1, 2)]
+    records = [
+        record(0, 0.0, 0.1, 0.1, 2, warmup=True),
+        record(1, 5.0, 0.1, 0.1, 2),
+        record(2, 40.3, 0.1, 0.1, 2, due_s=40.0),
+        record(3, 45.0, 0.1, 0.1, 2),
+    ]
     window, warnings = steady_window(records, duration_s=60.0)
     assert window == Window(0.2, 40.0, accepted=True)
-    assert warnings == ["the load generator fell behind: request 2 was sent 300 ms after it was due at 40.00 s; "
-                        "the steady window ends there"]
+    assert warnings == [
+        "the load generator fell behind: request 2 was sent 300 ms after it was due at 40.00 s; "
+        "the steady window ends there"
+    ]
     result, _ = serving_result(serving(duration_s=60.0), LoadTrace(records, 0.0, 60.0, 45.2), window, None, None)
     assert result.generator_fell_behind and result.generator_lag_max_ms == pytest.approx(300.0)
 
@@ -97,8 +115,10 @@ def test_no_window_when_the_warm_up_outlasts_the_load():
     records = [record(0, 0.0, 0.5, 1.0, 61, warmup=True), record(1, 30.0, 0.1, 0.1, 2)]
     window, warnings = steady_window(records, duration_s=50.0)
     assert window is None
-    assert warnings == ["no steady window: the warm-up requests ended at 60.50 s, when the offered load had already "
-                        "ended (50.00 s): raise serving.duration_s or lower serving.warmup_requests"]
+    assert warnings == [
+        "no steady window: the warm-up requests ended at 60.50 s, when the offered load had already "
+        "ended (50.00 s): raise serving.duration_s or lower serving.warmup_requests"
+    ]
     result, _ = serving_result(serving(), LoadTrace(records, 0.0, 50.0, 60.5), None, None, None)
     assert result.window_start_s is None and result.slo_attainment is None and result.goodput_req_s is None
     assert result.measured_requests == 1 and result.latency.ttft.count == 1  # every request after the warm-up
@@ -130,5 +150,7 @@ def test_an_offered_rate_below_target_and_an_engine_that_does_not_keep_up_are_fl
     assert run(2.0, late_every=1000) == []
     below, saturated = run(4.0, late_every=2)
     assert below == "offered rate 2.02 req/s is 49% below the target 4 req/s: the load generator could not keep up"
-    assert saturated.startswith("achieved rate 1.01 req/s in the steady window is 50% below the offered 2.02 req/s: "
-                                "the engine may not keep up with this load")
+    assert saturated.startswith(
+        "achieved rate 1.01 req/s in the steady window is 50% below the offered 2.02 req/s: "
+        "the engine may not keep up with this load"
+    )

@@ -12,26 +12,60 @@ from tests.result_factory import make_result, make_timeseries
 from tests.unit.test_report import assert_self_contained
 
 
-def serving_result(cycle: int, *, rate: float | None = None, concurrency: int | None = None, ttft_slo_ms: float = 500,
-                   j_per_slo: float = 2.0, attainment: float = 0.9) -> ExperimentResult:
+def serving_result(
+    cycle: int,
+    *,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    ttft_slo_ms: float = 500,
+    j_per_slo: float = 2.0,
+    attainment: float = 0.9,
+) -> ExperimentResult:
     """A serving result of one configuration (its load and SLO), cycle `cycle`, with chosen headline numbers."""
     offered = rate if rate is not None else 40.0
-    serving_config = {"request_rate_req_s": rate, "concurrency": concurrency, "burstiness": 1.0, "duration_s": 60,
-                      "warmup_requests": 10, "slo": {"ttft_ms": ttft_slo_ms, "tpot_ms": 50}}
+    serving_config = {
+        "request_rate_req_s": rate,
+        "concurrency": concurrency,
+        "burstiness": 1.0,
+        "duration_s": 60,
+        "warmup_requests": 10,
+        "slo": {"ttft_ms": ttft_slo_ms, "tpot_ms": 50},
+    }
     config = {"model": "llem/llama-3.1-8b", "backend": "vllm", "scenario": "serving", "serving": serving_config}
     ttft = Percentiles(count=50, mean_ms=80, p50_ms=70, p95_ms=150, p99_ms=200)
     serving = ServingResult(
-        mode="rate" if rate is not None else "concurrency", target_rate_req_s=rate, burstiness=1.0 if rate else None,
-        concurrency=concurrency, duration_s=60, warmup_requests=10, slo_ttft_ms=ttft_slo_ms, slo_tpot_ms=50,
-        requests_sent=int(offered * 60), requests_completed=int(offered * 60), requests_failed=0, send_phase_s=60,
-        drain_s=3, offered_rate_req_s=offered * (1 + 0.001 * cycle), generator_fell_behind=False,
-        window_start_s=5, window_end_s=60, window_accepted=True, measured_requests=int(offered * 55),
-        requests_in_window=offered * 55, slo_requests_in_window=offered * 55 * attainment,
-        output_tokens_in_window=int(offered * 55 * 256), achieved_rate_req_s=offered,
-        slo_attainment=attainment * (1 - 0.01 * cycle), goodput_req_s=offered * attainment,
-        latency=ServingLatency(ttft=ttft, tpot=ttft, e2e=ttft), energy_window_j=30000.0, mean_power_w=545.0,
-        energy_per_output_token_j=0.05, energy_per_request_j=j_per_slo * attainment,
-        energy_per_slo_request_j=j_per_slo * (1 + 0.02 * cycle), energy_per_slo_request_adjusted_j=j_per_slo / 2,
+        mode="rate" if rate is not None else "concurrency",
+        target_rate_req_s=rate,
+        burstiness=1.0 if rate else None,
+        concurrency=concurrency,
+        duration_s=60,
+        warmup_requests=10,
+        slo_ttft_ms=ttft_slo_ms,
+        slo_tpot_ms=50,
+        requests_sent=int(offered * 60),
+        requests_completed=int(offered * 60),
+        requests_failed=0,
+        send_phase_s=60,
+        drain_s=3,
+        offered_rate_req_s=offered * (1 + 0.001 * cycle),
+        generator_fell_behind=False,
+        window_start_s=5,
+        window_end_s=60,
+        window_accepted=True,
+        measured_requests=int(offered * 55),
+        requests_in_window=offered * 55,
+        slo_requests_in_window=offered * 55 * attainment,
+        output_tokens_in_window=int(offered * 55 * 256),
+        achieved_rate_req_s=offered,
+        slo_attainment=attainment * (1 - 0.01 * cycle),
+        goodput_req_s=offered * attainment,
+        latency=ServingLatency(ttft=ttft, tpot=ttft, e2e=ttft),
+        energy_window_j=30000.0,
+        mean_power_w=545.0,
+        energy_per_output_token_j=0.05,
+        energy_per_request_j=j_per_slo * attainment,
+        energy_per_slo_request_j=j_per_slo * (1 + 0.02 * cycle),
+        energy_per_slo_request_adjusted_j=j_per_slo / 2,
     )
     name = f"llama-3.1-8b_vllm_bf16_{f'{rate:g}rps' if rate else f'c{concurrency}'}_slo{ttft_slo_ms:g}"
     base = make_result(config_hash=name, cycle=cycle, model="llem/llama-3.1-8b", backend="vllm")
@@ -42,7 +76,9 @@ def serving_study() -> list[ExperimentResult]:
     loads = [(2.0, None, 1.5, 1.0), (8.0, None, 1.2, 0.95), (32.0, None, 2.5, 0.6), (None, 64, 6.0, 0.2)]
     return [
         serving_result(cycle, rate=rate, concurrency=conc, ttft_slo_ms=slo, j_per_slo=j, attainment=att)
-        for slo in (500, 200) for rate, conc, j, att in loads for cycle in (1, 2, 3)
+        for slo in (500, 200)
+        for rate, conc, j, att in loads
+        for cycle in (1, 2, 3)
     ]
 
 
@@ -62,8 +98,10 @@ def test_summary_gives_cis_over_cycles_and_one_load_curve_per_configuration():
         curves.setdefault(r["load_series"], []).append((r["serving.target_rate_req_s"], r["serving.concurrency"]))
     assert sorted(len(v) for v in curves.values()) == [4, 4]  # rates and the concurrency point share a curve
     labels = {r["load_series_label"] for r in rows}
-    assert labels == {"llama-3.1-8b · vllm · bf16 · TTFT ≤ 500 ms, TPOT ≤ 50 ms (Poisson)",
-                      "llama-3.1-8b · vllm · bf16 · TTFT ≤ 200 ms, TPOT ≤ 50 ms (Poisson)"}
+    assert labels == {
+        "llama-3.1-8b · vllm · bf16 · TTFT ≤ 500 ms, TPOT ≤ 50 ms (Poisson)",
+        "llama-3.1-8b · vllm · bf16 · TTFT ≤ 200 ms, TPOT ≤ 50 ms (Poisson)",
+    }
     offline = summary_table([make_result()]).to_pylist()[0]
     assert offline["scenario"] == "offline" and offline["load_series"] is None
     assert offline["serving.energy_per_slo_request_j_n"] == 0

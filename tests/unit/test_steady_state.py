@@ -105,8 +105,9 @@ def test_window_energy_needs_samples_inside_the_window():
 def test_validity_flags_short_window_power_and_temperature():
     ok = validity_warnings((0.0, 40.0), _samples(40.0), T0, {UUID: 300.0}, steady=True)
     assert ok == []
-    flags = validity_warnings((0.0, 10.0), _samples(10.0, power=lambda t: 600.0, temp_c=15.0), T0,
-                              {UUID: 300.0}, steady=True)
+    flags = validity_warnings(
+        (0.0, 10.0), _samples(10.0, power=lambda t: 600.0, temp_c=15.0), T0, {UUID: 300.0}, steady=True
+    )
     assert any("< 30 s" in f for f in flags)
     assert any("600 W" in f and "1.7" in f for f in flags)
     assert any("outside 20-95" in f for f in flags)
@@ -126,8 +127,16 @@ def test_steady_state_reports_window_energy_and_tokens():
     # 5 batches of 4 x 10 tokens, 40 s window at 100 W; the last batch is partial (2 requests).
     output = _output(18, 4, 8.0)
     spans = request_spans("pytorch", output, 4, 40.0)
-    got = steady_state(spans, batch_size=4, duration_s=40.0, output_tokens=180, energy_total_j=4000.0,
-                       samples=_samples(40.0), window_start_s=T0, power_limits_w={UUID: 300.0})
+    got = steady_state(
+        spans,
+        batch_size=4,
+        duration_s=40.0,
+        output_tokens=180,
+        energy_total_j=4000.0,
+        samples=_samples(40.0),
+        window_start_s=T0,
+        power_limits_w={UUID: 300.0},
+    )
     assert got.methodology == "steady_state"
     assert got.window_s == pytest.approx((0.0, 32.0))
     assert got.output_tokens == pytest.approx(160)
@@ -138,20 +147,44 @@ def test_steady_state_reports_window_energy_and_tokens():
 
 def test_steady_state_falls_back_to_total_and_says_why():
     spans = request_spans("pytorch", _output(3, 4, 1.0), 4, 1.0)
-    got = steady_state(spans, batch_size=4, duration_s=1.0, output_tokens=30, energy_total_j=90.0,
-                       samples=_samples(1.0), window_start_s=T0, power_limits_w={})
+    got = steady_state(
+        spans,
+        batch_size=4,
+        duration_s=1.0,
+        output_tokens=30,
+        energy_total_j=90.0,
+        samples=_samples(1.0),
+        window_start_s=T0,
+        power_limits_w={},
+    )
     assert got.methodology == "total" and got.window_s is None
     assert got.energy_per_output_token_j == pytest.approx(3.0)
     assert any("never ran full" in w for w in got.warnings)
-    other = steady_state([], batch_size=4, duration_s=1.0, output_tokens=30, energy_total_j=90.0,
-                         samples=_samples(1.0), window_start_s=T0, power_limits_w={})
+    other = steady_state(
+        [],
+        batch_size=4,
+        duration_s=1.0,
+        output_tokens=30,
+        energy_total_j=90.0,
+        samples=_samples(1.0),
+        window_start_s=T0,
+        power_limits_w={},
+    )
     assert any("no per-request timing" in w for w in other.warnings)
 
 
 def test_steady_state_without_energy_is_total_without_warnings():
     spans = request_spans("pytorch", _output(8, 4, 1.0), 4, 2.0)
-    got = steady_state(spans, batch_size=4, duration_s=2.0, output_tokens=80, energy_total_j=None,
-                       samples=[], window_start_s=T0, power_limits_w={})
+    got = steady_state(
+        spans,
+        batch_size=4,
+        duration_s=2.0,
+        output_tokens=80,
+        energy_total_j=None,
+        samples=[],
+        window_start_s=T0,
+        power_limits_w={},
+    )
     assert (got.methodology, got.energy_per_output_token_j, got.warnings) == ("total", None, ())
 
 

@@ -16,7 +16,15 @@ import pytest
 from llem_ray.cluster import runtime_env
 from llem_ray.cluster.driver import StudyOptions, run
 from llem_ray.cluster.notify import post_webhook
-from llem_ray.cluster.placement import ClusterInventory, NodeInfo, Slot, SlotShape, bundles_for, feasibility_problems, shape_for
+from llem_ray.cluster.placement import (
+    ClusterInventory,
+    NodeInfo,
+    Slot,
+    SlotShape,
+    bundles_for,
+    feasibility_problems,
+    shape_for,
+)
 from llem_ray.cluster.plan import cli_default_cycles, cold_start, plan_items, unique_experiments
 from llem_ray.cluster.progress import summary_table
 from llem_ray.cluster.worker import CachedBaseline, StudyBaselineCache, foreign_process_warning
@@ -190,7 +198,9 @@ def test_multi_backend_study_needs_separate_environments():
     same = {"pip": ["x"]}
     assert runtime_env.static_problems(_study(["vllm", "tensorrt"], {"vllm": same, "tensorrt": same}))
     assert not runtime_env.static_problems(_study(["pytorch", "vllm"], {}))
-    bad = runtime_env.static_problems(_study(["vllm"], {"vllm": {"image_uri": "v:1", "pip": ["x"], "py_executable": "py"}}))
+    bad = runtime_env.static_problems(
+        _study(["vllm"], {"vllm": {"image_uri": "v:1", "pip": ["x"], "py_executable": "py"}})
+    )
     assert len(bad) == 2
 
 
@@ -199,7 +209,8 @@ def test_experiment_env_only_when_the_study_gives_one(monkeypatch):
     study = _study(["pytorch", "vllm"], {"vllm": {"pip": ["vllm"], "env_vars": {"A": "1"}}})
     assert runtime_env.experiment_runtime_env(study, "pytorch") is None
     assert runtime_env.experiment_runtime_env(study, "vllm") == {
-        "pip": ["vllm"], "env_vars": {"LLEM_PLUGINS": "tests.fakes", "A": "1"}
+        "pip": ["vllm"],
+        "env_vars": {"LLEM_PLUGINS": "tests.fakes", "A": "1"},
     }
     assert runtime_env.job_runtime_env() == {"env_vars": {"LLEM_PLUGINS": "tests.fakes"}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
@@ -285,8 +296,13 @@ def test_webhook_posts_json_and_never_raises():
 
 
 def test_summary_table_aggregates_cycles():
-    rows = [_row(f"h1-c{c}", c, 10.0) | {"measurement_config_hash": "h1", "energy_per_output_token_j": v} for c, v in ((1, 1.0), (2, 3.0))]
-    text = summary_table(pa.Table.from_pylist(rows, schema=STUDY_TABLE_SCHEMA), {"h1": ("exp", 3, 1), "h2": ("never", 1, 1)})
+    rows = [
+        _row(f"h1-c{c}", c, 10.0) | {"measurement_config_hash": "h1", "energy_per_output_token_j": v}
+        for c, v in ((1, 1.0), (2, 3.0))
+    ]
+    text = summary_table(
+        pa.Table.from_pylist(rows, schema=STUDY_TABLE_SCHEMA), {"h1": ("exp", 3, 1), "h2": ("never", 1, 1)}
+    )
     line = next(x for x in text.splitlines() if x.startswith("exp "))
     assert "2/3" in line and " 2 " in line and "70.7" in line  # mean 2 J/token, CV = 1.414/2
     assert any(x.startswith("never") and "0/1" in x for x in text.splitlines())

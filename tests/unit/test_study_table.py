@@ -112,8 +112,12 @@ def test_sigkill_during_compactions_loses_and_duplicates_no_row(tmp_path):
     for trial in range(3):
         study = tmp_path / f"s{trial}"
         study.mkdir()
-        proc = subprocess.Popen([sys.executable, "-m", "tests.unit.burst_writer", "table", str(study), "100000"],
-                                cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.unit.burst_writer", "table", str(study), "100000"],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline(), "the writer printed nothing"
         time.sleep(rng.uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
@@ -146,8 +150,16 @@ def test_repair_rebuilds_a_bad_compacted_file_and_removes_orphans_and_duplicates
         result_dir = save_experiment(result, make_timeseries(), tmp_path / "experiments" / key)
         relative = str(result_dir.relative_to(tmp_path))
         write_part(table.path, result_row(result, key=key, order_index=cycle - 1, result_path=relative))
-        entries[key] = ManifestEntry(key=key, order_index=cycle - 1, name="n", measurement_config_hash="cfg0",
-                                     cycle=cycle, backend="pytorch", status="completed", result_path=relative)
+        entries[key] = ManifestEntry(
+            key=key,
+            order_index=cycle - 1,
+            name="n",
+            measurement_config_hash="cfg0",
+            cycle=cycle,
+            backend="pytorch",
+            status="completed",
+            result_path=relative,
+        )
         if cycle == 2:
             original = pq.read_table(part_path(table.path, "cfg0-c2"))
         table.compact(lambda some: set(some))
@@ -158,7 +170,8 @@ def test_repair_rebuilds_a_bad_compacted_file_and_removes_orphans_and_duplicates
 
     repair = repair_parts(tmp_path, table.path, list(entries), entries.__getitem__)
     assert repair.rebuilt == ["cfg0-c1", "cfg0-c2"] and repair.lost == {}
-    assert sorted(p.name for p in repair.removed) == sorted([first.name, "part-cfg0-c4.parquet",
-                                                             "part-orphan-c1.parquet"])
+    assert sorted(p.name for p in repair.removed) == sorted(
+        [first.name, "part-cfg0-c4.parquet", "part-orphan-c1.parquet"]
+    )
     assert sorted(_keys(table.path)) == sorted(entries) and not scan(table.path).bad
     assert pq.read_table(part_path(table.path, "cfg0-c2")).equals(original), "the rebuilt row differs"

@@ -17,25 +17,10 @@ from pydantic import BaseModel
 
 from llem_ray.cluster.progress import PROGRESS_METRICS
 from llem_ray.config.experiment import ExperimentConfig
-from llem_ray.results.aggregate import (
-    SUMMARY_METRICS,
-    SUMMARY_SCHEMA,
-    metric_summary_columns,
-    summary_table,
-)
+from llem_ray.results.aggregate import SUMMARY_METRICS, SUMMARY_SCHEMA, metric_summary_columns, summary_table
 from llem_ray.results.columns import NOT_A_COLUMN, Metric, model_columns
-from llem_ray.results.schema import (
-    ExperimentResult,
-    Percentiles,
-    ServingLatency,
-    ServingResult,
-)
-from llem_ray.results.table import (
-    STUDY_TABLE_SCHEMA,
-    consolidate,
-    result_row,
-    write_part,
-)
+from llem_ray.results.schema import ExperimentResult, Percentiles, ServingLatency, ServingResult
+from llem_ray.results.table import STUDY_TABLE_SCHEMA, consolidate, result_row, write_part
 from tests.result_factory import make_result
 
 _STATS = ("_n", "_mean", "_std", "_cv", "_ci95_low", "_ci95_high", "_max", "_any")
@@ -59,13 +44,33 @@ def test_study_table_and_summary_agree_on_their_metric_set():
 
 def test_a_one_cycle_summary_mean_is_the_table_value_of_every_metric():
     lat = Percentiles(count=3, mean_ms=5.0, p50_ms=4.0, p95_ms=9.0, p99_ms=11.0)
-    result = make_result().model_copy(update={"serving": ServingResult(
-        mode="rate", duration_s=60.0, warmup_requests=1, requests_sent=10, requests_completed=10, requests_failed=0,
-        send_phase_s=60.0, drain_s=1.0, offered_rate_req_s=0.2, generator_fell_behind=False, window_accepted=True,
-        measured_requests=8, achieved_rate_req_s=0.19, slo_attainment=0.9, goodput_req_s=0.17, mean_power_w=250.0,
-        energy_per_output_token_j=0.3, energy_per_request_j=30.0, energy_per_slo_request_j=33.0,
-        energy_per_slo_request_adjusted_j=20.0, latency=ServingLatency(ttft=lat, tpot=lat),
-    )})
+    result = make_result().model_copy(
+        update={
+            "serving": ServingResult(
+                mode="rate",
+                duration_s=60.0,
+                warmup_requests=1,
+                requests_sent=10,
+                requests_completed=10,
+                requests_failed=0,
+                send_phase_s=60.0,
+                drain_s=1.0,
+                offered_rate_req_s=0.2,
+                generator_fell_behind=False,
+                window_accepted=True,
+                measured_requests=8,
+                achieved_rate_req_s=0.19,
+                slo_attainment=0.9,
+                goodput_req_s=0.17,
+                mean_power_w=250.0,
+                energy_per_output_token_j=0.3,
+                energy_per_request_j=30.0,
+                energy_per_slo_request_j=33.0,
+                energy_per_slo_request_adjusted_j=20.0,
+                latency=ServingLatency(ttft=lat, tpot=lat),
+            )
+        }
+    )
     row = result_row(result, key="k", order_index=0, result_path="r")
     summary = summary_table([result]).to_pylist()[0]
     for column in SUMMARY_METRICS:
@@ -103,8 +108,14 @@ def test_a_new_metric_field_reaches_all_three_tables_without_another_file(tmp_pa
             "progress": progress_table(table, {"cfg0": ("exp", 2, 0)}).splitlines()[:3],
         }))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ":".join(sys.path)},
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["table"] == [2.0, 4.0] and out["summary"] == [3.0, 2]
@@ -114,6 +125,7 @@ def test_a_new_metric_field_reaches_all_three_tables_without_another_file(tmp_pa
 
 def test_config_columns_let_a_mixed_pytorch_vllm_study_be_one_dataset(tmp_path):
     parts = tmp_path / "table"
+
     def vllm_config(seqs: int) -> dict:
         return ExperimentConfig(backend="vllm", n=100, vllm={"max_num_seqs": seqs}).model_dump(mode="json")
 
@@ -133,8 +145,12 @@ def test_config_columns_let_a_mixed_pytorch_vllm_study_be_one_dataset(tmp_path):
     table = on_disk.to_table()
     assert table.num_rows == 6 and table.schema.field("config.vllm.max_num_seqs").type == pa.int64()
     by_seqs = table.group_by("config.vllm.max_num_seqs").aggregate([("energy_per_output_token_j", "mean")])
-    means = dict(zip(by_seqs.column("config.vllm.max_num_seqs").to_pylist(),
-                     by_seqs.column("energy_per_output_token_j_mean").to_pylist()))
+    means = dict(
+        zip(
+            by_seqs.column("config.vllm.max_num_seqs").to_pylist(),
+            by_seqs.column("energy_per_output_token_j_mean").to_pylist(),
+        )
+    )
     assert means == {None: 0.5, 32: 0.2, 128: 0.1}
     pytorch = table.filter(pc.field("backend") == "pytorch")
     assert set(pytorch.column("config.pytorch.batch_size").to_pylist()) == {4}
@@ -175,6 +191,8 @@ def test_result_fields_without_a_column_are_only_the_marked_ones():
     names = set(STUDY_TABLE_SCHEMA.names)
     assert "config" not in names and "environment_snapshot.pip_freeze" not in names
     assert "placement.cycle" not in names and {"cycle", "attempt", "environment_snapshot.driver_version"} <= names
-    assert all(not n.startswith("config.") or n.removeprefix("config.").split(".")[0] in ExperimentConfig.model_fields
-               for n in names)
+    assert all(
+        not n.startswith("config.") or n.removeprefix("config.").split(".")[0] in ExperimentConfig.model_fields
+        for n in names
+    )
     assert ExperimentResult.model_fields["config"].metadata == [NOT_A_COLUMN]

@@ -40,8 +40,15 @@ def trtllm(monkeypatch):
 
 
 def _config(**overrides) -> ExperimentConfig:
-    base = dict(backend="tensorrt", model="llem/tiny-llama", weights="random", dataset="synthetic", n=4,
-                max_input_tokens=16, max_output_tokens=8)
+    base = dict(
+        backend="tensorrt",
+        model="llem/tiny-llama",
+        weights="random",
+        dataset="synthetic",
+        n=4,
+        max_input_tokens=16,
+        max_output_tokens=8,
+    )
     return ExperimentConfig(**{**base, **overrides})
 
 
@@ -56,10 +63,18 @@ def test_registry_builds_the_tensorrt_backend():
 def test_pytorch_runtime_arguments(trtllm):
     config = _config(
         resources={"gpus": 2},
-        tensorrt={"max_batch_size": 16, "kv_cache_free_gpu_memory_fraction": 0.7, "kv_cache_dtype": "fp8",
-                  "kv_cache_enable_block_reuse": False, "quantization": "fp8", "cuda_graph_batch_sizes": [1, 8],
-                  "cuda_graph_padding": True, "scheduler_policy": "max_utilization", "torch_compile": True,
-                  "attn_backend": "FLASHINFER"},
+        tensorrt={
+            "max_batch_size": 16,
+            "kv_cache_free_gpu_memory_fraction": 0.7,
+            "kv_cache_dtype": "fp8",
+            "kv_cache_enable_block_reuse": False,
+            "quantization": "fp8",
+            "cuda_graph_batch_sizes": [1, 8],
+            "cuda_graph_padding": True,
+            "scheduler_policy": "max_utilization",
+            "torch_compile": True,
+            "attn_backend": "FLASHINFER",
+        },
         passthrough_kwargs={"max_batch_size": 12, "stream_interval": 4},
     )
     backend = TensorRTBackend()
@@ -144,8 +159,11 @@ def test_engine_runtime_is_refused_after_1_2_and_for_random_weights(trtllm, monk
 
 
 def test_engine_runtime_puts_limits_in_build_config(trtllm):
-    config = _config(weights="pretrained", model="org/m",
-                     tensorrt={"runtime": "engine", "max_batch_size": 8, "max_input_len": 64, "cuda_graphs": True})
+    config = _config(
+        weights="pretrained",
+        model="org/m",
+        tensorrt={"runtime": "engine", "max_batch_size": 8, "max_input_len": 64, "cuda_graphs": True},
+    )
     kwargs = llm_kwargs(config, ModelSource("org/m", needs_tokenizer=False), trtllm.llmapi, "1.2.0")
     assert kwargs["build_config"] == trtllm.llmapi.BuildConfig(max_batch_size=8, max_input_len=64)
     assert "max_batch_size" not in kwargs and "load_format" not in kwargs
@@ -179,7 +197,9 @@ def test_engine_key_covers_model_flags_gpu_and_versions(tmp_path):
     base = engine_key(identity, {"max_batch_size": 8}, "sm90", "10.9", "1.2.0")
     assert engine_key(dict(reversed(list(identity.items()))), {"max_batch_size": 8}, "sm90", "10.9", "1.2.0") == base
     variants = [
-        engine_key(model_identity(str(model_dir), {"hidden_size": 128}), {"max_batch_size": 8}, "sm90", "10.9", "1.2.0"),
+        engine_key(
+            model_identity(str(model_dir), {"hidden_size": 128}), {"max_batch_size": 8}, "sm90", "10.9", "1.2.0"
+        ),
         engine_key(identity, {"max_batch_size": 16}, "sm90", "10.9", "1.2.0"),
         engine_key(identity, {"max_batch_size": 8}, "sm80", "10.9", "1.2.0"),
         engine_key(identity, {"max_batch_size": 8}, "sm90", "10.11", "1.2.0"),
@@ -187,8 +207,10 @@ def test_engine_key_covers_model_flags_gpu_and_versions(tmp_path):
     ]
     assert len({base, *variants}) == 6
     (model_dir / "model.safetensors").write_bytes(b"123456")  # re-exported weights: new size
-    assert engine_key(model_identity(str(model_dir), {"hidden_size": 64}), {"max_batch_size": 8}, "sm90", "10.9",
-                      "1.2.0") != base
+    assert (
+        engine_key(model_identity(str(model_dir), {"hidden_size": 64}), {"max_batch_size": 8}, "sm90", "10.9", "1.2.0")
+        != base
+    )
 
 
 def test_backend_engine_path_without_gpu_builds_without_caching(trtllm, tmp_path):

@@ -44,8 +44,15 @@ def fake_vllm(monkeypatch):
 
 
 def _config(**overrides) -> ExperimentConfig:
-    base = dict(backend="vllm", model="llem/tiny-llama", weights="random", dataset="synthetic", n=4,
-                max_input_tokens=16, max_output_tokens=8)
+    base = dict(
+        backend="vllm",
+        model="llem/tiny-llama",
+        weights="random",
+        dataset="synthetic",
+        n=4,
+        max_input_tokens=16,
+        max_output_tokens=8,
+    )
     return ExperimentConfig(**{**base, **overrides})
 
 
@@ -138,8 +145,19 @@ def test_cold_start_sends_no_kernel_warm_up_request_at_load(fake_vllm):
 
 def test_sampling_and_free_length(fake_vllm):
     backend = VLLMBackend()
-    backend.load(_config(decoder={"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9,
-                                  "fixed_output_length": False, "repetition_penalty": 1.1}), "cpu")
+    backend.load(
+        _config(
+            decoder={
+                "do_sample": True,
+                "temperature": 0.7,
+                "top_k": 0,
+                "top_p": 0.9,
+                "fixed_output_length": False,
+                "repetition_penalty": 1.1,
+            }
+        ),
+        "cpu",
+    )
     out = backend.generate([Prompt(token_ids=(5, 6))], 8)
     params = _events(fake_vllm, "generate")[-1]["params"]
     assert (params.temperature, params.top_k, params.top_p, params.repetition_penalty) == (0.7, -1, 0.9, 1.1)
@@ -155,8 +173,9 @@ def test_without_metrics_latency_is_the_workload_wall_time(fake_vllm):
 
 
 def test_v0_request_metrics_are_read_too():
-    metrics = SimpleNamespace(arrival_time=10.0, first_scheduled_time=10.2, first_token_time=10.5,
-                              last_token_time=11.5, finished_time=11.6)
+    metrics = SimpleNamespace(
+        arrival_time=10.0, first_scheduled_time=10.2, first_token_time=10.5, last_token_time=11.5, finished_time=11.6
+    )
     output = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[1] * 5)], metrics=metrics)
     timing = request_timing(output, batch_wall_s=9.0, clock=WorkloadClock(wall_s=10.0, monotonic_s=5.0))
     assert timing.ttft_s == pytest.approx(0.5) and timing.latency_s == pytest.approx(1.5)
@@ -267,8 +286,14 @@ def test_missing_vllm_names_the_extra(monkeypatch):
 def test_measurement_protocol_runs_vllm_end_to_end(fake_vllm):
     from llem_ray.measure.experiment import run
 
-    config = _config(n=6, warmup={"n_warmup": 2, "thermal_floor_s": 0}, baseline={"enabled": False},
-                     energy={"backend": "none"}, device="cpu", prefill_split=True)
+    config = _config(
+        n=6,
+        warmup={"n_warmup": 2, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        energy={"backend": "none"},
+        device="cpu",
+        prefill_split=True,
+    )
     result = run(config).result
     assert result.backend == "vllm" and result.output_tokens == 6 * 8
     assert result.latency.ttft is not None and result.latency.ttft.count == 6
@@ -281,8 +306,16 @@ def test_measurement_protocol_runs_vllm_end_to_end(fake_vllm):
 def test_warm_up_batch_is_the_engines_running_batch(fake_vllm):
     from llem_ray.measure.experiment import run
 
-    config = _config(n=12, max_output_tokens=32, vllm={"max_num_seqs": 4}, warmup={"n_warmup": 1, "thermal_floor_s": 0},
-                     baseline={"enabled": False}, energy={"backend": "none"}, device="cpu", prefill_split=False)
+    config = _config(
+        n=12,
+        max_output_tokens=32,
+        vllm={"max_num_seqs": 4},
+        warmup={"n_warmup": 1, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        energy={"backend": "none"},
+        device="cpu",
+        prefill_split=False,
+    )
     result = run(config).result
     generates = _events(fake_vllm, "generate")
     assert len(generates[1]["prompts"]) == 4 and generates[1]["params"].max_tokens == 16  # reduced output
@@ -294,9 +327,16 @@ def test_vllm_result_has_a_steady_state_and_the_total_beside_it(fake_vllm, fakes
     from llem_ray.measure.experiment import run
     from tests.fakes import FAKE_POWER_W
 
-    config = _config(n=48, max_output_tokens=24, vllm={"max_num_seqs": 8}, energy={"sample_hz": 100},
-                     warmup={"n_warmup": 1, "thermal_floor_s": 0}, baseline={"enabled": False}, device="cpu",
-                     prefill_split=False)
+    config = _config(
+        n=48,
+        max_output_tokens=24,
+        vllm={"max_num_seqs": 8},
+        energy={"sample_hz": 100},
+        warmup={"n_warmup": 1, "thermal_floor_s": 0},
+        baseline={"enabled": False},
+        device="cpu",
+        prefill_split=False,
+    )
     result = run(config).result
     assert result.measurement_methodology == "steady_state" and result.batch_size == 8
     start_s, end_s = result.steady_state_window

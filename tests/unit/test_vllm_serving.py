@@ -23,8 +23,16 @@ from tests.fakes import FakeBackend
 
 
 def _config(**overrides) -> ExperimentConfig:
-    base = dict(backend="vllm", model="llem/tiny-llama", weights="random", dataset="synthetic", max_input_tokens=16,
-                max_output_tokens=5, scenario="serving", serving={"concurrency": 2, "duration_s": 1})
+    base = dict(
+        backend="vllm",
+        model="llem/tiny-llama",
+        weights="random",
+        dataset="synthetic",
+        max_input_tokens=16,
+        max_output_tokens=5,
+        scenario="serving",
+        serving={"concurrency": 2, "duration_s": 1},
+    )
     return ExperimentConfig(**{**base, **overrides})
 
 

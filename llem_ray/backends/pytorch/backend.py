@@ -34,8 +34,8 @@ import torch
 from transformers import CompileConfig, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from llem_ray.backends.pytorch import loading
 from llem_ray.backends.protocol import GenerationOutput, ModelInfo, Prompt, RequestTiming
+from llem_ray.backends.pytorch import loading
 from llem_ray.backends.pytorch.config import PyTorchConfig
 from llem_ray.device.sync import synchronize
 from llem_ray.errors import BackendError
@@ -210,11 +210,7 @@ class PyTorchBackend:
             try:
                 with torch.inference_mode():
                     sequences = model.generate(
-                        input_ids=input_ids,
-                        attention_mask=mask,
-                        generation_config=generation,
-                        streamer=timer,
-                        **extra,
+                        input_ids=input_ids, attention_mask=mask, generation_config=generation, streamer=timer, **extra
                     )
                 synchronize(self._device)
             except (RuntimeError, ValueError, TypeError) as exc:

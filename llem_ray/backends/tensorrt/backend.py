@@ -38,24 +38,33 @@ from typing import TYPE_CHECKING, Any
 
 from llem_ray.backends.engine_common import EngineBackend, ModelSource, WorkloadClock, engine_dtype
 from llem_ray.backends.protocol import ModelInfo, RequestTiming
-from llem_ray.backends.tensorrt.engine_cache import EngineCache, engine_key, model_identity
 from llem_ray.backends.tensorrt.config import TensorRTConfig
+from llem_ray.backends.tensorrt.engine_cache import EngineCache, engine_key, model_identity
 from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
 
-INSTALL_HINT = ("pip install 'llem-ray[tensorrt]' (NVIDIA's index), use the nvcr.io/nvidia/tensorrt-llm/release "
-                "container, or give tensorrt experiments their own Ray runtime_env (runtime_envs.tensorrt, "
-                "docs/backends.md)")
+INSTALL_HINT = (
+    "pip install 'llem-ray[tensorrt]' (NVIDIA's index), use the nvcr.io/nvidia/tensorrt-llm/release "
+    "container, or give tensorrt experiments their own Ray runtime_env (runtime_envs.tensorrt, "
+    "docs/backends.md)"
+)
 """How to get TensorRT-LLM, in the BackendError of a missing one."""
 
 ENGINE_RUNTIME_MAX_VERSION = (1, 2)
 """Newest TRT-LLM (major, minor) whose LLM API still builds TensorRT engines."""
 
 SET_BY_BACKEND: tuple[str, ...] = (
-    "model", "tokenizer", "dtype", "tensor_parallel_size", "skip_tokenizer_init", "load_format", "backend",
-    "max_beam_width", "build_config",
+    "model",
+    "tokenizer",
+    "dtype",
+    "tensor_parallel_size",
+    "skip_tokenizer_init",
+    "load_format",
+    "backend",
+    "max_beam_width",
+    "build_config",
 )
 """TRT-LLM arguments this backend derives from the experiment (coverage counts them as covered)."""
 
@@ -78,16 +87,28 @@ ENGINE_ARG_OF_FIELD: dict[str, str | None] = {
 
 _BUILD_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_input_len")
 ENGINE_RUNTIME_ARG_OF_FIELD: dict[str, str | None] = {
-    **ENGINE_ARG_OF_FIELD, **dict.fromkeys(_BUILD_FIELDS, "build_config"),
+    **ENGINE_ARG_OF_FIELD,
+    **dict.fromkeys(_BUILD_FIELDS, "build_config"),
     "cuda_graphs": "extended_runtime_perf_knob_config",
 }
 """As ENGINE_ARG_OF_FIELD, for the engine runtime: limits go into the BuildConfig."""
 
-_KV_FIELDS = {"kv_cache_free_gpu_memory_fraction": "free_gpu_memory_fraction", "kv_cache_max_tokens": "max_tokens",
-              "kv_cache_dtype": "dtype", "kv_cache_enable_block_reuse": "enable_block_reuse",
-              "tokens_per_block": "tokens_per_block"}
-_PLAIN_FIELDS = ("max_batch_size", "max_num_tokens", "max_seq_len", "enable_chunked_prefill", "attn_backend",
-                 "disable_overlap_scheduler", "speculative_config")
+_KV_FIELDS = {
+    "kv_cache_free_gpu_memory_fraction": "free_gpu_memory_fraction",
+    "kv_cache_max_tokens": "max_tokens",
+    "kv_cache_dtype": "dtype",
+    "kv_cache_enable_block_reuse": "enable_block_reuse",
+    "tokens_per_block": "tokens_per_block",
+}
+_PLAIN_FIELDS = (
+    "max_batch_size",
+    "max_num_tokens",
+    "max_seq_len",
+    "enable_chunked_prefill",
+    "attn_backend",
+    "disable_overlap_scheduler",
+    "speculative_config",
+)
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -133,9 +154,15 @@ def llm_kwargs(config: ExperimentConfig, source: ModelSource, api: Any, trtllm_v
     else:
         if set_fields.get("cuda_graphs") is False:
             kwargs["cuda_graph_config"] = None
-        elif "cuda_graph_batch_sizes" in set_fields or "cuda_graph_padding" in set_fields or set_fields.get("cuda_graphs"):
-            graphs = {"batch_sizes": set_fields.get("cuda_graph_batch_sizes"),
-                      "enable_padding": set_fields.get("cuda_graph_padding")}
+        elif (
+            "cuda_graph_batch_sizes" in set_fields
+            or "cuda_graph_padding" in set_fields
+            or set_fields.get("cuda_graphs")
+        ):
+            graphs = {
+                "batch_sizes": set_fields.get("cuda_graph_batch_sizes"),
+                "enable_padding": set_fields.get("cuda_graph_padding"),
+            }
             kwargs["cuda_graph_config"] = api.CudaGraphConfig(**{k: v for k, v in graphs.items() if v is not None})
         if set_fields.get("torch_compile"):
             kwargs["torch_compile_config"] = api.TorchCompileConfig()
@@ -143,12 +170,17 @@ def llm_kwargs(config: ExperimentConfig, source: ModelSource, api: Any, trtllm_v
     return kwargs
 
 
-def sampling_kwargs(config: ExperimentConfig, source: ModelSource, max_tokens: int, *, prefill: bool = False
-                    ) -> dict[str, Any]:
+def sampling_kwargs(
+    config: ExperimentConfig, source: ModelSource, max_tokens: int, *, prefill: bool = False
+) -> dict[str, Any]:
     """Keyword arguments of TRT-LLM `SamplingParams` for one workload (prefill: one token, no minimum)."""
     decoder = config.decoder
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "seed": config.random_seed, "detokenize": False,
-                              "return_perf_metrics": True}
+    kwargs: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "seed": config.random_seed,
+        "detokenize": False,
+        "return_perf_metrics": True,
+    }
     if decoder.fixed_output_length and not prefill:
         kwargs["min_tokens"] = max_tokens
     if not source.needs_tokenizer:
@@ -180,8 +212,11 @@ def request_timing(output: Any, batch_wall_s: float) -> RequestTiming:
     timing = getattr(perf, "timing_metrics", None)
     if timing is None or not _seconds(timing.first_token_time):
         return RequestTiming(latency_s=batch_wall_s, output_tokens=tokens)
-    arrival_s, first_s, last_s = (_seconds(timing.arrival_time), _seconds(timing.first_token_time),
-                                  _seconds(timing.last_token_time))
+    arrival_s, first_s, last_s = (
+        _seconds(timing.arrival_time),
+        _seconds(timing.first_token_time),
+        _seconds(timing.last_token_time),
+    )
     span_s = max(0.0, last_s - first_s)
     itl_s = [span_s / (tokens - 1)] * (tokens - 1) if tokens > 1 and span_s > 0 else []
     return RequestTiming(latency_s=last_s - arrival_s, output_tokens=tokens, ttft_s=first_s - arrival_s, itl_s=itl_s)
@@ -210,8 +245,9 @@ def tensorrt_version() -> str:
     return str(getattr(tensorrt, "__version__", "unknown"))
 
 
-def load_engine_llm(llm_cls: Any, kwargs: dict[str, Any], key: str | None, cache: EngineCache,
-                    manifest: dict[str, Any]) -> tuple[Any, list[str]]:
+def load_engine_llm(
+    llm_cls: Any, kwargs: dict[str, Any], key: str | None, cache: EngineCache, manifest: dict[str, Any]
+) -> tuple[Any, list[str]]:
     """(LLM on a TensorRT engine, notes): the cached engine for `key`, else build, save and cache it.
 
     `key` None means "do not cache" (build only). The cached engine is loaded with the runtime
@@ -248,16 +284,21 @@ class TensorRTBackend(EngineBackend):
         version = str(getattr(tensorrt_llm, "__version__", "0.0"))
         engine = (config.tensorrt or TensorRTConfig()).runtime == "engine"
         if engine and version_tuple(version) > ENGINE_RUNTIME_MAX_VERSION:
-            raise BackendError(f"tensorrt.runtime 'engine' needs TensorRT-LLM <= 1.2.x (installed: {version}); "
-                               "use runtime: pytorch")
+            raise BackendError(
+                f"tensorrt.runtime 'engine' needs TensorRT-LLM <= 1.2.x (installed: {version}); use runtime: pytorch"
+            )
         if engine and config.weights == "random":
-            raise BackendError("tensorrt.runtime 'engine' builds from a checkpoint: use weights: pretrained "
-                               "or runtime: pytorch (dummy weights)")
-        return self._start(start_s, tensorrt_llm, config, device,
-                           lambda source: self._build(config, source, llmapi, version, engine))
+            raise BackendError(
+                "tensorrt.runtime 'engine' builds from a checkpoint: use weights: pretrained "
+                "or runtime: pytorch (dummy weights)"
+            )
+        return self._start(
+            start_s, tensorrt_llm, config, device, lambda source: self._build(config, source, llmapi, version, engine)
+        )
 
-    def _build(self, config: ExperimentConfig, source: ModelSource, llmapi: Any, version: str,
-               engine: bool) -> list[str]:
+    def _build(
+        self, config: ExperimentConfig, source: ModelSource, llmapi: Any, version: str, engine: bool
+    ) -> list[str]:
         kwargs = llm_kwargs(config, source, llmapi, version)
         notes: list[str] = []
         if engine:
@@ -279,8 +320,13 @@ class TensorRTBackend(EngineBackend):
         identity = model_identity(config.model, architecture_config(config.model))
         trt_version = tensorrt_version()
         key = engine_key(identity, build_flags, capability, trt_version, version) if capability else None
-        manifest = {"identity": identity, "build_flags": build_flags, "compute_capability": capability,
-                    "tensorrt": trt_version, "tensorrt_llm": version}
+        manifest = {
+            "identity": identity,
+            "build_flags": build_flags,
+            "compute_capability": capability,
+            "tensorrt": trt_version,
+            "tensorrt_llm": version,
+        }
         return load_engine_llm(engine_llm_cls, kwargs, key, self._cache, manifest)
 
     def _sampling(self, config: ExperimentConfig, max_tokens: int, *, prefill: bool = False) -> dict[str, Any]:

@@ -10,7 +10,11 @@ from llem_ray.backends.spec import Section
 from llem_ray.config.limits import MAX_ENGINE_COUNT, MAX_PROMPTS, MAX_TOKENS
 
 TRT_PYTORCH_ONLY_FIELDS: tuple[str, ...] = (
-    "attn_backend", "disable_overlap_scheduler", "torch_compile", "cuda_graph_batch_sizes", "cuda_graph_padding",
+    "attn_backend",
+    "disable_overlap_scheduler",
+    "torch_compile",
+    "cuda_graph_batch_sizes",
+    "cuda_graph_padding",
 )
 """`tensorrt:` fields that apply only to the PyTorch runtime."""
 TRT_ENGINE_ONLY_FIELDS: tuple[str, ...] = ("max_input_len",)
@@ -64,8 +68,8 @@ class TensorRTConfig(Section):
         None, description="Capacity scheduler policy."
     )
     speculative_config: dict[str, Any] | None = Field(
-        None, description="Speculative decoding: TRT-LLM DecodingConfig fields, e.g. {decoding_type: MTP, "
-        "max_draft_len: 3}."
+        None,
+        description="Speculative decoding: TRT-LLM DecodingConfig fields, e.g. {decoding_type: MTP, max_draft_len: 3}.",
     )
 
     @model_validator(mode="after")
@@ -74,8 +78,10 @@ class TensorRTConfig(Section):
         misplaced = TRT_PYTORCH_ONLY_FIELDS if engine else TRT_ENGINE_ONLY_FIELDS
         wrong = [f for f in misplaced if getattr(self, f) is not None]
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} apply only to runtime "
-                             f"'{'pytorch' if engine else 'engine'}' (runtime is '{self.runtime or 'pytorch'}')")
+            raise ValueError(
+                f"{', '.join(wrong)} apply only to runtime "
+                f"'{'pytorch' if engine else 'engine'}' (runtime is '{self.runtime or 'pytorch'}')"
+            )
         if self.cuda_graphs is False and (self.cuda_graph_batch_sizes or self.cuda_graph_padding):
             raise ValueError("cuda_graph_batch_sizes/cuda_graph_padding set but cuda_graphs is false")
         return self

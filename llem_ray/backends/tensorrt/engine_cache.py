@@ -41,7 +41,10 @@ def model_identity(model: str, config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def engine_key(
-    identity: dict[str, Any], build_flags: dict[str, Any], compute_capability: str, tensorrt_version: str,
+    identity: dict[str, Any],
+    build_flags: dict[str, Any],
+    compute_capability: str,
+    tensorrt_version: str,
     trtllm_version: str,
 ) -> str:
     """SHA-256[:16] over everything a built engine depends on (stable across dict key order)."""

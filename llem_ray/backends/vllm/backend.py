@@ -52,11 +52,17 @@ if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
 
 SET_BY_BACKEND: tuple[str, ...] = (
-    "model", "dtype", "tensor_parallel_size", "seed", "load_format", "distributed_executor_backend",
-    "disable_log_stats", "skip_tokenizer_init", "enable_lora",
+    "model",
+    "dtype",
+    "tensor_parallel_size",
+    "seed",
+    "load_format",
+    "distributed_executor_backend",
+    "disable_log_stats",
+    "skip_tokenizer_init",
+    "enable_lora",
 )
 """vLLM engine arguments this backend derives from the experiment (coverage counts them as covered)."""
-
 
 
 def engine_kwargs(config: ExperimentConfig, source: ModelSource, device: str) -> dict[str, Any]:
@@ -203,10 +209,15 @@ class VLLMBackend(EngineBackend):
     def load(self, config: ExperimentConfig, device: str) -> ModelInfo:
         """Start the vLLM engine for `config` on every visible GPU, then run one kernel warm-up request."""
         start_s = time.perf_counter()
-        vllm = self._import("vllm", "pip install 'llem-ray[vllm]', or give vllm experiments their own Ray "
-                                    "runtime_env (runtime_envs.vllm, docs/backends.md)")
+        vllm = self._import(
+            "vllm",
+            "pip install 'llem-ray[vllm]', or give vllm experiments their own Ray "
+            "runtime_env (runtime_envs.vllm, docs/backends.md)",
+        )
         if config.lora is not None and config.lora.merge:
-            raise BackendError("lora.merge is not supported by vLLM (it applies adapters at run time): set merge: false")
+            raise BackendError(
+                "lora.merge is not supported by vLLM (it applies adapters at run time): set merge: false"
+            )
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         return self._start(start_s, vllm, config, device, lambda source: self._build(config, source, device))
 

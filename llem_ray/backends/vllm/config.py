@@ -41,8 +41,9 @@ class VLLMConfig(Section):
     )
     enforce_eager: bool | None = Field(None, description="Disable CUDA graphs (always run eagerly).")
     compilation_config: int | dict[str, Any] | None = Field(
-        None, description="torch.compile / CUDA-graph settings: a level (0-3) or a dict (e.g. cudagraph_mode, "
-        "cudagraph_capture_sizes)."
+        None,
+        description="torch.compile / CUDA-graph settings: a level (0-3) or a dict (e.g. cudagraph_mode, "
+        "cudagraph_capture_sizes).",
     )
     enable_chunked_prefill: bool | None = Field(None, description="Split long prefills across scheduler steps.")
     long_prefill_token_threshold: int | None = Field(
@@ -56,7 +57,8 @@ class VLLMConfig(Section):
     block_size: int | None = Field(None, ge=1, le=MAX_TOKENS, description="KV-cache block size, tokens.")
     quantization: str | None = Field(None, description="Weight quantisation method: fp8, awq, gptq, bitsandbytes...")
     attention_backend: str | None = Field(
-        None, description="Attention kernel (e.g. FLASH_ATTN, FLASHINFER); vLLM versions without the argument reject it."
+        None,
+        description="Attention kernel (e.g. FLASH_ATTN, FLASHINFER); vLLM versions without the argument reject it.",
     )
     disable_cascade_attn: bool | None = Field(None, description="Disable cascade attention for shared prefixes.")
     async_scheduling: bool | None = Field(None, description="Overlap CPU scheduling with GPU execution.")
@@ -72,6 +74,5 @@ class VLLMConfig(Section):
         None, ge=1, le=MAX_ENGINE_COUNT, description="Largest LoRA rank to support (with `lora:`)."
     )
     speculative_config: dict[str, Any] | None = Field(
-        None, description="Speculative decoding, e.g. {method: ngram, num_speculative_tokens: 4, "
-        "prompt_lookup_max: 4}."
+        None, description="Speculative decoding, e.g. {method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 4}."
     )

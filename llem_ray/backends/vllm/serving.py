@@ -76,11 +76,14 @@ class VLLMStreamingEngine:
             self._vllm = importlib.import_module("vllm")
             self._delta = importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA
         except ImportError as exc:
-            raise BackendError(f"vLLM is not installed in this environment ({exc}): pip install 'llem-ray[vllm]', "
-                               "or give vllm experiments their own Ray runtime_env (docs/backends.md)") from exc
+            raise BackendError(
+                f"vLLM is not installed in this environment ({exc}): pip install 'llem-ray[vllm]', "
+                "or give vllm experiments their own Ray runtime_env (docs/backends.md)"
+            ) from exc
         if config.lora is not None and config.lora.merge:
-            raise BackendError("lora.merge is not supported by vLLM (it applies adapters at run time): "
-                               "set merge: false")
+            raise BackendError(
+                "lora.merge is not supported by vLLM (it applies adapters at run time): set merge: false"
+            )
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self._config = config
         source = ModelSource.prepare(config)

@@ -105,7 +105,9 @@ class TritonPythonModel:
         use_cuda = torch.cuda.is_available() and wanted in ("auto", "cuda")
         if wanted == "cuda" and not use_cuda:
             raise pb_utils.TritonModelException("device=cuda requested but CUDA is not available")
-        self.device = torch.device("cuda", int(args.get("model_instance_device_id") or 0)) if use_cuda else torch.device("cpu")
+        self.device = (
+            torch.device("cuda", int(args.get("model_instance_device_id") or 0)) if use_cuda else torch.device("cpu")
+        )
         dtype = getattr(torch, params.get("dtype", "float16")) if use_cuda else torch.float32
         self.max_input_len = int(params.get("max_input_len", "1024"))
         self.max_seq_len = int(params.get("max_seq_len", "2048"))
@@ -154,7 +156,9 @@ class TritonPythonModel:
             )
             return _text_response("" if stream else generated)
         except Exception as exc:  # noqa: BLE001 - reported to the client, model stays up
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(f"llm-demo python runtime: {exc}"))
+            return pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(f"llm-demo python runtime: {exc}")
+            )
 
     def _pick(self, logits, temperature, top_k, top_p, generator):
         torch = self.torch
@@ -198,7 +202,7 @@ class TritonPythonModel:
                 if hits:  # the text so far had none: cut at the first stop word and end
                     decoded = decoded[: min(hits)]
                 if emit is not None and len(decoded) > len(text):
-                    emit(decoded[len(text):])
+                    emit(decoded[len(text) :])
                 text = decoded
                 if hits:
                     break

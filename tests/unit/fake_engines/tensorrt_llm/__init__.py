@@ -91,8 +91,9 @@ class LLM:
         self._next_id = 0
         EVENTS.append((f"init:{type(self).__name__}", kwargs))
 
-    def generate(self, inputs: list[Any], sampling_params: SamplingParams | None = None, use_tqdm: bool = True
-                 ) -> list[RequestOutput]:
+    def generate(
+        self, inputs: list[Any], sampling_params: SamplingParams | None = None, use_tqdm: bool = True
+    ) -> list[RequestOutput]:
         if self.shut_down:
             raise RuntimeError("LLM is shut down")
         params = sampling_params or SamplingParams()
@@ -104,9 +105,14 @@ class LLM:
             if params.return_perf_metrics:
                 arrival = ARRIVAL_S + i / 1000
                 first = arrival + FIRST_TOKEN_S
-                perf = RequestPerfMetrics(TimingMetrics(
-                    timedelta(seconds=arrival), timedelta(seconds=arrival), timedelta(seconds=first),
-                    timedelta(seconds=first + TOKEN_INTERVAL_S * (n - 1))))
+                perf = RequestPerfMetrics(
+                    TimingMetrics(
+                        timedelta(seconds=arrival),
+                        timedelta(seconds=arrival),
+                        timedelta(seconds=first),
+                        timedelta(seconds=first + TOKEN_INTERVAL_S * (n - 1)),
+                    )
+                )
             completion = CompletionOutput(0, "", [9] * n, request_perf_metrics=perf)
             outputs.append(RequestOutput(self._next_id, list(prompt["prompt_token_ids"]), [completion]))
             self._next_id += 1
@@ -115,5 +121,3 @@ class LLM:
     def shutdown(self) -> None:
         EVENTS.append(("shutdown", type(self).__name__))
         self.shut_down = True
-
-

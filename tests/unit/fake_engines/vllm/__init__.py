@@ -157,8 +157,9 @@ class LLM:
         self._counter = 0
         scheduler = SimpleNamespace(max_num_seqs=args.max_num_seqs or DEFAULT_MAX_NUM_SEQS)
         cache = SimpleNamespace(enable_prefix_caching=args.enable_prefix_caching is not False)
-        self.llm_engine = SimpleNamespace(vllm_config=SimpleNamespace(scheduler_config=scheduler, cache_config=cache),
-                                          engine_core=_EngineCore())
+        self.llm_engine = SimpleNamespace(
+            vllm_config=SimpleNamespace(scheduler_config=scheduler, cache_config=cache), engine_core=_EngineCore()
+        )
         if LEGACY_SHUTDOWN:
             self.shutdown = self._legacy_shutdown
         EVENTS.append(("init", dict(model=model, **kwargs)))
@@ -172,8 +173,14 @@ class LLM:
         EVENTS.append(("reset_prefix_cache", None))
         return not REFUSE_RESET
 
-    def generate(self, prompts: list[Any], sampling_params: SamplingParams | None = None, *, use_tqdm: bool = True,
-                 lora_request: Any = None) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts: list[Any],
+        sampling_params: SamplingParams | None = None,
+        *,
+        use_tqdm: bool = True,
+        lora_request: Any = None,
+    ) -> list[RequestOutput]:
         params = sampling_params or SamplingParams()
         EVENTS.append(("generate", {"prompts": prompts, "params": params, "lora_request": lora_request}))
         arrival_wall, origin = time.time(), time.monotonic()
@@ -188,9 +195,18 @@ class LLM:
             last_s = first_s + TOKEN_INTERVAL_S * (n - 1)
             heapq.heappush(slots, last_s)
             end_s = max(end_s, last_s)
-            stats = None if self.engine_args.disable_log_stats else RequestStateStats(
-                num_generation_tokens=n, arrival_time=arrival_wall, queued_ts=origin, scheduled_ts=origin + start_s,
-                first_token_ts=origin + first_s, last_token_ts=origin + last_s, first_token_latency=first_s,
+            stats = (
+                None
+                if self.engine_args.disable_log_stats
+                else RequestStateStats(
+                    num_generation_tokens=n,
+                    arrival_time=arrival_wall,
+                    queued_ts=origin,
+                    scheduled_ts=origin + start_s,
+                    first_token_ts=origin + first_s,
+                    last_token_ts=origin + last_s,
+                    first_token_latency=first_s,
+                )
             )
             completion = CompletionOutput(0, "" if not params.detokenize else "x" * n, [7] * n)
             outputs.append(RequestOutput(str(self._counter), None, ids, None, [completion], True, stats))
@@ -202,4 +218,4 @@ class LLM:
         EVENTS.append(("shutdown", None))
 
 
-from vllm._async import AsyncEngineArgs, AsyncLLMEngine  # noqa: E402  (needs EngineArgs and the outputs above)
+from vllm._async import AsyncEngineArgs, AsyncLLMEngine  # noqa: E402, F401  (re-exported; needs EngineArgs and the outputs above)

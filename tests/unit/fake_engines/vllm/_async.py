@@ -72,13 +72,18 @@ class AsyncLLMEngine:
         vllm.EVENTS.append(("async_reset_prefix_cache", len(self._running)))
         return not vllm.REFUSE_RESET
 
-    async def generate(self, prompt: dict, sampling_params: vllm.SamplingParams, request_id: str, *,
-                       lora_request: Any = None):
+    async def generate(
+        self, prompt: dict, sampling_params: vllm.SamplingParams, request_id: str, *, lora_request: Any = None
+    ):
         slots = self._bind()
         if request_id in self._running:
             raise ValueError(f"request id {request_id} is already running")
-        vllm.EVENTS.append(("async_generate", {"request_id": request_id, "params": sampling_params,
-                                                "prompt": prompt, "lora_request": lora_request}))
+        vllm.EVENTS.append(
+            (
+                "async_generate",
+                {"request_id": request_id, "params": sampling_params, "prompt": prompt, "lora_request": lora_request},
+            )
+        )
         ids = list(prompt["prompt_token_ids"])
         n = sampling_params.min_tokens or max(1, (sampling_params.max_tokens or 16) // 2)
         delta = sampling_params.output_kind == RequestOutputKind.DELTA

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tensorrt_llm import EVENTS
+from tensorrt_llm import EVENTS, llmapi
 from tensorrt_llm import LLM as _TorchLLM
-from tensorrt_llm import llmapi
 
 
 class LLM(_TorchLLM):

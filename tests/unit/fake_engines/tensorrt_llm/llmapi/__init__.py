@@ -68,20 +68,49 @@ class BuildConfig:
     max_beam_width: int = 1
 
 
-_COMMON = ("model", "tokenizer", "tokenizer_mode", "skip_tokenizer_init", "trust_remote_code", "tensor_parallel_size",
-           "pipeline_parallel_size", "dtype", "revision", "kv_cache_config", "enable_chunked_prefill", "max_batch_size",
-           "max_num_tokens", "max_seq_len", "max_beam_width", "quant_config", "scheduler_config", "speculative_config",
-           "backend", "gpus_per_node", "enable_lora", "return_perf_metrics")
+_COMMON = (
+    "model",
+    "tokenizer",
+    "tokenizer_mode",
+    "skip_tokenizer_init",
+    "trust_remote_code",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "dtype",
+    "revision",
+    "kv_cache_config",
+    "enable_chunked_prefill",
+    "max_batch_size",
+    "max_num_tokens",
+    "max_seq_len",
+    "max_beam_width",
+    "quant_config",
+    "scheduler_config",
+    "speculative_config",
+    "backend",
+    "gpus_per_node",
+    "enable_lora",
+    "return_perf_metrics",
+)
 
 
 class TorchLlmArgs:
     model_fields: dict[str, Any] = dict.fromkeys(
-        (*_COMMON, "load_format", "cuda_graph_config", "attn_backend", "disable_overlap_scheduler",
-         "torch_compile_config", "moe_config", "stream_interval", "sampler_type"))
+        (
+            *_COMMON,
+            "load_format",
+            "cuda_graph_config",
+            "attn_backend",
+            "disable_overlap_scheduler",
+            "torch_compile_config",
+            "moe_config",
+            "stream_interval",
+            "sampler_type",
+        )
+    )
 
 
 class TrtLlmArgs:
     model_fields: dict[str, Any] = dict.fromkeys(
-        (*_COMMON, "build_config", "extended_runtime_perf_knob_config", "fast_build", "embedding_parallel_mode"))
-
-
+        (*_COMMON, "build_config", "extended_runtime_perf_knob_config", "fast_build", "embedding_parallel_mode")
+    )
