@@ -21,72 +21,29 @@ A local directory (``model.local_dir``) is hashed instead of downloaded; its rec
 re-checked on the next run (a changed directory is re-recorded with a ``local_source_changed`` event,
 unless ``model.sha256`` pins a value, which is then enforced). Times are UTC; sizes in bytes. Events
 go to ``logs/<run>/download.jsonl``; the credential is never logged (the redactor learns it first).
+Hashing and verification live in :mod:`llm_demo.checksums`, hub access in :mod:`llm_demo.hub`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import credentials
+from .checksums import check_entry, content_sha256, hash_local, matches_patterns, verify_download
 from .config import DemoConfig
 from .errors import CacheError, ChecksumError
 from .events import EventLog
+from .hub import Hub, HuggingFaceHub, is_offline
 from .paths import Workspace, iso, parse_iso, read_json, utc_now, write_json_atomic
 from .redact import Redactor
 
 MANIFEST = "cache-manifest.json"
 TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model", "added_tokens.json")
-_CHUNK_BYTES = 1 << 20
 _DOC = "docs/usage.md#model-acquisition"
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """One file of a hub revision; ``lfs_sha256``/``blob_id`` are None when the hub gives none."""
-
-    path: str
-    size_bytes: int | None
-    lfs_sha256: str | None
-    blob_id: str | None
-
-
-class Hub(Protocol):
-    """What acquisition needs from a model hub (the default is :class:`HuggingFaceHub`)."""
-
-    def list_files(self, repo_id: str, revision: str, token: str | None) -> tuple[str, list[HubFile]]:
-        """Return (commit sha, files) of ``revision``."""
-
-    def download(self, repo_id: str, commit: str, filenames: list[str], dest: Path, token: str | None) -> None:
-        """Download ``filenames`` of ``commit`` into ``dest`` (same relative paths)."""
-
-
-class HuggingFaceHub:
-    """:class:`Hub` backed by ``huggingface_hub``, at ``HF_ENDPOINT`` (a mirror) or the public hub.
-
-    Only called on a cache miss. Note that huggingface_hub 2.x also fetches ``<endpoint>/api/agent-harnesses``
-    when it first builds request headers; a cache hit never imports it, so offline runs stay silent.
-    """
-
-    def list_files(self, repo_id: str, revision: str, token: str | None) -> tuple[str, list[HubFile]]:
-        from huggingface_hub import HfApi
-
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True, token=token or False)
-        files = [HubFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None, s.blob_id) for s in info.siblings or []]
-        return info.sha, files
-
-    def download(self, repo_id: str, commit: str, filenames: list[str], dest: Path, token: str | None) -> None:
-        from huggingface_hub import hf_hub_download
-
-        for name in filenames:
-            hf_hub_download(repo_id, name, revision=commit, local_dir=dest, token=token or False)
 
 
 @dataclass(frozen=True)
@@ -95,65 +52,6 @@ class Acquired:
 
     model: dict[str, Any]
     tokenizer: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks; ``OSError`` if unreadable."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def git_blob_sha1(path: Path) -> str:
-    """The git blob id of a file (what the hub reports as ``blob_id`` for non-LFS files)."""
-    digest = hashlib.sha1()
-    digest.update(b"blob %d\0" % Path(path).stat().st_size)
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_sha256(files: list[Mapping[str, Any]]) -> str:
-    """One hash for a set of files: SHA-256 over sorted ``path:sha256`` lines (the "input model hash")."""
-    lines = sorted(f"{f['path']}:{f['sha256']}" for f in files)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def is_offline(environ: Mapping[str, str] | None = None) -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to 1/true/yes/on."""
-    env = os.environ if environ is None else environ
-    return any(
-        env.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-def _matches(path: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(Path(path).name, p) for p in patterns)
-
-
-def _check_entry(entry: Mapping[str, Any], now: datetime) -> str | None:
-    """Why a cache entry is unusable (None: valid)."""
-    if entry.get("status") != "valid":
-        return entry.get("invalidated_reason") or "not valid"
-    if now >= parse_iso(entry["expires_at"]):
-        return (
-            f"expired: created {entry['created_at']}, retention {entry['retention_days']} days, "
-            f"expired {entry['expires_at']}"
-        )
-    root = Path(entry["path"])
-    for f in entry["files"]:
-        path = root / f["path"]
-        if not path.is_file():
-            return f"missing file {f['path']}"
-        if path.stat().st_size != f["size_bytes"]:
-            return f"checksum mismatch: {f['path']} size {path.stat().st_size} != recorded {f['size_bytes']}"
-        actual = sha256_file(path)
-        if actual != f["sha256"]:
-            return f"checksum mismatch: {f['path']} sha256 {actual} != recorded {f['sha256']}"
-    return None
 
 
 class _Cache:
@@ -207,64 +105,6 @@ def _record(
     }
 
 
-def _hash_local(root: Path, patterns: tuple[str, ...], pins: Mapping[str, str]) -> list[dict[str, Any]]:
-    files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if not _matches(rel, patterns) or rel.startswith("."):
-            continue
-        digest = sha256_file(path)
-        if rel in pins and pins[rel] != digest:
-            raise ChecksumError(
-                f"checksum mismatch: {root / rel} sha256 {digest} != pinned {pins[rel]}",
-                remediation="restore the file or update model.sha256 in config/model.yaml",
-                doc=_DOC,
-            )
-        files.append(
-            {
-                "path": rel,
-                "size_bytes": path.stat().st_size,
-                "sha256": digest,
-                "verified_against": "config" if rel in pins else "recorded",
-            }
-        )
-    if not files:
-        raise CacheError(f"no files matching {list(patterns)} in {root}", doc=_DOC)
-    return files
-
-
-def _verify_download(dest: Path, wanted: list[HubFile], pins: Mapping[str, str]) -> list[dict[str, Any]]:
-    files = []
-    for hf in wanted:
-        path = dest / hf.path
-        if not path.is_file():
-            raise CacheError(f"download incomplete: {hf.path} missing", doc=_DOC)
-        size = path.stat().st_size
-        digest = sha256_file(path)
-        if hf.path in pins:
-            expected, against, actual = pins[hf.path], "config", digest
-        elif hf.lfs_sha256:
-            expected, against, actual = hf.lfs_sha256, "lfs", digest
-        elif hf.blob_id:
-            expected, against, actual = hf.blob_id, "git-blob", git_blob_sha1(path)
-        else:
-            expected, against, actual = digest, "recorded", digest
-        if actual != expected or (hf.size_bytes is not None and size != hf.size_bytes):
-            path.unlink()
-            raise ChecksumError(
-                f"checksum mismatch: {hf.path} {against} {actual} != expected {expected} "
-                f"(size {size}, expected {hf.size_bytes})",
-                remediation=(
-                    "the download is corrupt or the revision changed; run again to re-download, "
-                    "check model.revision/model.sha256"
-                ),
-                doc=_DOC,
-                details={"file": hf.path, "expected": expected, "actual": actual, "verified_against": against},
-            )
-        files.append({"path": hf.path, "size_bytes": size, "sha256": digest, "verified_against": against})
-    return files
-
-
 def _acquire_one(
     cache: _Cache,
     cfg: DemoConfig,
@@ -285,7 +125,7 @@ def _acquire_one(
     events, pins = cache.events, cfg.model.sha256
     entry = cache.data["entries"].get(key)
     if entry is not None:
-        reason = _check_entry(entry, now)
+        reason = check_entry(entry, now)
         if reason is None and not refresh:
             events.emit(
                 "cache_hit",
@@ -300,7 +140,7 @@ def _acquire_one(
             cache.invalidate(key, reason, now)
     retention = cfg.cache.retention_days
     if source == "local":
-        files = _hash_local(local.resolve(), patterns, pins)
+        files = hash_local(local.resolve(), patterns, pins)
         if entry is not None and entry.get("content_sha256") != content_sha256(files):
             events.emit("local_source_changed", key=key, path=str(local))
         record = _record(
@@ -322,7 +162,7 @@ def _acquire_one(
         events.emit("download_start", key=key, repo_id=ref, revision=revision)
         try:
             commit, listing = hub.list_files(ref, revision or "main", token)
-            wanted = [f for f in listing if _matches(f.path, patterns)]
+            wanted = [f for f in listing if matches_patterns(f.path, patterns)]
             if not wanted:
                 raise CacheError(f"{ref}@{revision}: no file matches {list(patterns)}", doc=_DOC)
             dest = workspace.cache_dir / "hub" / ref.replace("/", "--") / commit
@@ -341,7 +181,7 @@ def _acquire_one(
                 doc=_DOC,
             ) from None
         try:
-            files = _verify_download(dest, wanted, pins)
+            files = verify_download(dest, wanted, pins)
         except ChecksumError as exc:
             cache.data["entries"][key] = {
                 **_record(key, kind, "hub", ref, revision, commit, dest, [], patterns, retention, now),

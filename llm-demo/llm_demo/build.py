@@ -8,7 +8,8 @@ engine manifest it wrote:
   line by line and redacted, to ``logs/<run>/build.log``; the engine lands in
   ``.cache/engines/<key>/engine`` where ``key`` hashes the input model, build flags, GPU compute
   capability and TensorRT/TensorRT-LLM versions (an engine is only valid for all of them). An intact
-  engine with the same key is reused (``engine_cache_hit`` event).
+  engine with the same key is reused (``engine_cache_hit`` event). The commands and the streaming
+  runner are in :mod:`llm_demo.engine_tools`.
 * ``llmapi``: writes ``llm_api_config.yaml`` (LLM-API / PyTorch-backend options) instead of an engine.
 * ``python``: checks the transformers model directory (``config.json`` with ``model_type``, weights,
   tokenizer files); the weights are the served artifacts.
@@ -30,12 +31,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -43,8 +39,10 @@ from typing import Any
 
 import yaml
 
-from .acquire import Acquired, sha256_file
+from .acquire import Acquired
+from .checksums import sha256_file
 from .config import PRECISION_PROFILES, DemoConfig
+from .engine_tools import TAIL_LINES, convert_command, run_streamed, trtllm_build_command
 from .errors import BuildError
 from .events import EventLog
 from .paths import Workspace, iso, read_json, utc_now, write_json_atomic
@@ -53,7 +51,6 @@ from .versions import cuda_runtime_version, cudnn_version, package_version
 
 MANIFEST = "engine-manifest.json"
 _DOC = "docs/usage.md#engine-build"
-_TAIL_LINES = 60
 
 #: (regex on the build log, hint) pairs for the diagnostics file.
 HINTS: tuple[tuple[str, str], ...] = (
@@ -95,114 +92,6 @@ def _tree_files(root: Path) -> list[dict[str, Any]]:
 
 def _digest(files: list[Mapping[str, Any]]) -> str:
     return hashlib.sha256("\n".join(f"{f['path']}:{f['sha256']}" for f in files).encode()).hexdigest()
-
-
-def convert_command(cfg: DemoConfig, model_dir: str, ckpt_dir: Path) -> list[str]:
-    """argv of convert_checkpoint.py for the configured precision and parallelism."""
-    b = cfg.build
-    dtype, weight_only = PRECISION_PROFILES[cfg.precision.profile]
-    script = b.convert_script if os.sep in b.convert_script else (shutil.which(b.convert_script) or b.convert_script)
-    cmd = [
-        b.python or sys.executable,
-        script,
-        "--model_dir",
-        model_dir,
-        "--output_dir",
-        str(ckpt_dir),
-        "--dtype",
-        dtype,
-        "--tp_size",
-        str(b.tensor_parallelism),
-        "--pp_size",
-        str(b.pipeline_parallelism),
-    ]
-    if weight_only:
-        cmd += ["--use_weight_only", "--weight_only_precision", weight_only]
-    if cfg.precision.kv_cache_dtype == "int8":  # calibrated in convert_checkpoint.py (config.py checks the runtime)
-        cmd.append("--int8_kv_cache")
-    return cmd + list(b.extra_convert_args)
-
-
-def trtllm_build_command(cfg: DemoConfig, ckpt_dir: Path, engine_dir: Path) -> list[str]:
-    """argv of trtllm-build with the configured limits (tokens) and plugins."""
-    b = cfg.build
-    cmd = [
-        b.trtllm_build,
-        "--checkpoint_dir",
-        str(ckpt_dir),
-        "--output_dir",
-        str(engine_dir),
-        "--gemm_plugin",
-        b.gemm_plugin,
-        "--max_batch_size",
-        str(b.max_batch_size),
-        "--max_input_len",
-        str(b.max_input_len),
-        "--max_seq_len",
-        str(b.max_seq_len),
-        "--max_num_tokens",
-        str(b.max_num_tokens),
-        "--max_beam_width",
-        str(b.max_beam_width),
-        "--kv_cache_type",
-        b.kv_cache_type,
-    ]
-    return cmd + list(b.extra_build_args)
-
-
-def run_streamed(cmd: list[str], log_path: Path, redactor: Redactor, timeout_s: float, label: str) -> dict[str, Any]:
-    """Run ``cmd``; append its merged output, redacted, to ``log_path``; return exit code, tail, timing.
-
-    A process still running after ``timeout_s`` seconds is killed (``timed_out: True``). A program that
-    cannot be started gives ``returncode: 127`` and the OS error in the tail.
-    """
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
-    start = time.monotonic()
-    with log_path.open("a", encoding="utf-8") as log:
-        log.write(f"### {label}: {redactor.redact(' '.join(cmd))}\n")
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                bufsize=1,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            line = redactor.redact(f"cannot start {cmd[0]}: {exc}")
-            log.write(line + "\n")
-            return {"returncode": 127, "timed_out": False, "duration_s": 0.0, "tail": [line]}
-        expired = threading.Event()
-
-        def kill_group() -> None:  # the tools spawn workers (MPI); end the whole session
-            expired.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout_s, kill_group)
-        timer.start()
-        try:
-            for raw in proc.stdout:
-                line = redactor.redact(raw.rstrip("\n"))
-                log.write(line + "\n")
-                log.flush()
-                tail.append(line)
-            returncode = proc.wait()
-        finally:
-            timer.cancel()
-        timed_out = expired.is_set()
-        log.write(f"### {label}: exit {returncode} after {time.monotonic() - start:.1f} s\n")
-    return {
-        "returncode": returncode,
-        "timed_out": timed_out,
-        "duration_s": round(time.monotonic() - start, 3),
-        "tail": list(tail),
-    }
 
 
 def _container(cfg: DemoConfig, prereq: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,7 +190,7 @@ def _fail(
     run_dir = workspace.run_dir(manifest["run"])
     tail = list((result or {}).get("tail") or [])
     if manifest.get("build_log") and not tail and Path(manifest["build_log"]).exists():
-        tail = Path(manifest["build_log"]).read_text(encoding="utf-8").splitlines()[-_TAIL_LINES:]
+        tail = Path(manifest["build_log"]).read_text(encoding="utf-8").splitlines()[-TAIL_LINES:]
     text = "\n".join(tail)
     diagnostics = {
         "run": manifest["run"],

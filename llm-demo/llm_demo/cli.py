@@ -30,6 +30,7 @@ from . import __version__, acquire, build, pipeline, prereqs, repo_validate, rep
 from .config import DemoConfig, load_config, parse_set_options
 from .errors import ExitCode, LlmDemoError
 from .events import EventLog
+from .host_probe import load_host_facts
 from .paths import Workspace, new_run_id, write_json_atomic
 from .redact import Redactor
 from .versions import write_tooling_manifest
@@ -183,7 +184,7 @@ def check(
     Exit 3 on failure."""
     state: AppState = ctx.obj
     cfg = state.config()
-    facts = prereqs.load_host_facts(host_facts) if host_facts else None
+    facts = load_host_facts(host_facts) if host_facts else None
     write_tooling_manifest(state.workspace)
     try:
         manifest = prereqs.check_prerequisites(state.workspace, cfg, state.run_id, state.redactor, facts=facts)
@@ -248,7 +249,7 @@ def prepare_cmd(
     state: AppState = ctx.obj
     cfg = state.config()
     write_tooling_manifest(state.workspace)
-    facts = prereqs.load_host_facts(host_facts) if host_facts else None
+    facts = load_host_facts(host_facts) if host_facts else None
     done = pipeline.prepare(
         state.workspace,
         cfg,

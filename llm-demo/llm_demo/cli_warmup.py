@@ -21,13 +21,14 @@ from pathlib import Path
 
 import typer
 
-from . import pipeline, prereqs
+from . import pipeline
 from .cli import AppState, app, guarded
 from .cli_serving import SERVING_CONFIG, start_server
 from .client import TritonTextClient
 from .config import DemoConfig
 from .errors import LlmDemoError
 from .gpu import snapshot, summary_line
+from .host_probe import load_host_facts
 from .retention import RetentionPolicy, write_run_manifest
 from .serve import ServerHandle
 from .serving_config import load_serving
@@ -165,7 +166,7 @@ def _warm_up(
 ) -> None:
     state, cfg, w = run.state, run.cfg, settings["warmup"]
     write_tooling_manifest(state.workspace)
-    facts = prereqs.load_host_facts(host_facts) if host_facts else None
+    facts = load_host_facts(host_facts) if host_facts else None
     prepared = pipeline.prepare(state.workspace, cfg, state.run_id, state.redactor, facts=facts, version=version)
     run.stage_done("prepare")
     run.baseline = snapshot("before-launch")

@@ -19,6 +19,7 @@ from . import build as build_mod
 from . import prereqs, repo_validate, repository
 from .config import DemoConfig
 from .events import EventLog
+from .hub import Hub
 from .paths import Workspace
 from .redact import Redactor
 
@@ -40,7 +41,7 @@ def prepare(
     redactor: Redactor,
     *,
     facts: Mapping[str, Any] | None = None,
-    hub: acquire_mod.Hub | None = None,
+    hub: Hub | None = None,
     offline: bool | None = None,
     refresh: bool = False,
     version: int = 1,

@@ -1,17 +1,7 @@
 """Prerequisite checks: ``config/prerequisites.yaml`` evaluated against a host description.
 
-``probe_host(cfg)`` describes the real host (NVML, installed packages, programs on PATH, Triton
-install, disk, container); ``load_host_facts(path)`` reads the same description from a YAML/JSON
-file instead (``llm-demo check --host-facts``: dry runs and tests on "described" hosts). Host facts::
-
-    python_version: "3.12.3"         in_container: true
-    gpus: [{index: 0, name: ..., compute_capability: "9.0", memory_total_bytes: ...}]
-    driver_version: "590.48"         cuda_driver_version: "13.1"   # the newest CUDA the driver supports
-    cuda_runtime_version: "13.1"     cudnn_version: "9.10.2"        # libraries a build links (None: absent)
-    packages: {tensorrt_llm: "1.2.1", ...}        # missing = not installed
-    executables: {trtllm-build: /path, convert_checkpoint: /path, docker: null, nvidia-ctk: null}
-    nvidia_ctk_version: "1.17.3"     triton: {binary: /path, backends: [python, tensorrtllm]}
-    disk_free_bytes: 500000000000
+The host description (facts) comes from :mod:`llm_demo.host_probe`: probed on the real host, or read
+from a file (``llm-demo check --host-facts``).
 
 Environment variables and the credential always come from the real environment (never from the
 facts file). ``check_prerequisites`` runs every check that applies to the configured runtime, writes
@@ -24,26 +14,22 @@ check fails, before anything is downloaded or built. Results carry remediation t
 from __future__ import annotations
 
 import os
-import platform
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import credentials
 from .config import DemoConfig
-from .errors import ConfigError, LlmDemoError, PrerequisiteError
+from .errors import ConfigError, PrerequisiteError
 from .events import EventLog
+from .host_probe import probe_host
 from .paths import Workspace, iso, utc_now, write_json_atomic
 from .redact import Redactor
-from .versions import at_least, cuda_runtime_version, cudnn_version, package_version, spec_matches
+from .versions import at_least, spec_matches
 
 DOC = "docs/prerequisites.md"
-_PROBED_PACKAGES = ("torch", "transformers", "tritonclient", "nvidia-pytriton", "tensorrt", "tensorrt_llm")
 _GIB = 1024**3
 
 
@@ -70,105 +56,6 @@ def load_requirements(workspace: Workspace) -> dict[str, Any]:
     if not isinstance(data, dict) or "support_matrix" not in data:
         raise ConfigError(f"{path} lacks support_matrix", doc=f"{DOC}#machine-readable-file")
     return data
-
-
-def load_host_facts(path: Path) -> dict[str, Any]:
-    """Read a host description (YAML or JSON); ConfigError if missing or not a mapping."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read host facts {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"host facts {path} must be a mapping")
-    data["described_by"] = str(path)
-    return data
-
-
-def _nvml_facts() -> dict[str, Any]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - no driver / no library: a CPU host
-        return {"gpus": [], "driver_version": None, "cuda_driver_version": None, "nvml_error": str(exc)}
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            gpus.append(
-                {
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else name,
-                    "compute_capability": f"{major}.{minor}",
-                    "memory_total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-                }
-            )
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        cuda = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
-        return {
-            "gpus": gpus,
-            "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
-            "cuda_driver_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
-        }
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _resolve_program(name: str) -> str | None:
-    path = Path(name).expanduser()
-    if path.is_absolute() or os.sep in name:
-        return str(path) if path.is_file() else None
-    return shutil.which(name)
-
-
-def _command_version(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for token in (out.stdout + " " + out.stderr).replace(",", " ").split():
-        if token[:1].isdigit() and "." in token:
-            return token
-    return None
-
-
-def _triton_facts() -> dict[str, Any]:
-    from .triton import locate_triton  # part 2's locator: wheel, LLM_DEMO_TRITON_HOME or /opt/tritonserver
-
-    try:
-        install = locate_triton()
-    except LlmDemoError:
-        return {"binary": None, "backends": []}
-    backends_dir = install.python_backend.parent
-    return {"binary": str(install.binary), "backends": sorted(p.name for p in backends_dir.iterdir() if p.is_dir())}
-
-
-def probe_host(cfg: DemoConfig, workspace: Workspace) -> dict[str, Any]:
-    """Describe the real host (see module docstring). Never raises for missing hardware/software."""
-    facts: dict[str, Any] = {"python_version": platform.python_version()}
-    facts.update(_nvml_facts())
-    facts["packages"] = {name: v for name in _PROBED_PACKAGES if (v := package_version(name))}
-    facts["cuda_runtime_version"] = cuda_runtime_version()
-    facts["cudnn_version"] = cudnn_version()
-    executables = {
-        "trtllm-build": _resolve_program(cfg.build.trtllm_build),
-        "convert_checkpoint": _resolve_program(cfg.build.convert_script),
-        "docker": shutil.which("docker"),
-        "nvidia-ctk": shutil.which("nvidia-ctk"),
-    }
-    facts["executables"] = executables
-    facts["nvidia_ctk_version"] = (
-        _command_version([executables["nvidia-ctk"], "--version"]) if executables["nvidia-ctk"] else None
-    )
-    facts["in_container"] = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
-    facts["triton"] = _triton_facts()
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    facts["disk_free_bytes"] = shutil.disk_usage(workspace.root).free
-    facts["cpu_count"] = os.cpu_count()
-    facts["platform"] = platform.platform()
-    return facts
 
 
 def matrix_row(req: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from llm_demo import acquire
-from llm_demo.acquire import HubFile, git_blob_sha1, sha256_file
+from llm_demo.checksums import git_blob_sha1, sha256_file
 from llm_demo.cli import app
 from llm_demo.config import load_config
 from llm_demo.errors import CacheError, ChecksumError
 from llm_demo.events import read_events
+from llm_demo.hub import HubFile, HuggingFaceHub
 from llm_demo.paths import Workspace, read_json, utc_now
 from llm_demo.redact import Redactor
 
@@ -293,7 +294,7 @@ def test_real_huggingface_hub_client_against_loopback_hub(
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", mirror + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(workspace.root / "agent-harnesses.json"))
     try:
-        got = acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=acquire.HuggingFaceHub(), offline=False)
+        got = acquire.acquire(workspace, _cfg(), "r1", Redactor(), hub=HuggingFaceHub(), offline=False)
     finally:
         server.shutdown()
         server.server_close()

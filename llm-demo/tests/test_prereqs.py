@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_demo import prereqs
+from llm_demo import host_probe, prereqs
 from llm_demo.cli import app
 from llm_demo.config import load_config
 from llm_demo.paths import PACKAGE_ROOT, Workspace, read_json
@@ -185,7 +185,7 @@ def test_python_runtime_passes_on_cpu_host(workspace: Workspace, tmp_path: Path)
 
 def test_real_probe_runs_without_raising(workspace: Workspace) -> None:
     cfg = load_config(PACKAGE_ROOT / "config" / "model.yaml")
-    facts = prereqs.probe_host(cfg, workspace)
+    facts = host_probe.probe_host(cfg, workspace)
     assert facts["python_version"].count(".") == 2
     assert isinstance(facts["gpus"], list) and facts["disk_free_bytes"] > 0
     assert "cuda_runtime_version" in facts and "cudnn_version" in facts  # None where the library is absent
