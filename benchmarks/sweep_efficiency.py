@@ -31,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("LLEM_PLUGINS", "tests.fakes")
 
+# isort: off
+import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray is imported: keep it first)
+
+# isort: on
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray starts)
 from llem_ray.cluster.driver import StudyOptions, run  # noqa: E402
 from llem_ray.cluster.stages import dead_times_s, mean_stages_s  # noqa: E402
 from llem_ray.config.experiment import ExperimentConfig  # noqa: E402

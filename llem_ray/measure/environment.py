@@ -84,8 +84,8 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
         except DeviceError:
             continue
 
-        mem = _read(gpus.memory_mib, uuid)
-        persistence = _read(gpus.persistence_mode, uuid)
+        mem = _gpu_reading(gpus.memory_mib, uuid)
+        persistence = _gpu_reading(gpus.persistence_mode, uuid)
         out.append(
             GPUInfo(
                 index=index,
@@ -93,14 +93,14 @@ def gpu_infos(uuids: list[str]) -> list[GPUInfo]:
                 uuid=uuid,
                 pci_bus_id=bus,
                 vram_total_mib=None if mem is None else mem.total_mib,
-                power_limit_w=_read(gpus.enforced_power_limit_w, uuid),
+                power_limit_w=_gpu_reading(gpus.enforced_power_limit_w, uuid),
                 persistence_mode=persistence,
             )
         )
     return out
 
 
-def _read(getter: Callable[[str], T], uuid: str) -> T | None:
+def _gpu_reading(getter: Callable[[str], T], uuid: str) -> T | None:
     """`getter(uuid)`, or None where the GPU cannot report it (DeviceError)."""
     try:
         return getter(uuid)

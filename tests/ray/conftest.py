@@ -12,10 +12,13 @@ import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# isort: off
+import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray is imported: keep it first)
+
+# isort: on
 import pytest  # noqa: E402
 import ray  # noqa: E402
 
-import llem_ray  # noqa: E402,F401  (installs the amdsmi guard before Ray is imported)
 from tests.ray.helpers import PLUGINS  # noqa: E402
 
 

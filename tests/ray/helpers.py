@@ -56,6 +56,7 @@ def sweep_study(experiments: int, cycles: int, duration_s: float, output_dir: Pa
     return {
         "name": "cluster-scale",
         "model": "llem/tiny-llama",
+        "backend": "fake",
         "dataset": "synthetic",
         "n": 1,
         "max_output_tokens": 1,

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -118,11 +117,16 @@ def test_sigkill_during_compactions_loses_and_duplicates_no_row(tmp_path):
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert proc.stdout.readline(), "the writer printed nothing"
-        time.sleep(rng.uniform(0.3, 1.5))
+        seen = [proc.stdout.readline()]
+        assert seen[0], "the writer printed nothing"
+        kill_after_rows = rng.randint(9, 60)  # past the first compaction (8 parts), at a random point after it
+        while len(seen) < kill_after_rows:
+            line = proc.stdout.readline()
+            assert line, "the writer stopped before it was killed"
+            seen.append(line)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
-        stored = [line.split()[1] for line in out.splitlines() if line.startswith("row")]
+        stored = [line.split()[1] for line in [*seen, *out.splitlines()] if line.startswith("row")]
         assert len(stored) > 8, "killed before any compaction"
         StudyTable(study, compact_parts=8, fanout=3)  # what the results actor does when it (re)opens
         keys = _keys(study / "table")
