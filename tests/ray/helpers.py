@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +187,18 @@ def processes_marked(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def study_driver(address: str, *args: str) -> subprocess.Popen:
+    """`python -m llem_ray.study ARGS --quiet` against the Ray at `address`, with the fake doubles, in a
+    session of its own (so a test can signal it alone); stdout and stderr are piped (text)."""
+    env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )

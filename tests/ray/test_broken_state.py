@@ -5,10 +5,7 @@ resumes; a directory without a manifest resumes; a failing finish never hides th
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +21,14 @@ from llem_ray.config.loader import load_study_config
 from llem_ray.errors import EXIT_ERROR, EXIT_OK, EXIT_TERMINATED, StudyError
 from llem_ray.results.manifest import MANIFEST_FILE, ManifestWriter, StudyManifest
 from llem_ray.results.table import part_path
-from tests.ray.helpers import PLUGINS, REPO_ROOT, assert_results_once, fake_experiment, fake_study, load_manifest
+from tests.ray.helpers import (
+    PLUGINS,
+    assert_results_once,
+    fake_experiment,
+    fake_study,
+    load_manifest,
+    study_driver,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -126,19 +130,6 @@ STUDY = {
 }
 
 
-def _driver(address: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
 def _running_study(root: Path, timeout_s: float = 120) -> Path:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -155,11 +146,11 @@ def _running_study(root: Path, timeout_s: float = 120) -> Path:
 def test_second_driver_is_refused_sigterm_exits_143_and_the_study_resumes(ray_2gpu, tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(STUDY))
-    first = _driver(ray_2gpu, str(config), "--output", str(tmp_path / "out"))
+    first = study_driver(ray_2gpu, str(config), "--output", str(tmp_path / "out"))
     study_dir = _running_study(tmp_path / "out")
     running_before = {e.key: e.attempts for e in load_manifest(study_dir).entries if e.status == "running"}
 
-    second = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
+    second = study_driver(ray_2gpu, str(config), "--resume", str(study_dir))
     _, err = second.communicate(timeout=60)
     assert second.returncode == EXIT_ERROR, err[-2000:]
     assert err.splitlines() == [err.splitlines()[0]] and f"in use by another driver (pid {first.pid} on " in err
@@ -172,7 +163,7 @@ def test_second_driver_is_refused_sigterm_exits_143_and_the_study_resumes(ray_2g
     assert err.splitlines()[-1] == "llem: terminated (SIGTERM); continue with --resume <study directory>"
     assert load_manifest(study_dir).counts()["running"] == 0
 
-    third = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
+    third = study_driver(ray_2gpu, str(config), "--resume", str(study_dir))
     _, err = third.communicate(timeout=240)
     assert third.returncode == EXIT_OK, err[-2000:]
     assert_results_once(study_dir, _keys(load_study_config(config)))

@@ -4,10 +4,7 @@ every (experiment, cycle) exactly once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from llem_ray.cluster.collector import LEFT_RUNNING_ERROR
 from llem_ray.cluster.plan import plan_items
 from llem_ray.config.loader import load_study_config
 from llem_ray.errors import EXIT_INTERRUPTED, EXIT_OK
-from tests.ray.helpers import PLUGINS, REPO_ROOT, assert_no_shared_gpu, assert_results_once, load_manifest
+from tests.ray.helpers import PLUGINS, assert_no_shared_gpu, assert_results_once, load_manifest, study_driver
 
 pytestmark = pytest.mark.ray
 
@@ -44,19 +41,6 @@ def ray_2gpu():
     ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def _driver(address: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _wait_for(study_root: Path, predicate, timeout_s: float = 120) -> Path:
@@ -87,7 +71,7 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     config.write_text(yaml.safe_dump(STUDY))
     out = tmp_path / "out"
 
-    first = _driver(ray_2gpu, str(config), "--output", str(out))
+    first = study_driver(ray_2gpu, str(config), "--output", str(out))
     study_dir = _wait_for(out, lambda c: c["completed"] >= 2 and c["running"] >= 1)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
@@ -95,7 +79,7 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     assert _gpus_free(2), "the killed driver's actors and placement groups still hold GPUs"
 
     left_running = {e.key for e in load_manifest(study_dir).entries if e.status == "running"}
-    second = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
+    second = study_driver(ray_2gpu, str(config), "--resume", str(study_dir))
     done_before = load_manifest(study_dir).counts()["completed"]
     _wait_for(out, lambda c: c["completed"] > done_before and c["running"] >= 1)
     second.send_signal(signal.SIGINT)
@@ -104,7 +88,7 @@ def test_sigkill_then_sigint_then_resume_yields_the_full_table_once(ray_2gpu, tm
     counts = load_manifest(study_dir).counts()
     assert counts["running"] == 0 and counts["completed"] < 8, counts
 
-    third = _driver(ray_2gpu, str(config), "--resume", str(study_dir))
+    third = study_driver(ray_2gpu, str(config), "--resume", str(study_dir))
     stdout, err = third.communicate(timeout=240)
     assert third.returncode == EXIT_OK, err[-2000:]
     assert "tiny-llama_fake_bf16_bs1" in stdout

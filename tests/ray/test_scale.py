@@ -6,12 +6,10 @@ every attempt records its stages, failed ones included."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,7 +31,6 @@ from llem_ray.results.study_table import VERSIONS_DIR, open_dataset
 from llem_ray.results.table import STUDY_TABLE_SCHEMA
 from tests.ray.helpers import (
     PLUGINS,
-    REPO_ROOT,
     assert_no_shared_gpu,
     assert_results_once,
     fabricate,
@@ -41,6 +38,7 @@ from tests.ray.helpers import (
     fake_study,
     load_manifest,
     planned,
+    study_driver,
     sweep_study,
 )
 
@@ -58,19 +56,6 @@ def ray_4gpu_address():
     ray.init(address="local", num_cpus=8, num_gpus=4, include_dashboard=False, runtime_env=PLUGINS, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def _driver(address: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": address, "LLEM_PLUGINS": "tests.fakes"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "llem_ray.study", *args, "--quiet"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _kill_mid_burst(proc: subprocess.Popen, study_dir: Path, run_keys: set[str], timeout_s: float = 240) -> None:
@@ -141,13 +126,13 @@ def test_driver_killed_during_a_burst_at_10000_entries_resumes_to_a_complete_tab
     reader = _Reader(study_dir)
     reader.start()
 
-    _kill_mid_burst(_driver(ray_4gpu_address, str(config), "--resume", str(study_dir)), study_dir, run_keys)
+    _kill_mid_burst(study_driver(ray_4gpu_address, str(config), "--resume", str(study_dir)), study_dir, run_keys)
     assert _gpus_free(4), "the killed driver's actors and placement groups still hold GPUs"
     killed = load_manifest(study_dir).by_key()
     left_running = {k for k in run_keys if killed[k].status == "running"}
     assert left_running and 6 <= sum(killed[k].status == "completed" for k in run_keys) < N_RUN
 
-    second = _driver(ray_4gpu_address, str(config), "--resume", str(study_dir))
+    second = study_driver(ray_4gpu_address, str(config), "--resume", str(study_dir))
     _, err = second.communicate(timeout=300)
     reader.stop.set()
     reader.join(timeout=60)
