@@ -1,6 +1,8 @@
 """Fixtures that run the real `tritonserver` (nvidia-pytriton wheel) on 127.0.0.1, CPU only.
 
-* `free_port()`: an unused TCP port on 127.0.0.1 (bind port 0, read it back, release it).
+* `free_port()`: an unused TCP port on 127.0.0.1 (bind port 0, read it back, release it), never one
+  it returned before in this process (the kernel may hand a released port out again at once, so
+  three calls for one server's listeners could collide).
 * `triton_options(repo)`: ServeOptions on three free loopback ports, short exit timeout, and a
   maximum lifetime (`SERVER_LIFETIME_S`) after which the server stops on its own.
 * `module_workspace` (module): a Workspace in a temporary directory, shared by one test module.
@@ -24,10 +26,17 @@ from llm_demo.triton import ServeOptions
 SERVER_LIFETIME_S = 600
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def triton_options(repo: Path, **overrides) -> ServeOptions:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest_triton import free_port
 
 from llm_demo import repository
 from llm_demo.config import load_config
@@ -233,12 +233,6 @@ print(sorted((k, repr(v)) for k, v in first.items()), second, is_scipy_available
     assert done.stdout.split("\n")[-2] == f"{expected} {{}} False False LlamaForCausalLM"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Greedy and streamed generation through the real server, its stub running in the venv of
     `prepare_stub_python` (how NumPy 1.x reaches the stub alone on a NumPy 2 host): the stub-only
@@ -251,9 +245,9 @@ def test_served_by_real_tritonserver(tiny_model_dir: Path, tmp_path: Path) -> No
     repo = repository.generate(ws, cfg)
     install = triton.locate_triton()
     backends = triton.prepare_backend_dir(install, tmp_path / "backends")
-    http_port = _free_port()
+    http_port = free_port()
     opts = triton.ServeOptions(
-        model_repository=repo, http_port=http_port, grpc_port=_free_port(), metrics_port=_free_port()
+        model_repository=repo, http_port=http_port, grpc_port=free_port(), metrics_port=free_port()
     )
     stub_bin = triton.prepare_stub_python(_broken_numpy2_packages(tmp_path / "stub-site"), tmp_path / "stub-python")
     env = repository.python_stub_env(triton.server_env(install, stub_bin=stub_bin))
