@@ -115,15 +115,30 @@ class Outcome:
     returned_unix_s: float = 0.0
 
 
+def _own_pids() -> set[int]:
+    """This process and its descendants (engine workers it started)."""
+    own = {os.getpid()}
+    try:
+        import psutil
+
+        own.update(p.pid for p in psutil.Process().children(recursive=True))
+    except Exception:  # psutil missing or a child exited while listing: own pid still counts
+        pass
+    return own
+
+
 class GPUProcessWatcher:
     """Lists the compute processes on `uuids` every GPU_PROCESS_POLL_S while `active` is set.
 
     Uses the device layer (`GPUDevices.compute_pids`; NVML's `nvmlDeviceGetComputeRunningProcesses`,
     which never creates a CUDA context). Does nothing when there is no device layer or no GPU.
+    `own_pids` collects this process and its descendants at every poll: an engine's worker process
+    (vLLM's EngineCore) has exited by the time the experiment returns, and is still this actor's.
     """
 
     def __init__(self, uuids: list[str]):
         self.pids: set[int] = set()
+        self.own_pids: set[int] = set()
         self.active = threading.Event()
         self._stop = threading.Event()
         self._uuids: list[str] = []
@@ -144,7 +159,11 @@ class GPUProcessWatcher:
                 self.poll()
 
     def poll(self) -> None:
-        """Add the pids computing on the watched GPUs now to `pids` (a GPU that cannot answer is skipped)."""
+        """Add the pids computing on the watched GPUs now to `pids` (a GPU that cannot answer is skipped),
+        and this process's own pids now to `own_pids`."""
+        if not self._uuids:
+            return
+        self.own_pids.update(_own_pids())
         for uuid in self._uuids:
             try:
                 self.pids.update(self._gpus.compute_pids(uuid))
@@ -160,18 +179,6 @@ class GPUProcessWatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-
-
-def _own_pids() -> set[int]:
-    """This process and its descendants (engine workers it started)."""
-    own = {os.getpid()}
-    try:
-        import psutil
-
-        own.update(p.pid for p in psutil.Process().children(recursive=True))
-    except Exception:  # psutil missing or a child exited while listing: own pid still counts
-        pass
-    return own
 
 
 def foreign_process_warning(seen: set[int], own: set[int]) -> str | None:
@@ -276,7 +283,7 @@ class ExperimentActor:
 
             measured = run_experiment(config, baseline_cache=cache, placement=placement, on_progress=on_progress)
         result = measured.result
-        warning = foreign_process_warning(watcher.pids, _own_pids())
+        warning = foreign_process_warning(watcher.pids, watcher.own_pids | _own_pids())
         if warning:
             result = result.model_copy(update={"measurement_warnings": [*result.measurement_warnings, warning]})
         end_s = time.time()

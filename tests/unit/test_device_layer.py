@@ -8,13 +8,15 @@ host with `device.use`, so these tests run on a CPU host.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 
 from llem_ray import device
 from llem_ray.backends.tensorrt.backend import compute_capability
-from llem_ray.cluster.worker import GPUProcessWatcher
+from llem_ray.cluster.worker import GPUProcessWatcher, foreign_process_warning
 from llem_ray.config.experiment import EnergyConfig, ExperimentConfig
 from llem_ray.device.nvidia import NVMLDevices
 from llem_ray.energy.devices import VisibleGPUs, memory_used_mib, visible_gpus
@@ -123,6 +125,7 @@ def test_process_watcher_collects_pids_and_ignores_unknown_gpus(fake_gpus):
     fake_gpus.gpus[0].compute_pids = [14]
     watcher.poll()
     assert watcher.pids == {11, 12, 13, 14}
+    assert os.getpid() in watcher.own_pids
     logical = GPUProcessWatcher(["GPU-logical-0"])  # a Ray test cluster's logical GPU: nothing to watch
     logical.poll()
     assert logical.pids == set()
@@ -174,3 +177,20 @@ def test_nvml_devices_convert_units_and_errors():
     assert calls == ["GPU-x"]  # the handle is looked up once, by UUID
     with pytest.raises(device.DeviceError, match="^Not Found$"):
         gpus.power_w("GPU-y")
+
+
+def test_an_engine_child_seen_on_the_gpu_stays_the_actors_after_it_exits(fake_gpus):
+    """vLLM's EngineCore computes on the GPU in a child process that has exited when the experiment
+    returns: the watcher must have counted it as the actor's own while it ran (no foreign-process warning)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        fake_gpus.gpus[0].compute_pids = [child.pid]
+        watcher = GPUProcessWatcher([A])
+        watcher.poll()
+    finally:
+        child.kill()
+        child.wait()
+    assert watcher.pids == {child.pid}
+    assert child.pid in watcher.own_pids
+    assert foreign_process_warning(watcher.pids, watcher.own_pids | {os.getpid()}) is None
+    assert "PID namespace" in foreign_process_warning(watcher.pids, {os.getpid()})
