@@ -113,7 +113,11 @@ def bootstrap_ci(values: Sequence[float]) -> tuple[float, float, str | None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DegenerateDataWarning: handled below by the NaN check
             res = stats.bootstrap(
-                data, np.mean, confidence_level=CONFIDENCE_LEVEL, n_resamples=N_RESAMPLES, method=method,
+                data,
+                np.mean,
+                confidence_level=CONFIDENCE_LEVEL,
+                n_resamples=N_RESAMPLES,
+                method=method,
                 **{seed_arg: np.random.default_rng(BOOTSTRAP_SEED)},
             )
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -143,6 +147,7 @@ def metric_stats(values: Sequence[float | None]) -> MetricStats:
         return MetricStats(n, mean, 0.0, cv, mean, mean)
     low, high, note = bootstrap_ci(present)
     return MetricStats(n, mean, std, cv, low, high, note)
+
 
 def kv_cache_setting(result: ExperimentResult) -> str:
     """The KV-cache configuration of `result` as a short label, by its backend's spec (`kv_cache_label`;
@@ -179,8 +184,12 @@ def _metric_values(column: Column, results: Sequence[ExperimentResult]) -> tuple
         return {f"{column.name}_any": any(present) if present else None}, None
     st = metric_stats(values)
     return {
-        f"{column.name}_n": st.n, f"{column.name}_mean": st.mean, f"{column.name}_std": st.std,
-        f"{column.name}_cv": st.cv, f"{column.name}_ci95_low": st.ci_low, f"{column.name}_ci95_high": st.ci_high,
+        f"{column.name}_n": st.n,
+        f"{column.name}_mean": st.mean,
+        f"{column.name}_std": st.std,
+        f"{column.name}_cv": st.cv,
+        f"{column.name}_ci95_low": st.ci_low,
+        f"{column.name}_ci95_high": st.ci_high,
     }, st.note
 
 

@@ -100,7 +100,13 @@ def _scalar_type(annotation: Any) -> pa.DataType | None:
     if typing.get_origin(annotation) is Literal:
         kinds = {type(v) for v in typing.get_args(annotation)}
         return _scalar_type(kinds.pop()) if len(kinds) == 1 else None
-    scalars = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), datetime: pa.timestamp("us", tz="UTC")}
+    scalars = {
+        bool: pa.bool_(),
+        int: pa.int64(),
+        float: pa.float64(),
+        str: pa.string(),
+        datetime: pa.timestamp("us", tz="UTC"),
+    }
     return scalars.get(annotation)
 
 
@@ -157,4 +163,3 @@ def model_columns(
         arrow, as_json = _arrow_type(info.annotation, f"{model.__name__}.{name}")
         columns.append(Column(f"{prefix}{name}", arrow, (*path, name), as_json, metric))
     return columns
-

@@ -34,8 +34,14 @@ def load_series(result: ExperimentResult) -> tuple[str | None, str | None]:
         (config.get("serving") or {}).pop(name, None)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     s = result.serving
-    slo = ", ".join(f"{name} ≤ {value:g} ms" for name, value in (("TTFT", s.slo_ttft_ms), ("TPOT", s.slo_tpot_ms))
-                    if value is not None) or "no SLO"
+    slo = (
+        ", ".join(
+            f"{name} ≤ {value:g} ms"
+            for name, value in (("TTFT", s.slo_ttft_ms), ("TPOT", s.slo_tpot_ms))
+            if value is not None
+        )
+        or "no SLO"
+    )
     burstiness = (config.get("serving") or {}).get("burstiness", 1.0)
     shape = "Poisson" if burstiness == 1 else f"gamma {burstiness:g}"
     return key, f"{result.model.rsplit('/', 1)[-1]} · {result.backend} · {result.precision} · {slo} ({shape})"

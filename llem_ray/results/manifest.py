@@ -183,8 +183,9 @@ def _create(store: Path, manifest: StudyManifest) -> None:
         "updated_at": utc_now().isoformat(),
     }
     entries = manifest.entries
-    state = [(e.status, e.attempts, e.error, e.result_path, e.key) for e in entries
-             if e.status != "pending" or e.attempts]
+    state = [
+        (e.status, e.attempts, e.error, e.result_path, e.key) for e in entries if e.status != "pending" or e.attempts
+    ]
     attempts = [(e.key, r.attempt, r.status, r.model_dump_json()) for e in entries for r in e.history]
     sql.create_store(store, meta, [_planned(e) for e in entries], state, attempts)
 
@@ -257,7 +258,7 @@ class ManifestWriter:
         """Those of `keys` whose entry is completed."""
         done: set[str] = set()
         for start in range(0, len(keys), 500):  # SQLite limits the parameters of one statement
-            chunk = keys[start:start + 500]
+            chunk = keys[start : start + 500]
             query = f"SELECT key FROM entries WHERE status = 'completed' AND key IN ({', '.join('?' * len(chunk))})"
             done.update(key for (key,) in self._conn.execute(query, chunk))
         return done
@@ -294,6 +295,9 @@ class ManifestWriter:
 
     def add_planned(self, rows: Iterable[PlannedRow]) -> list[str]:
         """Add planned entries (pending) whose key is not present yet; returns their keys, in order."""
+        rows = list(rows)
+        if not rows:  # the results actor's start on resume: no need to read 100,000 keys
+            return []
         known = {key for (key,) in self._conn.execute("SELECT key FROM entries")}
         new = [row for row in rows if row[0] not in known]
         if new:

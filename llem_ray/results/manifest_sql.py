@@ -100,7 +100,10 @@ def transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[sql
 
 
 def create_store(
-    path: Path, meta: dict[str, str], rows: Iterable[PlannedRow], state: Iterable[tuple] = (),
+    path: Path,
+    meta: dict[str, str],
+    rows: Iterable[PlannedRow],
+    state: Iterable[tuple] = (),
     attempts: Iterable[tuple[str, int, str, str]] = (),
 ) -> None:
     """Create the store `path` whole: schema, `meta`, planned `rows`; `state` rows (status, attempts,

@@ -135,4 +135,3 @@ def save_experiment(
         _write_csv(result, timeseries, directory)
     to_json(result, directory / RESULT_FILE)
     return directory
-

@@ -121,25 +121,48 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+HOST_BOUND_BADGE = (
+    '<br><span class=warn title="GPU well under its power limit: J/token follows the host">host-bound</span>'
+)
+
+
 def _summary_html(rows: Sequence[dict[str, Any]]) -> str:
     e = html.escape
     body = [
         [
             f"{e(r['name'])}<br><span class=ci>{e(report_plots.series_label(r))}</span>"
-            + ('<br><span class=warn title="GPU well under its power limit: J/token follows the host">host-bound</span>'
-               if r["host_bound_any"] else ""),
+            + (HOST_BOUND_BADGE if r["host_bound_any"] else ""),
             str(r["batch_size"]),
-            str(r["n_cycles"]), e(r["measurement_methodology"]),
-            _with_ci(r, "energy_per_output_token_j"), _fmt(r["energy_per_output_token_j_cv"], 2),
-            _with_ci(r, "tokens_per_second"), _with_ci(r, "energy_adjusted_j"), _with_ci(r, "latency.ttft.p50_ms"),
-            _fmt(r["peak_memory_mib_mean"]), _fmt(r["mean_gpu_utilization_pct_mean"]), e(r["kv_cache"]),
-            str(r["n_warnings"]), e(r["ci_note"] or ""),
+            str(r["n_cycles"]),
+            e(r["measurement_methodology"]),
+            _with_ci(r, "energy_per_output_token_j"),
+            _fmt(r["energy_per_output_token_j_cv"], 2),
+            _with_ci(r, "tokens_per_second"),
+            _with_ci(r, "energy_adjusted_j"),
+            _with_ci(r, "latency.ttft.p50_ms"),
+            _fmt(r["peak_memory_mib_mean"]),
+            _fmt(r["mean_gpu_utilization_pct_mean"]),
+            e(r["kv_cache"]),
+            str(r["n_warnings"]),
+            e(r["ci_note"] or ""),
         ]
         for r in rows
     ]
     headers = [
-        "configuration", "batch", "cycles", "method", "J / output token", "CV", "tokens/s", "adjusted energy (J)",
-        "TTFT p50 (ms)", "peak memory (MiB)", "GPU util (%)", "KV cache", "warnings", "note",
+        "configuration",
+        "batch",
+        "cycles",
+        "method",
+        "J / output token",
+        "CV",
+        "tokens/s",
+        "adjusted energy (J)",
+        "TTFT p50 (ms)",
+        "peak memory (MiB)",
+        "GPU util (%)",
+        "KV cache",
+        "warnings",
+        "note",
     ]
     return _table(headers, body, "summary")
 
@@ -219,9 +242,11 @@ def _timelines(data: StudyData, out_dir: Path) -> tuple[list[str], int]:
         for result in group:
             ts_path = dirs[id(result)] / TIMESERIES_FILE
             if ts_path.is_file():
-                traces.append(report_plots.CycleTrace(
-                    result.placement.cycle, pq.read_table(ts_path), result.duration_s, result.steady_state_window
-                ))
+                traces.append(
+                    report_plots.CycleTrace(
+                        result.placement.cycle, pq.read_table(ts_path), result.duration_s, result.steady_state_window
+                    )
+                )
         path = report_plots.plot_timeline(group[0].name, traces, out_dir / f"timeline_{n + 1}.png")
         if path is not None:
             images.append(_img(path.name, f"power and temperature of {group[0].name}", ""))
@@ -236,7 +261,8 @@ def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) 
     pareto = report_plots.plot_pareto(offline_rows, out_dir / "pareto.png")
     timelines, omitted = _timelines(data, out_dir)
     no_energy = (
-        "No completed results yet: nothing to plot." if not rows
+        "No completed results yet: nothing to plot."
+        if not rows
         else "No energy was measured (no energy meter on the host that ran the study): no energy plot."
     )
     offline_figures = [
@@ -258,16 +284,20 @@ def render_html(data: StudyData, rows: Sequence[dict[str, Any]], out_dir: Path) 
         ),
         *(f"<p class=note>{html.escape(n)}</p>" for n in data.notes),
         _missing_html(data),
-        "<h2>Summary</h2>", _statistics_note(rows), _summary_html(rows),
+        "<h2>Summary</h2>",
+        _statistics_note(rows),
+        _summary_html(rows),
         '<p>Download: <a href="summary.csv">summary.csv</a> · <a href="summary.parquet">summary.parquet</a></p>',
         *(offline_figures if offline_rows or not serving_rows else []),
         "<h2>Power and temperature timelines</h2>",
         "<p class=note>Grey: the measured window; green: the steady-state window where J/token was taken from it.</p>",
         *(timelines or ["<p class=note>No timeseries samples (no energy meter): no timelines.</p>"]),
         f"<p class=note>Timelines of {omitted} more configurations omitted; see their timeseries.parquet.</p>"
-        if omitted else "",
+        if omitted
+        else "",
         *report_serving.serving_section(serving_rows, out_dir),
-        "<h2>Warnings</h2>", _warnings_html([r for r, _ in data.results]),
+        "<h2>Warnings</h2>",
+        _warnings_html([r for r, _ in data.results]),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)

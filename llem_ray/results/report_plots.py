@@ -90,8 +90,12 @@ def plot_batch_scaling(rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
                 continue
             errs = [_err(r, metric) for r in group]
             ax.errorbar(
-                [r["batch_size"] for r in group], [r[f"{metric}_mean"] for r in group],
-                yerr=[[e[0] for e in errs], [e[1] for e in errs]], marker="o", capsize=4, label=label,
+                [r["batch_size"] for r in group],
+                [r[f"{metric}_mean"] for r in group],
+                yerr=[[e[0] for e in errs], [e[1] for e in errs]],
+                marker="o",
+                capsize=4,
+                label=label,
             )
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
@@ -141,17 +145,37 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         xerr = [_err(r, "tokens_per_second") for r in group]
         yerr = [_err(r, "energy_per_output_token_j") for r in group]
         ax.errorbar(
-            [r["tokens_per_second_mean"] for r in group], [r["energy_per_output_token_j_mean"] for r in group],
-            xerr=[[e[0] for e in xerr], [e[1] for e in xerr]], yerr=[[e[0] for e in yerr], [e[1] for e in yerr]],
-            fmt="o", capsize=3, label=label, alpha=0.85,
+            [r["tokens_per_second_mean"] for r in group],
+            [r["energy_per_output_token_j_mean"] for r in group],
+            xerr=[[e[0] for e in xerr], [e[1] for e in xerr]],
+            yerr=[[e[0] for e in yerr], [e[1] for e in yerr]],
+            fmt="o",
+            capsize=3,
+            label=label,
+            alpha=0.85,
         )
     points = [(r["tokens_per_second_mean"], r["energy_per_output_token_j_mean"]) for r in usable]
     front = pareto_front(points)
-    ax.step([points[i][0] for i in front], [points[i][1] for i in front], where="post", color="black",
-            linewidth=1.2, marker="o", markersize=13, markerfacecolor="none", label="Pareto front")
+    ax.step(
+        [points[i][0] for i in front],
+        [points[i][1] for i in front],
+        where="post",
+        color="black",
+        linewidth=1.2,
+        marker="o",
+        markersize=13,
+        markerfacecolor="none",
+        label="Pareto front",
+    )
     for i, point in enumerate(points):
-        ax.annotate(f"bs{usable[i]['batch_size']}", point, textcoords="offset points", xytext=(5, 5), fontsize=8,
-                    fontweight="bold" if i in front else "normal")
+        ax.annotate(
+            f"bs{usable[i]['batch_size']}",
+            point,
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+            fontweight="bold" if i in front else "normal",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain_log_axis(ax.xaxis, ax.get_xlim(), plt)
@@ -197,10 +221,17 @@ def plot_timeline(title: str, traces: Sequence[CycleTrace], path: Path) -> Path 
             times = [data["elapsed_s"][i] for i in idx]
             power_color = POWER_COLORS[d % len(POWER_COLORS)]
             temp_color = TEMPERATURE_COLORS[d % len(TEMPERATURE_COLORS)]
-            ax.plot(times, [data["power_w"][i] for i in idx], color=power_color, linewidth=1.2,
-                    label=f"power {uuid[:12]}")
-            temp_ax.plot(times, [data["temperature_c"][i] for i in idx], color=temp_color, linewidth=1.0,
-                         linestyle="--", label=f"temperature {uuid[:12]}")
+            ax.plot(
+                times, [data["power_w"][i] for i in idx], color=power_color, linewidth=1.2, label=f"power {uuid[:12]}"
+            )
+            temp_ax.plot(
+                times,
+                [data["temperature_c"][i] for i in idx],
+                color=temp_color,
+                linewidth=1.0,
+                linestyle="--",
+                label=f"temperature {uuid[:12]}",
+            )
         ax.set_xlim(-margin_s, trace.duration_s + margin_s)
         ax.set_ylabel("power (W, solid)")
         temp_ax.set_ylabel("temperature (°C, dashed)")

@@ -51,23 +51,48 @@ def plot_load_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
         (axes[0], "serving.energy_per_slo_request_j", 1.0, "energy per SLO-meeting request (J)"),
         (axes[1], "serving.slo_attainment", 100.0, "SLO attainment (% of requests)"),
     ):
-        drawn = [(label, [r for r in group if r[f"{metric}_mean"] is not None])
-                 for label, group in sorted(curves.items())]
+        drawn = [
+            (label, [r for r in group if r[f"{metric}_mean"] is not None]) for label, group in sorted(curves.items())
+        ]
         if not any(group for _, group in drawn):
-            ax.text(0.5, 0.5, "not measured: no accepted steady window with energy\n(or no request met the SLO)",
-                    ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                "not measured: no accepted steady window with energy\n(or no request met the SLO)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
         for label, group in drawn:
             if not group:
                 continue
             xs = [r["serving.offered_rate_req_s_mean"] for r in group]
-            line = ax.errorbar(xs, [r[f"{metric}_mean"] * scale for r in group], yerr=_yerr(group, metric, scale),
-                               marker="o", capsize=4, label=label)
+            line = ax.errorbar(
+                xs,
+                [r[f"{metric}_mean"] * scale for r in group],
+                yerr=_yerr(group, metric, scale),
+                marker="o",
+                capsize=4,
+                label=label,
+            )
             for x, r in zip(xs, group):
                 if r["serving.concurrency"] is not None:
-                    ax.plot([x], [r[f"{metric}_mean"] * scale], marker="s", markersize=11, markerfacecolor="none",
-                            color=line[0].get_color())
-                    ax.annotate(f"c{r['serving.concurrency']}", (x, r[f"{metric}_mean"] * scale),
-                                textcoords="offset points", xytext=(6, 6), fontsize=8)
+                    ax.plot(
+                        [x],
+                        [r[f"{metric}_mean"] * scale],
+                        marker="s",
+                        markersize=11,
+                        markerfacecolor="none",
+                        color=line[0].get_color(),
+                    )
+                    ax.annotate(
+                        f"c{r['serving.concurrency']}",
+                        (x, r[f"{metric}_mean"] * scale),
+                        textcoords="offset points",
+                        xytext=(6, 6),
+                        fontsize=8,
+                    )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(plt.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
@@ -112,21 +137,43 @@ def serving_table_html(rows: Sequence[dict[str, Any]]) -> str:
     """The serving configurations as an HTML table (see module docstring)."""
     e = html.escape
     headers = [
-        "configuration", "load", "cycles", "offered req/s", "achieved req/s", "TTFT p50 / p99 (ms)",
-        "TPOT p50 / p99 (ms)", "SLO attainment (%)", "goodput (req/s)", "J / token (window)", "J / request",
-        "J / SLO-meeting request", "adjusted J / SLO-meeting request", "power (W)",
+        "configuration",
+        "load",
+        "cycles",
+        "offered req/s",
+        "achieved req/s",
+        "TTFT p50 / p99 (ms)",
+        "TPOT p50 / p99 (ms)",
+        "SLO attainment (%)",
+        "goodput (req/s)",
+        "J / token (window)",
+        "J / request",
+        "J / SLO-meeting request",
+        "adjusted J / SLO-meeting request",
+        "power (W)",
     ]
     body = "".join(
-        "<tr>" + "".join(f"<td>{c}</td>" for c in (
-            f"{e(r['name'])}<br><span class=ci>{e(r['load_series_label'] or '')}</span>", e(_load(r)),
-            str(r["n_cycles"]), _fmt(r["serving.offered_rate_req_s_mean"]), _fmt(r["serving.achieved_rate_req_s_mean"]),
-            f"{_fmt(r['serving.latency.ttft.p50_ms_mean'])} / {_fmt(r['serving.latency.ttft.p99_ms_mean'])}",
-            f"{_fmt(r['serving.latency.tpot.p50_ms_mean'])} / {_fmt(r['serving.latency.tpot.p99_ms_mean'])}",
-            _ci(r, "serving.slo_attainment", 100.0), _fmt(r["serving.goodput_req_s_mean"]),
-            _fmt(r["serving.energy_per_output_token_j_mean"]), _fmt(r["serving.energy_per_request_j_mean"]),
-            _ci(r, "serving.energy_per_slo_request_j"), _fmt(r["serving.energy_per_slo_request_adjusted_j_mean"]),
-            _fmt(r["serving.mean_power_w_mean"]),
-        )) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{c}</td>"
+            for c in (
+                f"{e(r['name'])}<br><span class=ci>{e(r['load_series_label'] or '')}</span>",
+                e(_load(r)),
+                str(r["n_cycles"]),
+                _fmt(r["serving.offered_rate_req_s_mean"]),
+                _fmt(r["serving.achieved_rate_req_s_mean"]),
+                f"{_fmt(r['serving.latency.ttft.p50_ms_mean'])} / {_fmt(r['serving.latency.ttft.p99_ms_mean'])}",
+                f"{_fmt(r['serving.latency.tpot.p50_ms_mean'])} / {_fmt(r['serving.latency.tpot.p99_ms_mean'])}",
+                _ci(r, "serving.slo_attainment", 100.0),
+                _fmt(r["serving.goodput_req_s_mean"]),
+                _fmt(r["serving.energy_per_output_token_j_mean"]),
+                _fmt(r["serving.energy_per_request_j_mean"]),
+                _ci(r, "serving.energy_per_slo_request_j"),
+                _fmt(r["serving.energy_per_slo_request_adjusted_j_mean"]),
+                _fmt(r["serving.mean_power_w_mean"]),
+            )
+        )
+        + "</tr>"
         for r in rows
     )
     head = "".join(f"<th>{h}</th>" for h in headers)
@@ -140,7 +187,8 @@ def serving_section(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[str]:
     path = plot_load_curves(rows, out_dir / "serving_load_curves.png")
     figure = (
         f'<figure><a href="{path.name}"><img src="{path.name}" alt="J per SLO-meeting request and SLO attainment '
-        'vs offered load"></a></figure>' if path is not None
+        'vs offered load"></a></figure>'
+        if path is not None
         else "<p class=note>No serving run has an offered rate yet: no load curves.</p>"
     )
     note = (

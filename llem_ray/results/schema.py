@@ -249,8 +249,9 @@ class ExperimentResult(_Model):
     mean_gpu_utilization_pct: Annotated[float | None, Metric("mean")] = None
     mean_power_w: Annotated[float | None, Metric("mean")] = None
     host_bound: Annotated[bool | None, Metric("any")] = Field(
-        None, description="GPU drew well under its power limit in the window (see methodology): J/token follows "
-        "the host; None without power samples or a known limit"
+        None,
+        description="GPU drew well under its power limit in the window (see methodology): J/token follows "
+        "the host; None without power samples or a known limit",
     )
     prefix_caching: bool | None = Field(
         None, description="The engine's prefix cache was on (cleared before every workload); None: no such cache"

@@ -69,8 +69,12 @@ class StudyLock:
                 "then --resume"
             ) from None
         os.ftruncate(fd, 0)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now().isoformat(timespec="seconds"),
-              "command": " ".join(sys.argv)}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": utc_now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
         os.write(fd, json.dumps(me).encode())
         self._fd = fd
         return self

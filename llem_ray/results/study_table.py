@@ -41,13 +41,16 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from llem_ray.results.atomic import fsync_dir, write_atomic
 from llem_ray.results.table import COMPACT_PATTERN, STUDY_TABLE_SCHEMA, part_key, table_files
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 TABLE_LINK = "table"
 VERSIONS_DIR = ".table"
@@ -63,7 +66,10 @@ _VERSION = re.compile(r"^v(\d{6})$")
 
 def open_dataset(study_dir: Path) -> ds.Dataset:
     """The study table of `study_dir` as a pyarrow dataset over one version (the link resolved first).
-    Raises FileNotFoundError when the directory has no table."""
+    Raises FileNotFoundError when the directory has no table. (`pyarrow.dataset` is imported here, not
+    at module level: it imports pandas, half a second of the results actor's start.)"""
+    import pyarrow.dataset as ds
+
     return ds.dataset(os.path.realpath(Path(study_dir) / TABLE_LINK), format="parquet", schema=STUDY_TABLE_SCHEMA)
 
 
@@ -72,7 +78,10 @@ class StudyTable:
     docstring. Times and sizes: `compact_parts` part files, `fanout` files per tier."""
 
     def __init__(
-        self, study_dir: Path, compact_parts: int = COMPACT_PARTS, fanout: int = COMPACT_FANOUT,
+        self,
+        study_dir: Path,
+        compact_parts: int = COMPACT_PARTS,
+        fanout: int = COMPACT_FANOUT,
         keep_versions_s: float = KEEP_VERSIONS_S,
     ):
         if compact_parts < 1 or fanout < 2 or keep_versions_s < 0:

@@ -17,9 +17,13 @@ def _p50_p99(stats: Percentiles | None) -> str:
 
 def _serving_lines(s: ServingResult) -> list[str]:
     load = f"{s.target_rate_req_s:g} req/s" if s.target_rate_req_s is not None else f"concurrency {s.concurrency}"
-    window = "no steady window" if s.window_start_s is None else (
-        f"steady window {s.window_start_s:.1f}-{s.window_end_s:.1f} s"
-        f"{'' if s.window_accepted else ' (rejected: < 30 s)'}"
+    window = (
+        "no steady window"
+        if s.window_start_s is None
+        else (
+            f"steady window {s.window_start_s:.1f}-{s.window_end_s:.1f} s"
+            f"{'' if s.window_accepted else ' (rejected: < 30 s)'}"
+        )
     )
     attainment = "n/a" if s.slo_attainment is None else f"{s.slo_attainment:.1%}"
     return [

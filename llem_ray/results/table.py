@@ -92,7 +92,7 @@ def part_key(path: Path) -> str | None:
     """The key whose part file `path` is, or None if it is no part file (temporary files included)."""
     name = Path(path).name
     if name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX) and len(name) > len(PART_PREFIX + PART_SUFFIX):
-        return name[len(PART_PREFIX):-len(PART_SUFFIX)]
+        return name[len(PART_PREFIX) : -len(PART_SUFFIX)]
     return None
 
 
@@ -140,7 +140,8 @@ def read_keys(path: Path) -> list[str]:
 def table_files(directory: Path) -> list[Path]:
     """The part and compacted files of one version (regular files, sorted by name)."""
     return sorted(
-        p for p in Path(directory).iterdir()
+        p
+        for p in Path(directory).iterdir()
         if p.is_file() and (part_key(p) is not None or COMPACT_PATTERN.match(p.name))
     )
 
@@ -168,8 +169,10 @@ def read_rows(directory: Path, keys: Iterable[str]) -> pa.Table:
     missing = [k for k in wanted if k not in counts]
     if missing:
         bad = "; ".join(f"{p.name}: {why}" for p, why in found.bad.items())
-        raise ValueError(f"{len(missing)} completed entries have no row in the table (e.g. {min(missing)})"
-                         + (f"; unreadable: {bad}" if bad else ""))
+        raise ValueError(
+            f"{len(missing)} completed entries have no row in the table (e.g. {min(missing)})"
+            + (f"; unreadable: {bad}" if bad else "")
+        )
     twice = [k for k in wanted if counts[k] > 1]
     if twice:
         raise ValueError(f"{len(twice)} entries have more than one row (e.g. {min(twice)})")

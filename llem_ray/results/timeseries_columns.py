@@ -10,8 +10,16 @@ from collections.abc import Sequence
 from llem_ray.energy.protocol import PowerSample
 
 COLUMN_NAMES = (
-    "t_s", "elapsed_s", "device_uuid", "phase", "power_w", "temperature_c", "utilization_pct", "memory_used_mib",
-    "sm_clock_mhz", "throttle_reasons",
+    "t_s",
+    "elapsed_s",
+    "device_uuid",
+    "phase",
+    "power_w",
+    "temperature_c",
+    "utilization_pct",
+    "memory_used_mib",
+    "sm_clock_mhz",
+    "throttle_reasons",
 )
 """The timeseries' columns, in order (timeseries.TIMESERIES_SCHEMA types them)."""
 
