@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from llem_ray.backends import registry as backend_registry
 from llem_ray.backends.protocol import GenerationOutput, InferenceBackend, Prompt
-from llem_ray.config.experiment import ExperimentConfig
+from llem_ray.config.experiment import ExperimentConfig, WarmupConfig
 from llem_ray.datasets import load_prompts
 from llem_ray.device.sync import synchronize
 from llem_ray.energy.baseline import PROCESS_CACHE, BaselineCache, BaselineReading
@@ -47,7 +47,7 @@ from llem_ray.measure.environment import snapshot
 from llem_ray.measure.inputs import output_dir_problem
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.warmup import run_warmup
-from llem_ray.results.schema import ExperimentResult, Placement
+from llem_ray.results.schema import ExperimentResult, Placement, WarmupResult
 from llem_ray.results.timeseries_columns import Columns, Phase, samples_to_columns
 
 if TYPE_CHECKING:
@@ -88,6 +88,26 @@ def timed_phase(phases: list[Phase], name: str) -> Iterator[None]:
         yield
     finally:
         phases.append((name, start_s, time.time()))
+
+
+def warm_up(
+    run_batch: Callable[[], object], config: WarmupConfig, phases: list[Phase], progress: ProgressCallback
+) -> WarmupResult:
+    """Warm-up batches (`run_batch` runs one; timed here) until `config` says the engine is warm, then
+    the thermal floor (`config.thermal_floor_s` of sleep), each recorded in `phases`. Whatever
+    `run_batch` raises propagates."""
+
+    def timed_batch_s() -> float:
+        t0 = time.perf_counter()
+        run_batch()
+        return time.perf_counter() - t0
+
+    with timed_phase(phases, "warmup"):
+        warmup = run_warmup(timed_batch_s, config)
+    progress("thermal_floor")
+    with timed_phase(phases, "thermal_floor"):
+        time.sleep(config.thermal_floor_s)
+    return warmup
 
 
 def idle_baseline(config: ExperimentConfig, meter: EnergyMeter | None, cache: BaselineCache) -> BaselineReading | None:
@@ -186,16 +206,7 @@ def _measure(
         warm_tokens = config.max_output_tokens if info.shape_specialised else reduced
         shape_notes = _shape_notes(config, info.shape_specialised)
 
-        def warm_once() -> float:
-            t0 = time.perf_counter()
-            backend.generate(warm_batch, warm_tokens)
-            return time.perf_counter() - t0
-
-        with timed_phase(phases, "warmup"):
-            warmup = run_warmup(warm_once, config.warmup)
-        progress("thermal_floor")
-        with timed_phase(phases, "thermal_floor"):
-            time.sleep(config.warmup.thermal_floor_s)
+        warmup = warm_up(lambda: backend.generate(warm_batch, warm_tokens), config.warmup, phases, progress)
         progress("measure")
         synchronize(device)
         with timed_phase(phases, "measured"):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -36,10 +35,9 @@ from llem_ray.energy.devices import memory_used_mib, visible_gpus
 from llem_ray.errors import BackendError, clean_up
 from llem_ray.measure.assemble import Observations, build_result
 from llem_ray.measure.environment import snapshot
-from llem_ray.measure.experiment import Measured, ProgressCallback, idle_baseline, timed_phase
+from llem_ray.measure.experiment import Measured, ProgressCallback, idle_baseline, timed_phase, warm_up
 from llem_ray.measure.preflight import preflight, resolve_device
 from llem_ray.measure.steady_state import WindowEnergy, validity_warnings, window_energy_j
-from llem_ray.measure.warmup import run_warmup
 from llem_ray.results.schema import Placement
 from llem_ray.results.timeseries_columns import Phase, samples_to_columns
 from llem_ray.scenarios.arrivals import arrival_schedule
@@ -153,16 +151,10 @@ def run_serving(
         warm_tokens = min(config.warmup.max_output_tokens, config.max_output_tokens)
         batches = itertools.count()
 
-        def warm_once() -> float:
-            t0 = time.perf_counter()
+        def warm_batch() -> None:
             engine.call(run_batch(engine, warm_inputs, warm_tokens, f"warmup{next(batches)}"))
-            return time.perf_counter() - t0
 
-        with timed_phase(phases, "warmup"):
-            warmup = run_warmup(warm_once, config.warmup)
-        progress("thermal_floor")
-        with timed_phase(phases, "thermal_floor"):
-            time.sleep(config.warmup.thermal_floor_s)
+        warmup = warm_up(warm_batch, config.warmup, phases, progress)
         engine.call(engine.clear_cache())
         progress("measure")
         with timed_phase(phases, "measured"):
