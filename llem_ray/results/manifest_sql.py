@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from llem_ray.results.atomic import temp_path
+from llem_ray.results.atomic import fsync_dir, temp_path
 
 STORE_FILE = "manifest.sqlite"
 STORE_SCHEMA_VERSION = "1"
@@ -132,19 +132,11 @@ def create_store(
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
         raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
