@@ -283,7 +283,7 @@ class ExperimentActor:
 
             measured = run_experiment(config, baseline_cache=cache, placement=placement, on_progress=on_progress)
         result = measured.result
-        warning = foreign_process_warning(watcher.pids, watcher.own_pids | _own_pids())
+        warning = foreign_process_warning(watcher.pids, watcher.own_pids)  # both filled by the same polls
         if warning:
             result = result.model_copy(update={"measurement_warnings": [*result.measurement_warnings, warning]})
         end_s = time.time()
