@@ -346,3 +346,47 @@ def test_vllm_result_has_a_steady_state_and_the_total_beside_it(fake_vllm, fakes
     assert result.energy_per_output_token_j == pytest.approx(result.energy_per_output_token_total_j, rel=0.5)
     assert result.energy_total_j == pytest.approx(FAKE_POWER_W * result.duration_s, rel=0.01)
     assert not any("no per-request timing" in w for w in result.measurement_warnings)
+
+
+ENGINE_CHILD_SCRIPT = """
+import logging, multiprocessing, sys, time
+from types import SimpleNamespace
+from llem_ray.backends.vllm.backend import processes_before_engine_start, shutdown_engine, started_since
+
+logging.basicConfig(level=logging.WARNING)
+before = processes_before_engine_start()
+engine = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+engine.start()
+started = started_since(before)
+print("started", [p.pid for p in started] == [engine.pid])
+linger = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+linger.start()
+t0 = time.monotonic()
+engine_processes = [*started, *started_since(before + started)]
+shutdown_engine(SimpleNamespace(shutdown=engine.terminate), engine_processes, wait_s=float(sys.argv[1]))
+print("waited_s", time.monotonic() - t0)
+linger.terminate()
+"""
+
+
+def test_engine_shutdown_waits_for_the_engine_processes_not_the_resource_tracker():
+    """A real `spawn` child stands in for vLLM's engine core, in a fresh interpreter (no tracker yet).
+
+    The resource tracker that `spawn` starts lives as long as its parent: counted among the engine's
+    processes it made every shutdown wait the whole limit. A process that does outlive the wait (here
+    one that is never stopped) is named in a warning.
+    """
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", ENGINE_CHILD_SCRIPT, "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "started True" in done.stdout
+    waited_s = float(done.stdout.split("waited_s")[1])
+    assert 1.9 <= waited_s < 10  # the lingering process, not 60 s, and not the tracker
+    assert "still alive 2 s after shutdown" in done.stderr

@@ -39,6 +39,7 @@ Every failure raises BackendError; a missing vLLM names the `[vllm]` extra and t
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ from llem_ray.errors import BackendError
 
 if TYPE_CHECKING:
     from llem_ray.config.experiment import ExperimentConfig
+
+logger = logging.getLogger(__name__)
 
 SET_BY_BACKEND: tuple[str, ...] = (
     "model",
@@ -163,6 +166,19 @@ def child_processes() -> list[Any]:
         return []
 
 
+def processes_before_engine_start() -> list[Any]:
+    """This process's children just before an engine starts (for `started_since`).
+
+    Starts multiprocessing's resource tracker first: vLLM's first `spawn` would start it, and the
+    tracker lives as long as this process, so counted among the engine's processes it made every
+    `shutdown_engine` wait the whole ENGINE_EXIT_WAIT_S (30 s per run, seen on the H200).
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    return child_processes()
+
+
 def started_since(before: list[Any]) -> list[Any]:
     """Child processes that are not in `before` (those an engine start just spawned)."""
     known = {p.pid for p in before}
@@ -176,7 +192,8 @@ def shutdown_engine(llm: Any, processes: list[Any] | None = None, wait_s: float 
     (`llm.llm_engine.engine_core`) has, and without it the engine core process and its GPU
     memory live until the `LLM` object is garbage collected. Then waits up to `wait_s` for
     `processes` (the engine's, from `started_since`) to exit, so that the next engine on this GPU
-    finds its memory free. Errors of the shutdown propagate.
+    finds its memory free; those still alive then are named in a logged warning (the wait was
+    wasted on them, or their GPU memory is not free yet). Errors of the shutdown propagate.
     """
     engine = getattr(llm, "llm_engine", None)
     for owner in (llm, engine, getattr(engine, "engine_core", None)):
@@ -187,7 +204,13 @@ def shutdown_engine(llm: Any, processes: list[Any] | None = None, wait_s: float 
     if processes:
         import psutil
 
-        psutil.wait_procs(processes, timeout=wait_s)
+        _, alive = psutil.wait_procs(processes, timeout=wait_s)
+        if alive:
+            logger.warning(
+                "vLLM engine processes still alive %.0f s after shutdown: %s",
+                wait_s,
+                ", ".join(str(p.pid) for p in alive),
+            )
 
 
 def _engine_config(llm: Any) -> Any:
@@ -222,7 +245,7 @@ class VLLMBackend(EngineBackend):
         return self._start(start_s, vllm, config, device, lambda source: self._build(config, source, device))
 
     def _build(self, config: ExperimentConfig, source: ModelSource, device: str) -> list[str]:
-        before = child_processes()
+        before = processes_before_engine_start()
         self._llm = self._engine.LLM(**engine_kwargs(config, source, device))
         self._engine_processes = started_since(before)
         if source.needs_tokenizer:

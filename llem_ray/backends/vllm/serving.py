@@ -30,8 +30,8 @@ from llem_ray.backends.engine_common import WARMUP_PROMPT_IDS, ModelSource, enco
 from llem_ray.backends.protocol import ModelInfo, Prompt
 from llem_ray.backends.streaming import EngineLoop
 from llem_ray.backends.vllm.backend import (
-    child_processes,
     engine_kwargs,
+    processes_before_engine_start,
     sampling_kwargs,
     shutdown_engine,
     started_since,
@@ -89,7 +89,7 @@ class VLLMStreamingEngine:
         source = ModelSource.prepare(config)
         self._loop = EngineLoop("llem-vllm-serving")
         try:
-            before = child_processes()
+            before = processes_before_engine_start()
             self._loop.call(self._build(config, source, device))
             self._processes = started_since(before)
             if not config.cold_start:
