@@ -2,7 +2,8 @@
 
 environment snapshot → pre-flight → start the streaming engine (a server on an event loop of its
 own, `backends.streaming`) → idle baseline → warm-up batches (`warmup:`, as offline) → thermal
-floor → prefix cache cleared → **serving run**: the energy window and the load generator
+floor → prefix cache cleared → garbage collected and the heap frozen until the run ends
+(`loadgen.frozen_gc_heap`) → **serving run**: the energy window and the load generator
 (`scenarios.loadgen`) from the first request sent to the end of the drain → metrics → unload
 (always). The sampler runs from warm-up to the end of the run; the run is the timeseries'
 `measured` phase, and `duration_s` is its wall time.
@@ -41,7 +42,7 @@ from llem_ray.measure.steady_state import WindowEnergy, validity_warnings, windo
 from llem_ray.results.schema import Placement
 from llem_ray.results.timeseries_columns import Phase, samples_to_columns
 from llem_ray.scenarios.arrivals import arrival_schedule
-from llem_ray.scenarios.loadgen import ConcurrencyPlan, LoadTrace, RatePlan, run_batch, run_load
+from llem_ray.scenarios.loadgen import ConcurrencyPlan, LoadTrace, RatePlan, frozen_gc_heap, run_batch, run_load
 from llem_ray.scenarios.serving_metrics import Window, serving_result, steady_window
 
 
@@ -157,7 +158,7 @@ def run_serving(
         warmup = warm_up(warm_batch, config.warmup, phases, progress)
         engine.call(engine.clear_cache())
         progress("measure")
-        with timed_phase(phases, "measured"):
+        with frozen_gc_heap(), timed_phase(phases, "measured"):  # the collection before the phase and window
             if meter is not None:
                 meter.begin_window("llem-serving")
             trace = engine.call(run_load(engine, plan))

@@ -8,6 +8,8 @@ real result; the window's energy arithmetic is covered on constructed timings (t
 
 from __future__ import annotations
 
+import gc
+
 import pyarrow as pa
 import pytest
 
@@ -69,6 +71,10 @@ def test_a_rate_mode_serving_experiment_end_to_end(vllm_stand_in, fakes, tmp_pat
     ids = _request_ids(vllm_stand_in)
     assert ids[0] == "llem-load-warmup" and ids[1:33] == [f"llem-warmup{b}-{i}" for b in range(2) for i in range(16)]
     assert ids[33:] == [f"llem-serve-{i}" for i in range(60)]
+    # the run's requests were sent with the heap frozen (collections skip the engine), the warm-up's not
+    frozen = {p["request_id"]: p["gc_frozen_objects"] for name, p in vllm_stand_in.EVENTS if name == "async_generate"}
+    assert frozen["llem-serve-0"] > 10_000 and frozen["llem-warmup0-0"] == frozen["llem-warmup1-0"] == 0
+    assert gc.get_freeze_count() == 0
     names = [name for name, _ in vllm_stand_in.EVENTS]
     assert names.index("async_reset_prefix_cache") < names.index("async_generate", 34)
     assert names[-1] == "async_shutdown"

@@ -7,6 +7,7 @@ on asyncio and every timestamp is real.
 
 from __future__ import annotations
 
+import gc
 import statistics
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from llem_ray.backends.vllm.serving import VLLMStreamingEngine
 from llem_ray.config.experiment import ExperimentConfig
 from llem_ray.scenarios.arrivals import arrival_schedule
-from llem_ray.scenarios.loadgen import ConcurrencyPlan, RatePlan, run_load
+from llem_ray.scenarios.loadgen import ConcurrencyPlan, RatePlan, frozen_gc_heap, run_load
 
 FIRST_TOKEN_S = 0.01
 TOKEN_INTERVAL_S = 0.004
@@ -107,3 +108,15 @@ def test_failed_and_cancelled_requests_are_recorded_and_the_run_goes_on(server, 
     assert trace.end_s < 1.0 and all(r.end_s is not None for r in trace.records)
     engine.unload()
     assert [n for name, n in vllm_stand_in.EVENTS if name == "async_shutdown"] == [0]  # cancelled = aborted
+
+
+def test_frozen_gc_heap_freezes_what_is_alive_and_unfreezes_after_even_on_error():
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), frozen_gc_heap():
+        assert gc.get_freeze_count() > 10_000  # this process's modules and pytest's objects
+        garbage = []
+        garbage.append(garbage)  # a cycle made inside the block is still collected
+        del garbage
+        assert gc.collect() >= 1
+        raise RuntimeError("the run failed")
+    assert gc.get_freeze_count() == 0

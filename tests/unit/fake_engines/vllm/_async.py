@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -81,7 +82,15 @@ class AsyncLLMEngine:
         vllm.EVENTS.append(
             (
                 "async_generate",
-                {"request_id": request_id, "params": sampling_params, "prompt": prompt, "lora_request": lora_request},
+                {
+                    "request_id": request_id,
+                    "params": sampling_params,
+                    "prompt": prompt,
+                    "lora_request": lora_request,
+                    # the caller's heap, frozen or not (this is its process); counted for the first
+                    # request of a batch only: the count walks every frozen object
+                    "gc_frozen_objects": gc.get_freeze_count() if request_id.endswith("-0") else None,
+                },
             )
         )
         ids = list(prompt["prompt_token_ids"])
