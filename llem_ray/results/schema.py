@@ -166,7 +166,11 @@ class ServingResult(_Model):
     )
     generator_lag_p99_ms: float | None = Field(None, description="99th percentile of send time - due time, ms")
     generator_lag_max_ms: float | None = None
-    generator_fell_behind: bool = Field(..., description="Some request was sent more than 100 ms after it was due")
+    generator_fell_behind: bool = Field(
+        ...,
+        description="After the warm-up a request was sent > 100 ms late, and not as a hiccup "
+        "(<= 500 ms late, the generator on time again after it): the window ends there",
+    )
     window_start_s: float | None = Field(None, description="Steady window start: the last warm-up request ended")
     window_end_s: float | None = Field(None, description="Steady window end: sending stopped (or fell behind)")
     window_accepted: bool = Field(..., description="The window is at least 30 s long: its energy figures are kept")

@@ -5,8 +5,10 @@ Pure functions over `loadgen.RequestRecord`s (times in s since the run began); n
 - **Steady window** (`steady_window`): opens when the last warm-up request has ended (by then the
   running batch has been filled for at least one request's latency), closes when sending stops
   (`serving.duration_s`: after it the run drains). It is kept only while the offered load is
-  sustained: from the first request sent more than MAX_SEND_LAG_S after it was due, the generator
-  has fallen behind and the window closes at that request's due time. A window shorter than
+  sustained (`send_lateness`): a request sent more than MAX_SEND_LAG_S after it was due is late;
+  a late request that is at most MAX_HICCUP_S late and after which a request is on time again is a
+  hiccup (the loop stalled, then caught up: reported, kept); at any other late request the
+  generator has fallen behind and the window closes at that request's due time. A window shorter than
   MIN_STEADY_STATE_S (30 s, ML.ENERGY's rule) is *rejected*: its energy figures are not reported
   and the result says so.
 - **Counting in the window** (`window_counts`): a request counts by the share of its output tokens
@@ -36,7 +38,9 @@ from llem_ray.results.schema import ServingLatency, ServingResult
 from llem_ray.scenarios.loadgen import LoadTrace, RequestRecord
 
 MAX_SEND_LAG_S = 0.1
-"""A request sent later than this after it was due means the generator fell behind, s (one NVML update)."""
+"""A request sent later than this after it was due is late, s (one NVML update)."""
+MAX_HICCUP_S = 0.5
+"""A late request this late at most, with the generator on time again after it, is a hiccup, s."""
 OFFERED_RATE_TOLERANCE = 0.05
 """Offered rate this far (as a fraction) below the target is flagged: the generator could not keep up."""
 SATURATION_FRACTION = 0.9
@@ -65,6 +69,29 @@ class WindowCounts:
     output_tokens: int
 
 
+def window_start_s(records: Sequence[RequestRecord]) -> float:
+    """When the steady window opens: the end of the last warm-up request (0 without one), s."""
+    return max((r.end_s for r in records if r.warmup and r.end_s is not None), default=0.0)
+
+
+def send_lateness(records: Sequence[RequestRecord], start_s: float) -> tuple[RequestRecord | None, list[RequestRecord]]:
+    """Among the requests due from `start_s` on: where the generator fell behind, and the hiccups before it.
+
+    Returns (the first late request that is not a hiccup, or None; the hiccups before it), per the
+    module docstring.
+    """
+    ordered = sorted((r for r in records if r.scheduled_s >= start_s), key=lambda r: r.scheduled_s)
+    last_on_time = max((i for i, r in enumerate(ordered) if r.lag_s <= MAX_SEND_LAG_S), default=-1)
+    hiccups: list[RequestRecord] = []
+    for i, r in enumerate(ordered):
+        if r.lag_s <= MAX_SEND_LAG_S:
+            continue
+        if r.lag_s > MAX_HICCUP_S or i > last_on_time:
+            return r, hiccups
+        hiccups.append(r)
+    return None, hiccups
+
+
 def steady_window(
     records: Sequence[RequestRecord], duration_s: float, min_window_s: float = MIN_STEADY_STATE_S
 ) -> tuple[Window | None, list[str]]:
@@ -73,17 +100,17 @@ def steady_window(
     None (with a warning saying why) when the warm-up requests ended after sending stopped.
     """
     warnings: list[str] = []
-    ends = [r.end_s for r in records if r.warmup and r.end_s is not None]
-    start_s = max(ends, default=0.0)
+    start_s = window_start_s(records)
     end_s = duration_s
-    late = next(
-        (
-            r
-            for r in sorted(records, key=lambda r: r.scheduled_s)
-            if r.scheduled_s >= start_s and r.lag_s > MAX_SEND_LAG_S
-        ),
-        None,
-    )
+    late, hiccups = send_lateness(records, start_s)
+    hiccups = [r for r in hiccups if r.scheduled_s < end_s]
+    if hiccups:
+        worst = max(hiccups, key=lambda r: r.lag_s)
+        warnings.append(
+            f"the load generator was late {len(hiccups)} time(s) and caught up each time (worst: request "
+            f"{worst.index}, {worst.lag_s * 1000:.0f} ms after it was due at {worst.scheduled_s:.2f} s); "
+            "the steady window keeps them"
+        )
     if late is not None and late.scheduled_s < end_s:
         end_s = late.scheduled_s
         warnings.append(
@@ -230,7 +257,7 @@ def serving_result(
         offered_rate_req_s=offered,
         generator_lag_p99_ms=quantile(lags, 0.99) if lags else None,
         generator_lag_max_ms=lags[-1] if lags else None,
-        generator_fell_behind=bool(lags) and lags[-1] > MAX_SEND_LAG_S * 1000,
+        generator_fell_behind=send_lateness(records, window_start_s(records))[0] is not None,
         window_start_s=window.start_s if window else None,
         window_end_s=window.end_s if window else None,
         window_accepted=bool(window and window.accepted),
