@@ -92,8 +92,22 @@ def serving_line(r: dict[str, str]) -> str:
     )
 
 
+CONSISTENCY_TOLERANCE = 0.02
+"""Issue #17's target: J/token at saturation within 2 % of the offline J/token."""
+
+
+def _ci(row: dict[str, str], prefix: str) -> str:
+    """`[low, high]` of a summary row's 95 % CI columns for `prefix`, or `[n/a]` when missing."""
+    low, high = row.get(f"{prefix}_ci95_low"), row.get(f"{prefix}_ci95_high")
+    return f"[{float(low):.5g}, {float(high):.5g}]" if low and high else "[n/a]"
+
+
 def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
-    """J/token of every fixed-concurrency serving row against the offline rows of its model and backend."""
+    """J/token of every fixed-concurrency serving row against the offline rows of its model and backend.
+
+    Each line gives both means with their 95 % CIs over cycles, the difference in % and whether it
+    is within CONSISTENCY_TOLERANCE (judged on the means; the CIs say how much that verdict holds).
+    """
     out = []
     for s in rows:
         serving_j_text = s["serving.energy_per_output_token_j_mean"]
@@ -102,9 +116,13 @@ def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
         for o in rows:
             if o["scenario"] == "offline" and (o["model"], o["backend"]) == (s["model"], s["backend"]):
                 serving_j, offline_j = float(serving_j_text), float(o["energy_per_output_token_j_mean"])
+                diff = serving_j / offline_j - 1
+                verdict = "within" if abs(diff) <= CONSISTENCY_TOLERANCE else "NOT within"
                 out.append(
-                    f"consistency: {s['name']} J/token {serving_j:.5g} vs {o['name']} {offline_j:.5g} "
-                    f"({o['measurement_methodology']}): {100 * (serving_j / offline_j - 1):+.2f} %"
+                    f"consistency: {s['name']} J/token {serving_j:.5g} {_ci(s, 'energy_per_output_token_j')} vs "
+                    f"{o['name']} {offline_j:.5g} {_ci(o, 'energy_per_output_token_j')} "
+                    f"({o['measurement_methodology']}): {100 * diff:+.2f} %, {verdict} "
+                    f"{100 * CONSISTENCY_TOLERANCE:.0f} %"
                 )
     return out
 
