@@ -2,8 +2,9 @@
 
 The serving scenario's load generator shares its process with the engine (vLLM, torch,
 transformers: hundreds of thousands of objects). A full collection walks all of them, and the
-loop sends nothing meanwhile: on the H200 one ~120 ms stall made a request of a 32 req/s run
-late and cut its window (docs/validation.md). The serving scenario therefore holds the heap frozen
+loop sends nothing meanwhile. On the H200 one stall of that size (~120 ms) made a request of a
+32 req/s run late and cut its window (docs/validation.md; that it was a collection is our reading,
+not yet confirmed there). The serving scenario therefore holds the heap frozen
 through its run (`loadgen.frozen_gc_heap`). This benchmark shows the effect side by side, in one
 process:
 

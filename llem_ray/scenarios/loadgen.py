@@ -16,7 +16,8 @@ the clock of the energy meter's samples.
 `frozen_gc_heap` is for the caller to hold around a run (the serving scenario holds it around its
 measured phase, as vLLM's own server freezes its heap after start-up): with an engine in the
 process the heap holds hundreds of thousands of objects, and one full collection over them
-stalled the loop ~120 ms, a late send that cut 32 req/s windows on the H200.
+stalls the loop for about 0.1-0.2 s (`benchmarks/gc_pause.py`), the size of the stall that cut
+32 req/s windows on the H200.
 
 After sending stops the run drains: it waits up to `drain_timeout_s` for requests still running,
 then cancels them (the engine aborts them) and records them as failed. A request the engine fails
