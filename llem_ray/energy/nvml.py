@@ -3,8 +3,10 @@
 Energy of a window is the difference of `nvmlDeviceGetTotalEnergyConsumption` (mJ since driver
 load, Volta and newer) read at `begin_window` and `end_window`, per bound GPU. The counter updates
 every ~100 ms: windows shorter than that can read 0 J. The sampler records, per device and at
-`sample_hz`, board power (W), temperature (°C), GPU utilisation (%), used memory (MiB), SM clock
-(MHz) and active clock-event (throttle) reasons; a reading a device does not support is None.
+`sample_hz`, the energy counter (J), board power (W), temperature (°C), GPU utilisation (%), used
+memory (MiB), SM clock (MHz) and active clock-event (throttle) reasons; a reading a device does not
+support is None. The sampled counter lets a window chosen afterwards (a steady state) take its energy
+from the counter too (measure/steady_state.py).
 
 GPUs are read through the device layer (`llem_ray.device`, NVML unless another is injected), by
 UUID, never by index, so a Ray actor meters exactly its GPUs.
@@ -117,6 +119,7 @@ class NVMLMeter:
         now = time.time()
         out = []
         for uuid in self._bound:
+            counter_mj = read(gpus.energy_mj, uuid)
             mem = read(gpus.memory_mib, uuid)
             out.append(
                 PowerSample(
@@ -128,6 +131,7 @@ class NVMLMeter:
                     memory_used_mib=None if mem is None else mem.used_mib,
                     sm_clock_mhz=read(gpus.sm_clock_mhz, uuid),
                     throttle_reasons=decode_clock_event_reasons(read(gpus.clock_event_reasons, uuid) or 0),
+                    energy_counter_j=None if counter_mj is None else counter_mj / 1000.0,
                 )
             )
         return out

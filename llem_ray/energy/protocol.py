@@ -46,7 +46,14 @@ class EnergyWindow:
 
 @dataclass(frozen=True)
 class PowerSample:
-    """One sampler reading of one device. `t_s` is Unix time, s; None where the device cannot report."""
+    """One sampler reading of one device. `t_s` is Unix time, s; None where the device cannot report.
+
+    `power_w` is what the device reports as its power, W: on NVIDIA Ampere (non-GA100) and newer a
+    1 s average, so it trails the load by about half a second (seen on an H200: 0.5-0.9 s).
+    `energy_counter_j` is the device's cumulative energy counter at `t_s`, J since an origin of the
+    device's own (NVML: driver load); differences of it give energy between readings without that
+    lag. None for meters without a counter.
+    """
 
     t_s: float
     device_uuid: str
@@ -56,6 +63,7 @@ class PowerSample:
     memory_used_mib: float | None = None
     sm_clock_mhz: float | None = None
     throttle_reasons: tuple[str, ...] = field(default_factory=tuple)
+    energy_counter_j: float | None = None
 
 
 @runtime_checkable

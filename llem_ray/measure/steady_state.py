@@ -17,9 +17,12 @@ Method (pure functions, no I/O; `measure.assemble` calls `steady_state` once per
    capped by the number of requests).
 3. `tokens_in_window`: a request's first token at its first-token time, the rest spread evenly up
    to its last token; tokens are counted (fractionally) where they fall in the window.
-4. `window_energy_j`: the NVML counter's energy of the whole measured window, times the share of
-   the sampled power integral that falls in the steady-state window. The counter stays the
-   primary source; the 10 Hz power samples only apportion it in time.
+4. `window_energy_j`: the difference of each GPU's energy counter, sampled at 10 Hz with the
+   power, between the steady-state window's ends (`counter_energy_j`). Without sampled counters
+   (a meter that has none), the counter's energy of the whole measured window times the share of
+   the sampled power integral inside the steady-state window. The power reading trails the load
+   (a 1 s average on Ampere and newer), which biases that share: on an H200, a serving window
+   inside a longer run read ~1 % high that way (docs/methodology.md).
 5. `validity_warnings` (ML.ENERGY's rules): window ≥ 30 s, every power reading ≤ 1.7 × the GPU's
    power limit (its TDP unless lowered), temperature within 20–95 °C.
 
@@ -47,7 +50,10 @@ MAX_POWER_TDP_RATIO = 1.7
 TEMPERATURE_RANGE_C = (20.0, 95.0)
 """GPU temperatures outside this range (°C) make a measurement suspect (ML.ENERGY)."""
 MIN_WINDOW_SAMPLES = 2
-"""Power samples (of one device) the window must hold to apportion the counter's energy."""
+"""Power samples (of one device) the window must hold to measure its energy."""
+MAX_COUNTER_EXTRAPOLATION_S = 0.5
+"""A window edge may lie this far beyond a device's first or last counter reading, s (the edge's
+counter is then the nearest reading plus its power times the gap); further out, no counter energy."""
 
 Methodology = Literal["total", "steady_state", "windowed"]
 
@@ -196,6 +202,50 @@ def _traces(samples: Sequence[PowerSample], window_start_s: float) -> dict[str, 
     return {uuid: sorted(points) for uuid, points in traces.items()}
 
 
+def _counter_at(readings: Sequence[tuple[float, float, float | None]], t_s: float) -> float | None:
+    """A device's counter (J) at `t_s` from sorted (t_s, counter_j, power_w) readings; None out of reach.
+
+    Linear between readings; up to MAX_COUNTER_EXTRAPOLATION_S beyond the first or last, that
+    reading plus its power times the gap (None without a power reading there).
+    """
+    times = [t for t, _, _ in readings]
+    i = bisect_left(times, t_s)
+    if i < len(readings) and times[i] == t_s:
+        return readings[i][1]
+    if 0 < i < len(readings):
+        (t0, c0, _), (t1, c1, _) = readings[i - 1], readings[i]
+        return c0 + (c1 - c0) * (t_s - t0) / (t1 - t0)
+    t_near, c_near, p_near = readings[0] if i == 0 else readings[-1]
+    if abs(t_s - t_near) > MAX_COUNTER_EXTRAPOLATION_S or p_near is None:
+        return None
+    return c_near + p_near * (t_s - t_near)
+
+
+def counter_energy_j(
+    samples: Sequence[PowerSample], window_start_s: float, window: tuple[float, float]
+) -> float | None:
+    """Energy in `window` (s since `window_start_s`) from the sampled energy counters, J, all devices.
+
+    None when a device with power samples has no counter readings, a window edge is out of reach
+    of a device's readings (see `_counter_at`), or a counter runs backwards (a reset).
+    """
+    readings: dict[str, list[tuple[float, float, float | None]]] = {}
+    powered = {s.device_uuid for s in samples if s.power_w is not None}
+    for s in samples:
+        if s.energy_counter_j is not None:
+            readings.setdefault(s.device_uuid, []).append((s.t_s - window_start_s, s.energy_counter_j, s.power_w))
+    if not readings or not powered <= readings.keys():
+        return None
+    total_j = 0.0
+    for points in readings.values():
+        points.sort()
+        begin_j, end_j = _counter_at(points, window[0]), _counter_at(points, window[1])
+        if begin_j is None or end_j is None or end_j < begin_j:
+            return None
+        total_j += end_j - begin_j
+    return total_j
+
+
 def window_energy_j(
     samples: Sequence[PowerSample],
     window_start_s: float,
@@ -205,13 +255,17 @@ def window_energy_j(
 ) -> float | None:
     """Energy in `window` (s since `window_start_s`, Unix s), all devices, J; None if unknown.
 
-    With the counter's `energy_total_j` over [0, `duration_s`]: that energy times the share of
-    the sampled power integral inside `window`. Without it: the power integral itself. None when
-    no device has MIN_WINDOW_SAMPLES power samples inside `window`, or the integral is not positive.
+    From the sampled counters when every device has them (`counter_energy_j`). Otherwise, with the
+    counter's `energy_total_j` over [0, `duration_s`]: that energy times the share of the sampled
+    power integral inside `window`; without it, the power integral itself. None when no device has
+    MIN_WINDOW_SAMPLES power samples inside `window`, or the integral is not positive.
     """
     traces = _traces(samples, window_start_s)
     if not any(sum(window[0] <= t <= window[1] for t, _ in trace) >= MIN_WINDOW_SAMPLES for trace in traces.values()):
         return None
+    counter_j = counter_energy_j(samples, window_start_s, window)
+    if counter_j is not None:
+        return counter_j
     part_j = sum(_integral_j(trace, *window) for trace in traces.values())
     if energy_total_j is None:
         return part_j

@@ -3,7 +3,9 @@
 Columns: `t_s` (Unix time, s), `elapsed_s` (s since the measured window began; negative before
 it), `device_uuid`, `phase` (warmup, thermal_floor, measured, prefill, or other between phases),
 `power_w` (W), `temperature_c` (°C), `utilization_pct` (%), `memory_used_mib` (MiB),
-`sm_clock_mhz` (MHz), `throttle_reasons` (comma-separated clock-event reasons, '' when none).
+`sm_clock_mhz` (MHz), `throttle_reasons` (comma-separated clock-event reasons, '' when none),
+`energy_counter_j` (the device's cumulative energy counter, J from an origin of its own: take
+differences; null for meters without one).
 An experiment's process builds them as plain columns (timeseries_columns.py, no pyarrow); the results
 actor and `llem run` turn them into this schema's table.
 """
@@ -29,6 +31,7 @@ TIMESERIES_SCHEMA = pa.schema(
         pa.field("memory_used_mib", pa.float64()),
         pa.field("sm_clock_mhz", pa.float64()),
         pa.field("throttle_reasons", pa.string(), nullable=False),
+        pa.field("energy_counter_j", pa.float64()),
     ]
 )
 """The Arrow types of timeseries_columns.COLUMN_NAMES, in that order."""

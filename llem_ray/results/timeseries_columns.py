@@ -20,6 +20,7 @@ COLUMN_NAMES = (
     "memory_used_mib",
     "sm_clock_mhz",
     "throttle_reasons",
+    "energy_counter_j",
 )
 """The timeseries' columns, in order (timeseries.TIMESERIES_SCHEMA types them)."""
 
@@ -55,4 +56,5 @@ def samples_to_columns(samples: Sequence[PowerSample], phases: Sequence[Phase], 
         columns["memory_used_mib"].append(s.memory_used_mib)
         columns["sm_clock_mhz"].append(s.sm_clock_mhz)
         columns["throttle_reasons"].append(",".join(s.throttle_reasons))
+        columns["energy_counter_j"].append(s.energy_counter_j)
     return columns

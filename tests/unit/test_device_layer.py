@@ -50,7 +50,7 @@ def test_nvml_meter_reads_the_counter_and_samples_through_the_layer(fake_gpus):
     fake_gpus.gpus[1].clock_event_reasons = 0x4 | 0x40
     first, second = meter.sample_once()
     assert (first.device_uuid, first.power_w, first.memory_used_mib, first.sm_clock_mhz) == (A, 300.0, 1024.0, 1980.0)
-    assert first.throttle_reasons == ()
+    assert first.throttle_reasons == () and first.energy_counter_j == pytest.approx(1_012.5)  # mJ -> J
     assert second.power_w is None and second.sm_clock_mhz is None
     assert second.throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
     meter.close()

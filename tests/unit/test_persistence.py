@@ -46,7 +46,8 @@ def _result(name="exp"):
 
 def _table():
     samples = [
-        PowerSample(100.0 + i, "GPU-1", 50.0 + i, 40.0, None, 1.0, 1500.0, ("sw_power_cap",) * i) for i in range(3)
+        PowerSample(100.0 + i, "GPU-1", 50.0 + i, 40.0, None, 1.0, 1500.0, ("sw_power_cap",) * i, 9e6 + 50.0 * i)
+        for i in range(3)
     ]
     return samples_to_table(samples, [("warmup", 99.0, 100.5), ("measured", 100.6, 103.0)], window_start_s=100.6)
 
@@ -80,6 +81,7 @@ def test_timeseries_phases_and_parquet_schema(tmp_path):
     read = pq.read_table(directory / "timeseries.parquet")
     assert read.schema.equals(TIMESERIES_SCHEMA) and read.num_rows == 3
     assert read.column("throttle_reasons").to_pylist() == ["", "sw_power_cap", "sw_power_cap,sw_power_cap"]
+    assert read.column("energy_counter_j").to_pylist() == [9e6, 9e6 + 50.0, 9e6 + 100.0]
 
 
 def test_result_directories_never_overwrite(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,7 @@ from llem_ray.backends.protocol import GenerationOutput, RequestTiming
 from llem_ray.energy.protocol import PowerSample
 from llem_ray.measure.steady_state import (
     RequestSpan,
+    counter_energy_j,
     request_spans,
     steady_state,
     steady_state_window,
@@ -92,6 +94,45 @@ def test_window_energy_apportions_the_counter_by_sampled_power():
     # share of the integral in [0, 5]: 625 / 1500.
     assert part == pytest.approx(1600.0 * 625.0 / 1500.0, rel=1e-6)
     assert window_energy_j(samples, T0, 10.0, (0.0, 5.0), energy_total_j=None) == pytest.approx(625.0, rel=1e-6)
+
+
+def _lagging_samples(lag_s: float = 0.7, hz: float = 10.0):
+    """A 700 W load over the measured [0, 14) s between 100 W idle; the counter integrates the true
+    power, the power reading shows it `lag_s` late (as an H200's 1 s average does): samples over
+    [-3, 16] s."""
+
+    def true_w(t: float) -> float:
+        return 700.0 if 0.0 <= t < 14.0 else 100.0
+
+    def counter_j(t: float) -> float:  # ∫ true power from -3 s
+        busy = max(0.0, min(t, 14.0))
+        return 5e6 + 100.0 * (t + 3.0) + 600.0 * busy
+
+    times = [-3.0 + i / hz for i in range(int(19 * hz) + 1)]
+    return [PowerSample(T0 + t, UUID, true_w(t - lag_s), 50.0, energy_counter_j=counter_j(t)) for t in times]
+
+
+def test_window_energy_comes_from_the_sampled_counter_not_the_lagging_power():
+    samples = _lagging_samples()
+    whole_j = 700.0 * 14.0  # the counter over the measured [0, 14] s
+    assert window_energy_j(samples, T0, 14.0, (3.0, 10.0), energy_total_j=whole_j) == pytest.approx(4900.0)
+    # the same samples without counters: the power missed the load's first 0.7 s, so the
+    # window's share of the whole reads about 4900 / 9400 instead of 4900 / 9800: ~4 % high
+    apportioned = window_energy_j(
+        [replace(s, energy_counter_j=None) for s in samples], T0, 14.0, (3.0, 10.0), energy_total_j=whole_j
+    )
+    assert 1.03 < apportioned / 4900.0 < 1.05
+
+
+def test_counter_energy_reaches_a_little_beyond_the_readings_and_no_further():
+    samples = [s for s in _lagging_samples() if s.t_s - T0 <= 10.0]
+    # 0.2 s past the last reading: its counter plus its (700 W) power for the gap
+    assert counter_energy_j(samples, T0, (3.0, 10.2)) == pytest.approx(700.0 * 7.2)
+    assert counter_energy_j(samples, T0, (3.0, 11.0)) is None
+    mixed = samples + [PowerSample(T0 + 5.0, "GPU-1", 300.0)]  # a second GPU without a counter
+    assert counter_energy_j(mixed, T0, (3.0, 9.0)) is None
+    reset = [replace(s, energy_counter_j=0.0) if s.t_s - T0 > 8.0 else s for s in samples]
+    assert counter_energy_j(reset, T0, (3.0, 9.0)) is None
 
 
 def test_window_energy_needs_samples_inside_the_window():
