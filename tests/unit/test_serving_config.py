@@ -174,5 +174,5 @@ def test_the_two_gpu_studies_differ_only_in_their_load_so_they_draw_one_curve():
 
     assert [c.serving.request_rate_req_s for c in rates] == [2, 8, 32] and saturation.serving.concurrency == 512
     assert all(without_load(c) == without_load(saturation) for c in rates)
-    assert offline.scenario == "offline" and offline.n == 2048
+    assert offline.scenario == "offline" and offline.n == 3072
     assert offline.vllm == saturation.vllm and offline.max_output_tokens == saturation.max_output_tokens == 256
