@@ -18,7 +18,8 @@ Token counts are fixed: each prompt counts its token ids (or FAKE_TEXT_TOKENS fo
 as input and exactly `max_new_tokens` as output.
 
 FakeMeter draws a constant FAKE_POWER_W per bound device: a window's energy is exactly
-FAKE_POWER_W x its wall time; samples are synthesised at the requested rate on `stop_sampling`.
+FAKE_POWER_W x its wall time; samples are synthesised at the requested rate on `stop_sampling`, each
+with an energy counter that runs at FAKE_POWER_W from the start of sampling (as NVML's, in J).
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ class FakeMeter:
         self._sampling = None
         n = int((time.time() - start_s) * hz) + 1
         return [
-            PowerSample(start_s + i / hz, u, FAKE_POWER_W, FAKE_TEMPERATURE_C, 90.0, 1024.0, 1980.0, ())
+            PowerSample(
+                start_s + i / hz, u, FAKE_POWER_W, FAKE_TEMPERATURE_C, 90.0, 1024.0, 1980.0, (), FAKE_POWER_W * i / hz
+            )
             for i in range(n)
             for u in self.device_uuids
         ]
