@@ -75,8 +75,11 @@ def run_figures(result_path: Path) -> dict | None:
     duration_s, window = result["duration_s"], (window[0], window[1])
     lag_s = fitted_lag_s(samples, start_s, duration_s, energy_j)
     plain = [replace(s, energy_counter_j=None) for s in samples]
-    # the window's tokens, from the energy the run itself took (by the method of its code)
-    tokens = (window_energy_j(samples, start_s, duration_s, window, energy_j) or 0.0) / recorded
+    # the window's tokens: a serving run records them; offline, from the energy the run itself took
+    # (by the method of its code) over its J/token
+    tokens = (serving or {}).get("output_tokens_in_window") or (
+        (window_energy_j(samples, start_s, duration_s, window, energy_j) or 0.0) / recorded
+    )
     shifted_window_j = window_energy_j(plain, start_s + lag_s, duration_s, window, energy_j)
     counter_j = counter_energy_j(samples, start_s, window)
     kind = "offline" if serving is None else serving["mode"]
