@@ -51,9 +51,8 @@ def _samples(path: Path) -> tuple[list[PowerSample], float]:
     return samples, rows[0]["t_s"] - rows[0]["elapsed_s"]
 
 
-def fitted_lag_s(samples: list[PowerSample], start_s: float, duration_s: float, energy_j: float) -> float:
-    """The lag (s) of `samples`' power behind the counter: the shift that best matches `energy_j`."""
-    plain = [replace(s, energy_counter_j=None) for s in samples]
+def fitted_lag_s(plain: list[PowerSample], start_s: float, duration_s: float, energy_j: float) -> float:
+    """The lag (s) of the power of `plain` (samples without counters) behind the counter's `energy_j`."""
     steps = round((LAG_RANGE_S[1] - LAG_RANGE_S[0]) / LAG_STEP_S)
 
     def mismatch_j(lag_s: float) -> float:
@@ -73,8 +72,8 @@ def run_figures(result_path: Path) -> dict | None:
         return None
     samples, start_s = _samples(result_path.parent / "timeseries.parquet")
     duration_s, window = result["duration_s"], (window[0], window[1])
-    lag_s = fitted_lag_s(samples, start_s, duration_s, energy_j)
     plain = [replace(s, energy_counter_j=None) for s in samples]
+    lag_s = fitted_lag_s(plain, start_s, duration_s, energy_j)
     # the window's tokens: a serving run records them; offline, from the energy the run itself took
     # (by the method of its code) over its J/token
     tokens = (serving or {}).get("output_tokens_in_window") or (
