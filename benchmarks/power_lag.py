@@ -7,9 +7,13 @@ energies from the sampled counter itself (`energy_counter_j`). This reads saved 
 directory holding `result.json` + `timeseries.parquet` pairs, e.g. a study directory) and prints,
 per run:
 
-- `lag_s`: the shift of the power samples that makes their integral over the measured window equal
-  the counter's `energy_total_j` (searched from -0.5 to 1.5 s in 10 ms steps: a 1 s average trails
-  by ~0.5 s, and a wider range finds false matches where the load changes at a run's end);
+- `lag_s`: how far the power samples trail the counter, searched from -0.5 to 1.5 s in 10 ms steps
+  (a 1 s average trails by ~0.5 s, and a wider range finds false matches where the load changes at
+  a run's end). Where the timeseries has the counter (`energy_counter_j`), it is measured: the shift
+  that brings the samples' running integral closest (root mean square, J) to the counter's running
+  total over the whole timeseries, marked `(counter)`. Without it, it is fitted: the shift that makes
+  the samples' integral over the measured window equal the counter's `energy_total_j`, marked `(fit)`;
+  a fit that ends on the range's edge found no match;
 - J/token as recorded (`energy_per_output_token_j`), from the share of the power samples shifted by
   that lag, and from the sampled counter where the timeseries has it;
 - per configuration of each directory given, the mean of each; and, where a directory holds a
@@ -24,6 +28,7 @@ Runs without a steady or serving window, or without energy, are skipped (and cou
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import statistics
 from collections import defaultdict
@@ -53,13 +58,54 @@ def _samples(path: Path) -> tuple[list[PowerSample], float]:
 
 def fitted_lag_s(plain: list[PowerSample], start_s: float, duration_s: float, energy_j: float) -> float:
     """The lag (s) of the power of `plain` (samples without counters) behind the counter's `energy_j`."""
-    steps = round((LAG_RANGE_S[1] - LAG_RANGE_S[0]) / LAG_STEP_S)
 
     def mismatch_j(lag_s: float) -> float:
         whole_j = window_energy_j(plain, start_s + lag_s, duration_s, (0.0, duration_s), None)
         return abs((whole_j or 0.0) - energy_j)
 
-    return min((LAG_RANGE_S[0] + i * LAG_STEP_S for i in range(steps + 1)), key=mismatch_j)
+    return min(_lag_grid(), key=mismatch_j)
+
+
+def measured_lag_s(samples: list[PowerSample]) -> float | None:
+    """The lag (s) of the power behind the sampled counter, mean over devices; None without counters."""
+    by_device = defaultdict(list)
+    for s in samples:
+        if s.energy_counter_j is not None:
+            by_device[s.device_uuid].append(s)
+    lags = [_trace_lag_s(trace) for trace in by_device.values() if len(trace) >= 3]
+    return statistics.fmean(lags) if lags else None
+
+
+def _trace_lag_s(trace: list[PowerSample]) -> float:
+    """The shift (s) of one device's power whose running integral best matches its counter (RMS, J)."""
+    t = [s.t_s for s in trace]
+    integral = [0.0]
+    for a, b in zip(trace, trace[1:]):
+        integral.append(integral[-1] + (b.t_s - a.t_s) * (a.power_w + b.power_w) / 2)
+    counted = [s.energy_counter_j - trace[0].energy_counter_j for s in trace]
+
+    def mismatch_j(lag_s: float) -> float:
+        base = _interp(t, integral, t[0] + lag_s)
+        pairs = [(_interp(t, integral, x + lag_s) - base, c) for x, c in zip(t, counted) if x + lag_s <= t[-1]]
+        return statistics.fmean((a - c) ** 2 for a, c in pairs) ** 0.5
+
+    return min(_lag_grid(), key=mismatch_j)
+
+
+def _lag_grid() -> list[float]:
+    """The lags (s) searched, LAG_RANGE_S in LAG_STEP_S steps."""
+    steps = round((LAG_RANGE_S[1] - LAG_RANGE_S[0]) / LAG_STEP_S)
+    return [LAG_RANGE_S[0] + i * LAG_STEP_S for i in range(steps + 1)]
+
+
+def _interp(xs: list[float], ys: list[float], x: float) -> float:
+    """`ys` at `x`, linear between the sorted `xs`, held at the ends."""
+    i = bisect.bisect_left(xs, x)
+    if i <= 0:
+        return ys[0]
+    if i >= len(xs):
+        return ys[-1]
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * (x - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
 def run_figures(result_path: Path) -> dict | None:
@@ -73,7 +119,10 @@ def run_figures(result_path: Path) -> dict | None:
     samples, start_s = _samples(result_path.parent / "timeseries.parquet")
     duration_s, window = result["duration_s"], (window[0], window[1])
     plain = [replace(s, energy_counter_j=None) for s in samples]
-    lag_s = fitted_lag_s(plain, start_s, duration_s, energy_j)
+    lag_s = measured_lag_s(samples)
+    lag_method = "counter"
+    if lag_s is None:
+        lag_s, lag_method = fitted_lag_s(plain, start_s, duration_s, energy_j), "fit"
     # the window's tokens: a serving run records them; offline, from the energy the run itself took
     # (by the method of its code) over its J/token
     tokens = (serving or {}).get("output_tokens_in_window") or (
@@ -86,6 +135,7 @@ def run_figures(result_path: Path) -> dict | None:
         "name": result["name"],
         "kind": kind,
         "lag_s": lag_s,
+        "lag_method": lag_method,
         "recorded": recorded,
         "lag_corrected": shifted_window_j / tokens if tokens and shifted_window_j else None,
         "counter": counter_j / tokens if tokens and counter_j else None,
@@ -105,7 +155,8 @@ def report(directory: Path) -> None:
     print(f"{directory}:")
     for run in runs:
         cells = "  ".join(f"{m} {run[m]:.5f}" if run[m] is not None else f"{m} -" for m in METHODS)
-        print(f"  {run['name']:<40} {run['kind']:<12} lag {run['lag_s']:+.2f} s  J/token: {cells}")
+        lag = f"lag {run['lag_s']:+.2f} s ({run['lag_method']})"
+        print(f"  {run['name']:<40} {run['kind']:<12} {lag}  J/token: {cells}")
     by_name = defaultdict(list)
     for run in runs:
         by_name[(run["name"], run["kind"])].append(run)
