@@ -28,13 +28,13 @@ Runs without a steady or serving window, or without energy, are skipped (and cou
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import statistics
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from llem_ray.energy.protocol import PowerSample
@@ -78,16 +78,15 @@ def measured_lag_s(samples: list[PowerSample]) -> float | None:
 
 def _trace_lag_s(trace: list[PowerSample]) -> float:
     """The shift (s) of one device's power whose running integral best matches its counter (RMS, J)."""
-    t = [s.t_s for s in trace]
-    integral = [0.0]
-    for a, b in zip(trace, trace[1:]):
-        integral.append(integral[-1] + (b.t_s - a.t_s) * (a.power_w + b.power_w) / 2)
-    counted = [s.energy_counter_j - trace[0].energy_counter_j for s in trace]
+    t = np.array([s.t_s for s in trace])
+    power_w = np.array([s.power_w for s in trace])
+    integral_j = np.concatenate([[0.0], np.cumsum(np.diff(t) * (power_w[1:] + power_w[:-1]) / 2)])
+    counted_j = np.array([s.energy_counter_j for s in trace]) - trace[0].energy_counter_j
 
     def mismatch_j(lag_s: float) -> float:
-        base = _interp(t, integral, t[0] + lag_s)
-        pairs = [(_interp(t, integral, x + lag_s) - base, c) for x, c in zip(t, counted) if x + lag_s <= t[-1]]
-        return statistics.fmean((a - c) ** 2 for a, c in pairs) ** 0.5
+        keep = t + lag_s <= t[-1]
+        shifted_j = np.interp(t[keep] + lag_s, t, integral_j) - np.interp(t[0] + lag_s, t, integral_j)
+        return float(np.sqrt(np.mean((shifted_j - counted_j[keep]) ** 2)))
 
     return min(_lag_grid(), key=mismatch_j)
 
@@ -96,16 +95,6 @@ def _lag_grid() -> list[float]:
     """The lags (s) searched, LAG_RANGE_S in LAG_STEP_S steps."""
     steps = round((LAG_RANGE_S[1] - LAG_RANGE_S[0]) / LAG_STEP_S)
     return [LAG_RANGE_S[0] + i * LAG_STEP_S for i in range(steps + 1)]
-
-
-def _interp(xs: list[float], ys: list[float], x: float) -> float:
-    """`ys` at `x`, linear between the sorted `xs`, held at the ends."""
-    i = bisect.bisect_left(xs, x)
-    if i <= 0:
-        return ys[0]
-    if i >= len(xs):
-        return ys[-1]
-    return ys[i - 1] + (ys[i] - ys[i - 1]) * (x - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
 def run_figures(result_path: Path) -> dict | None:
