@@ -137,10 +137,12 @@ class ResultsActor:
         self.writer.add_stages(key, attempt, stages_s)
         self.exporter.changed()
 
-    def release_running(self) -> list[str]:
-        """On resume, before anything is dispatched: entries a stopped driver left `running` go
-        back to pending (ManifestWriter.release_running). Returns their keys."""
-        released = self.writer.release_running(LEFT_RUNNING_ERROR)
+    @_timed("change")
+    def release_running(self, error: str = LEFT_RUNNING_ERROR) -> list[str]:
+        """Entries left `running` go back to pending, their running attempts failed with `error`
+        (ManifestWriter.release_running): on resume, before anything is dispatched, and from a
+        stopping driver after it killed its actors. Returns their keys."""
+        released = self.writer.release_running(error)
         self.exporter.changed()
         return released
 
@@ -165,13 +167,6 @@ class ResultsActor:
             self.writer.reopen(key, LOST_RESULT_ERROR.format(why=why))
         self.exporter.changed()
         return repair
-
-    @_timed("change")
-    def mark_pending(self, keys: list[str], error: str) -> None:
-        """Running entries stopped by the driver (interrupt, circuit breaker) go back to pending."""
-        for key in keys:
-            self.writer.mark_pending(key, error)
-        self.exporter.changed()
 
     @_timed("record")
     def record(self, key: str, result: ExperimentResult, timeseries: Columns, record: AttemptRecord) -> str:

@@ -83,7 +83,6 @@ class Scheduler:
         self.calls: list[Any] = []
         self.report = Report()
         self.consecutive_failures = 0
-        self.unstored: list[str] = []
         self._stalled_since: float | None = None
 
     # ---- the loop -------------------------------------------------------------------------
@@ -271,7 +270,6 @@ class Scheduler:
         try:
             ray.get(ref)
         except Exception as exc:
-            self.unstored.append(key)
             raise StudyError(f"the results actor could not store {key}: {describe(exc)}") from exc
         self.report.completed.append(key)
         self.progress.advance()
@@ -333,20 +331,24 @@ class Scheduler:
 
     # ---- stopping and display ---------------------------------------------------------------------
     def _stop(self, reason: str) -> None:
-        """Store the results that arrived, kill running attempts, and set them, and every result
-        that could not be stored, back to pending with `reason`."""
-        for ref, (key, _) in list(self.record_refs.items()):
+        """Store the results that arrived, kill running attempts, then set every entry the manifest
+        still holds `running` back to pending with `reason`.
+
+        The manifest, not this scheduler's bookkeeping, says what is left running: an interrupt can
+        land between an attempt leaving `self.running` and its result reaching the results actor
+        (while the result is fetched, say), and that entry must not stay `running` either. The
+        release is sent after every earlier call to the results actor, which runs them in order."""
+        for ref in list(self.record_refs):
             try:
                 ray.get(ref, timeout=COLLECTOR_TIMEOUT_S)
-            except Exception:  # not stored: measured again on resume
-                self.unstored.append(key)
-        keys = [a.item.key for a in self.running.values()] + self.unstored
+            except Exception:  # not stored: the release below sets it back to pending
+                pass
         for attempt in self.running.values():
             ray.kill(attempt.actor, no_restart=True)
         self.running.clear()
         try:
-            ray.get(self.collector.mark_pending.remote(keys, reason), timeout=COLLECTOR_TIMEOUT_S)
-        except Exception:  # the manifest still says running: a resume re-runs those entries anyway
+            ray.get(self.collector.release_running.remote(reason), timeout=COLLECTOR_TIMEOUT_S)
+        except Exception:  # the manifest still says running: a resume releases those entries anyway
             pass
 
     def _waiting_for(self, now: float) -> str:

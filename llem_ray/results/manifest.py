@@ -314,13 +314,6 @@ class ManifestWriter:
             ended_at = record.ended_at or utc_now()
             self._put_attempt(key, record.model_copy(update={"status": "failed", "error": error, "ended_at": ended_at}))
 
-    def mark_pending(self, key: str, error: str | None = None) -> None:
-        """Back to pending (an interrupted attempt); its running record, if any, becomes failed."""
-        with transaction(self._conn):
-            if self._status(key) != "completed":
-                self._close_running(key, error)
-                self._set(key, "pending", error)
-
     def reopen(self, key: str, error: str) -> None:
         """A completed entry whose result files are gone goes back to pending (it is measured again);
         its history is kept, the last attempt's error says why."""
@@ -329,10 +322,11 @@ class ManifestWriter:
             self._set(key, "pending", error, result_path=None)
 
     def release_running(self, error: str) -> list[str]:
-        """On resume: entries still `running` were left by a driver that stopped without saying so
-        (SIGKILL, lost head node). Their actors died with that driver, so each goes back to pending
-        and its running attempt becomes failed with `error`, ended now: the latest moment it can
-        have run, and earlier than any new attempt. Returns their keys (one transaction)."""
+        """Every entry still `running` goes back to pending and its running attempt becomes failed
+        with `error`, ended now (or at its recorded end): the latest moment it can have run, and
+        earlier than any new attempt. Called on resume (a driver stopped without saying so: SIGKILL,
+        lost head node; its actors died with it) and by a stopping driver once its actors are killed.
+        Returns their keys (one transaction)."""
         with transaction(self._conn):
             query = "SELECT key FROM entries WHERE status = 'running' ORDER BY order_index"
             keys = [k for (k,) in self._conn.execute(query)]

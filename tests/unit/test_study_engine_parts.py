@@ -79,12 +79,16 @@ def test_manifest_tracks_attempts_in_its_store(tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
 
 
-def test_mark_pending_closes_the_running_attempt_and_add_missing_only_adds(tmp_path):
+def test_release_running_closes_the_running_attempt_and_add_missing_only_adds(tmp_path):
+    """What a stopping driver does after killing its actors: every running entry is pending again,
+    whether or not the driver still tracked it."""
     writer, (a, b) = _writer(tmp_path)
     writer.mark_running(a, AttemptRecord(attempt=1, dispatched_at=utc_now()))
-    writer.mark_pending(a, "interrupted")
+    writer.mark_running(b, AttemptRecord(attempt=1, dispatched_at=utc_now()))
+    assert writer.release_running("stopped: interrupted") == [a, b]
     entry = writer.entry(a)
     assert entry.status == "pending" and entry.history[0].status == "failed" and entry.history[0].ended_at
+    assert entry.error == "stopped: interrupted" and writer.entry(b).status == "pending"
     more = plan_items(_configs(3), 1, "interleaved", "seed")
     assert writer.add_missing([i.manifest_entry() for i in more]) == [more[2].key]
     assert len(ManifestWriter.load(writer.path).manifest.entries) == 3
