@@ -18,7 +18,8 @@ What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeata
 
 `--resume STUDY_DIR` (an absolute path: the job runs in an uploaded copy of the repository) submits
 `python -m llem_ray.study STUDY --resume STUDY_DIR` instead, e.g. for a study directory carried back
-to a fresh machine; it is reported from there.
+to a fresh machine; it is reported from there. `--summarise STUDY_DIR` submits nothing: it prints
+step 4's lines for a study directory on this machine (one copied back from the GPU host, say).
 
 Exit codes: 0 job succeeded (report written), 1 job failed or stopped, or the head is gone (the
 study directory's manifest then says what completed: `--resume` it), 3 still running.
@@ -148,11 +149,17 @@ def summarise(study_dir: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", type=Path)
-    parser.add_argument("--output", type=Path, required=True, help="study output directory (absolute or relative)")
+    parser.add_argument("study", type=Path, nargs="?", help="the study YAML (not with --summarise)")
+    parser.add_argument("--output", type=Path, help="study output directory (absolute or relative)")
     parser.add_argument("--wait-s", type=float, default=540.0, help="longest wait for the job in this call, s")
     parser.add_argument("--resume", type=Path, help="resume the study in this directory (absolute path)")
+    parser.add_argument("--summarise", type=Path, help="only print the lines of this finished study directory")
     args = parser.parse_args()
+    if args.summarise is not None:
+        summarise(args.summarise.resolve())
+        return 0
+    if args.study is None or args.output is None:
+        parser.error("a study YAML and --output are required (or --summarise STUDY_DIR)")
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
