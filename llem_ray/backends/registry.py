@@ -8,6 +8,8 @@ torch, vllm or tensorrt_llm (the implementation is imported by `create`).
 
 from __future__ import annotations
 
+import importlib.util
+
 from llem_ray.backends.protocol import InferenceBackend
 from llem_ray.backends.spec import BackendSpec
 from llem_ray.errors import BackendError
@@ -70,3 +72,20 @@ def create(name: str) -> InferenceBackend:
         return backend.create()
     except ImportError as exc:
         raise BackendError(f"backend '{name}' is not usable here: {exc}") from exc
+
+
+def missing_modules(name: str) -> list[str]:
+    """The import names `name`'s spec needs (`BackendSpec.modules`) that are not installed in this
+    environment, checked with find_spec: nothing is imported. Raises BackendError if `name` is unknown."""
+    return [m for m in spec(name).modules if importlib.util.find_spec(m) is None]
+
+
+def missing_modules_problem(name: str, where: str) -> str | None:
+    """One line naming what `missing_modules` found and how to install it, or None if nothing is missing.
+    `where` says which environment was checked ("this environment", "its environment")."""
+    missing = missing_modules(name)
+    if not missing:
+        return None
+    extra = spec(name).install_extra
+    hint = f": pip install 'llem-ray[{extra}]'" if extra else ""
+    return f"backend '{name}' needs {', '.join(missing)}, not installed in {where}{hint}"

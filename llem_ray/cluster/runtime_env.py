@@ -15,7 +15,6 @@ Non-GPU actors and tasks (results actor, probes) get `NO_GPU_ENV_VARS`: since Ra
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from typing import Any
@@ -121,13 +120,9 @@ def _probe_backend(backend: str) -> str | None:
     (`BackendSpec.modules`, checked with find_spec: nothing is imported) are installed."""
     try:
         backend_registry.create(backend)
-        modules = backend_registry.spec(backend).modules
+        return backend_registry.missing_modules_problem(backend, "its environment")
     except Exception as exc:  # BackendError, or a plugin that fails to import
         return str(exc)
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"backend '{backend}' needs {', '.join(missing)}, not installed in its environment"
-    return None
 
 
 def start_probes(study: StudyConfig, inventory: ClusterInventory) -> dict[Any, str]:

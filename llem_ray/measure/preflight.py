@@ -83,6 +83,8 @@ def preflight(config: ExperimentConfig, device: str, gpus: VisibleGPUs) -> Clear
     backend: InferenceBackend | None = None
     try:
         backend = backend_registry.create(config.backend)
+        missing = backend_registry.missing_modules_problem(config.backend, "this environment")
+        failures += [missing] if missing else []
     except BackendError as exc:
         failures.append(str(exc))
     failures += experiment_problems(config, fetch=True)

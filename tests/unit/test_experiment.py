@@ -1,6 +1,7 @@
 """The whole protocol of one experiment: with the deterministic fakes, and with the real PyTorch backend."""
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,19 @@ def test_preflight_reports_every_failure_at_once(tmp_path):
     text = "\n".join(info.value.failures)
     assert len(info.value.failures) == 3
     assert "no GPU is visible" in text and "missing.jsonl" in text and "energy meter 'nvml'" in text
+
+
+def test_preflight_names_a_backends_missing_engine_beside_the_other_failures(fakes, tmp_path):
+    """An in-process run checks the engine's modules as the study's probe does, so a missing engine is
+    reported with every other problem instead of after them, at load."""
+    backend_registry.register(replace(backend_spec("needy", FakeBackend), modules=("llem_no_such_engine",)))
+    try:
+        with pytest.raises(PreFlightError) as info:
+            run(ExperimentConfig(**{**quick("needy"), "dataset": str(tmp_path / "missing.jsonl")}))
+    finally:
+        backend_registry.unregister("needy")
+    assert len(info.value.failures) == 2, info.value.failures
+    assert "backend 'needy' needs llem_no_such_engine, not installed in this environment" in info.value.failures[0]
 
 
 def test_no_output_dir_means_no_writes(fakes, tmp_path, monkeypatch):
