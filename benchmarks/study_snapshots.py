@@ -82,7 +82,9 @@ def snapshot(study_dir: Path, into: Path, prefix: str) -> Path:
 
 def watch(roots: list[Path], into: Path, for_s: float, every_s: float) -> bool:
     """Snapshot the studies under `roots` into `into` until every root's studies are finished
-    (returns True) or `for_s` seconds passed (returns False). Prints one line per snapshot."""
+    (returns True) or `for_s` seconds passed (returns False). Prints one line per snapshot; a study
+    that cannot be read or archived at one look (OSError, sqlite3.Error, ValueError: a manifest
+    being replaced, a full disk) is named and tried again at the next."""
     deadline_s = time.monotonic() + for_s
     seen: dict[Path, tuple[int, int]] = {}
     while True:
@@ -91,12 +93,17 @@ def watch(roots: list[Path], into: Path, for_s: float, every_s: float) -> bool:
             dirs = study_dirs(root)
             finished.append(bool(dirs))
             for study_dir in dirs:
-                now = counts(study_dir)
-                state = (now["completed"], now["failed"])
-                if seen.get(study_dir) != state:
-                    path = snapshot(study_dir, into, root.name)
-                    seen[study_dir] = state
-                    print(f"{time.strftime('%H:%M:%S')} {path.name}: {now}", flush=True)
+                try:
+                    now = counts(study_dir)
+                    state = (now["completed"], now["failed"])
+                    if seen.get(study_dir) != state:
+                        path = snapshot(study_dir, into, root.name)
+                        seen[study_dir] = state
+                        print(f"{time.strftime('%H:%M:%S')} {path.name}: {now}", flush=True)
+                except (OSError, sqlite3.Error, ValueError) as exc:  # tried again at the next look
+                    print(f"{time.strftime('%H:%M:%S')} {study_dir}: not readable now ({exc})", flush=True)
+                    finished[-1] = False
+                    continue
                 finished[-1] &= now["pending"] == 0 and now["running"] == 0
         if all(finished):
             return True
