@@ -12,7 +12,8 @@ What docs/cluster.md describes, end to end, for a GPU check (issue #10's repeata
    cycles, tokens/s, mean power, host-bound flag, methodology; for a serving configuration also its
    offered and achieved rate, TTFT/TPOT p50 and p99, SLO attainment, J/token over its steady window
    and J per SLO-meeting request; and, where a study has both, the J/token of each fixed-concurrency
-   serving configuration against the offline one of the same model and backend (the consistency check).
+   serving configuration against the offline one of the same model and backend (the consistency check,
+   with the 95 % interval of the difference over cycles).
 
     python benchmarks/study_job.py configs/study-vllm-repeatability.yaml --output /tmp/vllm-study --wait-s 540
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +38,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = "http://127.0.0.1:8265"
@@ -103,26 +107,56 @@ def _ci(row: dict[str, str], prefix: str) -> str:
     return f"[{float(low):.5g}, {float(high):.5g}]" if low and high else "[n/a]"
 
 
+def difference_interval(s: dict[str, str], o: dict[str, str], prefix: str) -> tuple[float, float] | None:
+    """95 % interval of (mean of `s` - mean of `o`) / mean of `o` for `prefix`, from each row's
+    `_n`, `_mean` and `_std` (Welch's t, Satterthwaite's degrees of freedom); None with fewer than
+    2 cycles on either side or no spread at all."""
+    try:
+        (ns, ms, ss), (no, mo, so) = [[float(r[f"{prefix}_{k}"]) for k in ("n", "mean", "std")] for r in (s, o)]
+    except (KeyError, ValueError):
+        return None
+    if ns < 2 or no < 2:
+        return None
+    vs, vo = ss**2 / ns, so**2 / no
+    if vs + vo == 0:
+        return None
+    dof = (vs + vo) ** 2 / (vs**2 / (ns - 1) + vo**2 / (no - 1))
+    half = stats.t.ppf(0.975, dof) * math.sqrt(vs + vo)
+    return (ms - mo - half) / mo, (ms - mo + half) / mo
+
+
 def consistency_lines(rows: list[dict[str, str]]) -> list[str]:
     """J/token of every fixed-concurrency serving row against the offline rows of its model and backend.
 
-    Each line gives both means with their 95 % CIs over cycles, the difference in % and whether it
-    is within CONSISTENCY_TOLERANCE (judged on the means; the CIs say how much that verdict holds).
+    Each line gives both means with their 95 % CIs over cycles, the difference in % with its 95 %
+    interval (`difference_interval`, from the rows' J/token over cycles: a serving run's is its
+    steady window's), and whether the difference of the means is within CONSISTENCY_TOLERANCE; the
+    interval says whether the cycles can tell: `inside`, `outside` or `across` the tolerance.
     """
     out = []
+    prefix = "energy_per_output_token_j"
     for s in rows:
         serving_j_text = s["serving.energy_per_output_token_j_mean"]
         if s["scenario"] != "serving" or not s["serving.concurrency"] or not serving_j_text:
             continue
         for o in rows:
             if o["scenario"] == "offline" and (o["model"], o["backend"]) == (s["model"], s["backend"]):
-                serving_j, offline_j = float(serving_j_text), float(o["energy_per_output_token_j_mean"])
+                serving_j, offline_j = float(serving_j_text), float(o[f"{prefix}_mean"])
                 diff = serving_j / offline_j - 1
                 verdict = "within" if abs(diff) <= CONSISTENCY_TOLERANCE else "NOT within"
+                interval = difference_interval(s, o, prefix)
+                if interval is None:
+                    spread = "interval n/a"
+                else:
+                    low, high = interval
+                    inside = -CONSISTENCY_TOLERANCE <= low and high <= CONSISTENCY_TOLERANCE
+                    outside = low > CONSISTENCY_TOLERANCE or high < -CONSISTENCY_TOLERANCE
+                    where = "inside" if inside else "outside" if outside else "across"
+                    spread = f"95 % interval [{100 * low:+.2f}, {100 * high:+.2f}] %, {where} the tolerance"
                 out.append(
-                    f"consistency: {s['name']} J/token {serving_j:.5g} {_ci(s, 'energy_per_output_token_j')} vs "
-                    f"{o['name']} {offline_j:.5g} {_ci(o, 'energy_per_output_token_j')} "
-                    f"({o['measurement_methodology']}): {100 * diff:+.2f} %, {verdict} "
+                    f"consistency: {s['name']} J/token {serving_j:.5g} {_ci(s, prefix)} vs "
+                    f"{o['name']} {offline_j:.5g} {_ci(o, prefix)} "
+                    f"({o['measurement_methodology']}): {100 * diff:+.2f} % ({spread}), {verdict} "
                     f"{100 * CONSISTENCY_TOLERANCE:.0f} %"
                 )
     return out
