@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llem_ray.results.atomic import TEMP_SUFFIX, temp_path  # noqa: E402
+from llem_ray.results.atomic import TEMP_SUFFIX, write_atomic  # noqa: E402
 from llem_ray.results.manifest import read_manifest  # noqa: E402
 from llem_ray.results.manifest_sql import STORE_FILE, store_path  # noqa: E402
 from llem_ray.results.study_dir import LOCK_FILE  # noqa: E402
@@ -43,11 +43,6 @@ def study_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/{STORE_FILE}"))
 
 
-def counts(study_dir: Path) -> dict[str, int]:
-    """The manifest's entries per status (pending, running, completed, failed), from one snapshot."""
-    return read_manifest(study_dir).counts()
-
-
 def _skip(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
     name = Path(member.name).name
     if name in (STORE_FILE, LOCK_FILE) or name.endswith(SKIPPED_SUFFIXES):
@@ -60,7 +55,6 @@ def snapshot(study_dir: Path, into: Path, prefix: str) -> Path:
     Raises OSError or sqlite3.Error when the directory or its store cannot be read; the previous
     archive is then left as it was."""
     target = into / f"{prefix}-{study_dir.name}.tgz"
-    tmp = temp_path(target)
     with tempfile.TemporaryDirectory() as scratch:
         store_copy = Path(scratch) / STORE_FILE
         source = sqlite3.connect(f"file:{store_path(study_dir)}?mode=ro", uri=True)
@@ -70,13 +64,13 @@ def snapshot(study_dir: Path, into: Path, prefix: str) -> Path:
         finally:
             destination.close()
             source.close()
-        try:
+
+        def write(tmp: Path) -> None:
             with tarfile.open(tmp, "w:gz") as archive:
                 archive.add(study_dir, arcname=study_dir.name, filter=_skip)
                 archive.add(store_copy, arcname=f"{study_dir.name}/{STORE_FILE}")
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_atomic(target, write)
     return target
 
 
@@ -94,7 +88,7 @@ def watch(roots: list[Path], into: Path, for_s: float, every_s: float) -> bool:
             finished.append(bool(dirs))
             for study_dir in dirs:
                 try:
-                    now = counts(study_dir)
+                    now = read_manifest(study_dir).counts()
                     state = (now["completed"], now["failed"])
                     if seen.get(study_dir) != state:
                         path = snapshot(study_dir, into, root.name)

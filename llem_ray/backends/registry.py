@@ -74,18 +74,14 @@ def create(name: str) -> InferenceBackend:
         raise BackendError(f"backend '{name}' is not usable here: {exc}") from exc
 
 
-def missing_modules(name: str) -> list[str]:
-    """The import names `name`'s spec needs (`BackendSpec.modules`) that are not installed in this
-    environment, checked with find_spec: nothing is imported. Raises BackendError if `name` is unknown."""
-    return [m for m in spec(name).modules if importlib.util.find_spec(m) is None]
-
-
 def missing_modules_problem(name: str, where: str) -> str | None:
-    """One line naming what `missing_modules` found and how to install it, or None if nothing is missing.
-    `where` says which environment was checked ("this environment", "its environment")."""
-    missing = missing_modules(name)
+    """One line naming the import names `name`'s spec needs (`BackendSpec.modules`, checked with
+    find_spec: nothing is imported) that are not installed, and how to install them; None if none is
+    missing. `where` says which environment was checked ("this environment", "its environment").
+    Raises BackendError if `name` is unknown."""
+    backend = spec(name)
+    missing = [m for m in backend.modules if importlib.util.find_spec(m) is None]
     if not missing:
         return None
-    extra = spec(name).install_extra
-    hint = f": pip install 'llem-ray[{extra}]'" if extra else ""
+    hint = f": pip install 'llem-ray[{backend.install_extra}]'" if backend.install_extra else ""
     return f"backend '{name}' needs {', '.join(missing)}, not installed in {where}{hint}"
