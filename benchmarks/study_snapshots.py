@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llem_ray.results.atomic import TEMP_SUFFIX, write_atomic  # noqa: E402
 from llem_ray.results.manifest import read_manifest  # noqa: E402
-from llem_ray.results.manifest_sql import STORE_FILE, store_path  # noqa: E402
+from llem_ray.results.manifest_sql import STORE_FILE, connect, store_path  # noqa: E402
 from llem_ray.results.study_dir import LOCK_FILE  # noqa: E402
 
 SKIPPED_SUFFIXES = (TEMP_SUFFIX, "-wal", "-shm")
@@ -57,7 +57,7 @@ def snapshot(study_dir: Path, into: Path, prefix: str) -> Path:
     target = into / f"{prefix}-{study_dir.name}.tgz"
     with tempfile.TemporaryDirectory() as scratch:
         store_copy = Path(scratch) / STORE_FILE
-        source = sqlite3.connect(f"file:{store_path(study_dir)}?mode=ro", uri=True)
+        source = connect(store_path(study_dir), readonly=True)
         destination = sqlite3.connect(store_copy)
         try:
             source.backup(destination)
