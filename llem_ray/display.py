@@ -7,7 +7,7 @@ readable in logs and pipes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from llem_ray.cluster.plan import WorkItem
@@ -67,14 +67,20 @@ def preview_experiment(config: ExperimentConfig) -> str:
 
 
 def preview_study(
-    study: StudyConfig, items: Sequence[WorkItem], protocol: Mapping[str, Any], notes: Sequence[str], target: str
+    study: StudyConfig,
+    items: Sequence[WorkItem],
+    protocol: Mapping[str, Any],
+    notes: Sequence[str],
+    target: str,
+    completed: Set[str] = frozenset(),
 ) -> str:
     """Dry-run text of a study, the same from every entry point (the driver prints it).
 
     `items` are the planned runs in run order, `protocol` the effective execution settings (the
     StudyResult's measurement_protocol), `notes` the planner's remarks, `target` where results would
-    go. Shows counts and the design hash, the settings, a table of the fields that vary between
-    configurations with a VRAM estimate each, skipped grid points, and the first 50 runs in order.
+    go, `completed` the keys of runs a resumed directory already holds (they are not listed). Shows
+    counts and the design hash, the settings, a table of the fields that vary between
+    configurations with a VRAM estimate each, skipped grid points, and the first 50 runs to run, in order.
     """
     configs = list({i.config_hash: i.config for i in items}.values())
     fields = varying_fields(configs)
@@ -103,11 +109,14 @@ def preview_study(
     if study.skipped:
         parts.append("Skipped grid points:")
         parts += [f"  - {s.params}: {s.reason}" for s in study.skipped]
+    left = [i for i in items if i.key not in completed]
+    if completed:
+        parts.append(f"Left to run: {len(left)} of {len(items)} ({len(items) - len(left)} completed there)")
     parts.append("Run order:")
     parts += [
         f"{i.order_index:>5}  cycle {i.cycle:<3} {i.config_hash}  {i.name}  gpus={i.config.resources.gpus}"
-        for i in items[:50]
+        for i in left[:50]
     ]
-    if len(items) > 50:
-        parts.append(f"... and {len(items) - 50} more")
+    if len(left) > 50:
+        parts.append(f"... and {len(left) - 50} more")
     return "\n".join(parts)

@@ -58,7 +58,7 @@ from llem_ray.measure.inputs import study_problems
 from llem_ray.results.manifest import StudyManifest
 from llem_ray.results.persistence import sanitise_name
 from llem_ray.results.schema import StudyResult, StudySummary
-from llem_ray.results.study_dir import StudyLock, load_for_resume, new_study_dir
+from llem_ray.results.study_dir import StudyLock, completed_keys, load_for_resume, new_study_dir
 
 RAY_START_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 """Set (if unset) before this driver starts a local Ray; document them for `ray start` on clusters.
@@ -189,7 +189,12 @@ def run(study: StudyConfig, options: StudyOptions | None = None) -> StudyResult:
     )
     protocol.update(force_cold_start=study.execution.force_cold_start, ray_version=ray.__version__)
     if options.dry_run:
-        print(preview_study(study, items, protocol, notes, _target(study, options)))
+        done = (
+            set()
+            if options.resume_dir is None
+            else completed_keys(options.resume_dir.expanduser(), study.study_design_hash)
+        )
+        print(preview_study(study, items, protocol, notes, _target(study, options), done))
         return _study_result(study, protocol, "", {}, len(items), 0.0)
     for note in notes:
         print(f"llem: {note}", file=sys.stderr)

@@ -9,6 +9,7 @@
 - `load_for_resume`: which study the directory's manifest belongs to (a `manifest.json` from before
   the manifest store is migrated into one here, under the lock); a directory with no manifest (its
   driver was killed before writing one) holds nothing else and is resumed as a new study in place.
+- `completed_keys`: what a resume of the directory would skip, read without the lock (`--dry-run`).
 No Ray here, and nothing here reads the manifest's storage format (ManifestWriter does).
 """
 
@@ -24,7 +25,14 @@ from pathlib import Path
 from types import TracebackType
 
 from llem_ray.errors import StudyError
-from llem_ray.results.manifest import MANIFEST_FILE, ManifestHeader, ManifestWriter, has_manifest, utc_now
+from llem_ray.results.manifest import (
+    MANIFEST_FILE,
+    ManifestHeader,
+    ManifestWriter,
+    has_manifest,
+    read_manifest,
+    utc_now,
+)
 from llem_ray.results.manifest_sql import store_path
 from llem_ray.results.persistence import make_unique_dir, sanitise_name
 
@@ -126,9 +134,31 @@ def load_for_resume(study_dir: Path, study_design_hash: str) -> ManifestHeader |
             writer.close()
     except Exception as exc:  # any unreadable manifest: say which file and why, never a traceback
         raise StudyError(f"{path} cannot be read: {' '.join(str(exc).split())[:300]}") from exc
-    if header.study_design_hash != study_design_hash:
-        raise StudyError(
-            f"{study_dir} holds study {header.study_design_hash}, but this config is study "
-            f"{study_design_hash}: resume with the same experiments"
-        )
+    _check_same_study(study_dir, header.study_design_hash, study_design_hash)
     return header
+
+
+def completed_keys(study_dir: Path, study_design_hash: str) -> set[str]:
+    """Keys of the entries completed in `study_dir`: the runs a `--resume` of it skips (every other
+    entry, running ones a killed driver left included, runs again). Reads one committed snapshot and
+    changes nothing, so it needs no lock; empty when the directory holds no manifest.
+
+    Raises StudyError when the manifest cannot be read or belongs to another study (design hash).
+    """
+    if not has_manifest(study_dir):
+        return set()
+    try:
+        manifest = read_manifest(study_dir)
+    except Exception as exc:  # any unreadable manifest: say which directory and why, never a traceback
+        raise StudyError(f"{study_dir}'s manifest cannot be read: {' '.join(str(exc).split())[:300]}") from exc
+    _check_same_study(study_dir, manifest.study_design_hash, study_design_hash)
+    return {entry.key for entry in manifest.entries if entry.status == "completed"}
+
+
+def _check_same_study(study_dir: Path, found_hash: str, expected_hash: str) -> None:
+    """Raise StudyError when the manifest of `study_dir` belongs to another study design."""
+    if found_hash != expected_hash:
+        raise StudyError(
+            f"{study_dir} holds study {found_hash}, but this config is study "
+            f"{expected_hash}: resume with the same experiments"
+        )

@@ -31,7 +31,7 @@ from llem_ray.cluster.worker import CachedBaseline, StudyBaselineCache, foreign_
 from llem_ray.config.experiment import ExperimentConfig, measurement_config_hash
 from llem_ray.config.study import ExecutionConfig, StudyConfig
 from llem_ray.energy.protocol import EnergyWindow
-from llem_ray.errors import ConfigError
+from llem_ray.errors import ConfigError, StudyError
 from llem_ray.results.manifest import (
     AttemptRecord,
     ManifestWriter,
@@ -297,6 +297,37 @@ def test_webhook_posts_json_and_never_raises():
     assert received == [{"event": "x"}]
     assert "http(s)" in post_webhook("file:///etc/passwd", {})
     assert "failed" in post_webhook(f"http://127.0.0.1:{server.server_port}/", {}, timeout_s=2)
+
+
+def test_dry_run_of_a_resume_lists_only_what_is_left(capsys, tmp_path):
+    study = StudyConfig(experiments=_configs(2), execution=ExecutionConfig(n_cycles=2), output_dir=str(tmp_path))
+    items = plan_items(study.experiments, 2, "sequential", study.study_design_hash)
+    manifest = StudyManifest(
+        study_name=study.name, study_design_hash=study.study_design_hash, entries=[i.manifest_entry() for i in items]
+    )
+    writer = ManifestWriter.create(tmp_path / "manifest.json", manifest)
+    record = AttemptRecord(attempt=1, dispatched_at=utc_now())
+    for item in items[:2]:
+        writer.mark_running(item.key, record)
+        writer.mark_completed(item.key, f"experiments/{item.key}", record)
+    writer.mark_running(items[2].key, record)  # left running by a killed driver: a resume runs it again
+    writer.close()
+
+    def files() -> list[str]:  # without SQLite's sidecars, which any reader of a WAL store may leave
+        return sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+    before, state = files(), read_manifest(tmp_path)
+
+    run(study, StudyOptions(dry_run=True, cycle_order="sequential", resume_dir=tmp_path))
+    out = capsys.readouterr().out
+    assert "Left to run: 2 of 4 (2 completed there)" in out
+    listed = [line.split()[3] for line in out.splitlines() if line.split()[1:2] == ["cycle"]]
+    assert listed == [items[2].config_hash, items[3].config_hash]
+    assert files() == before and read_manifest(tmp_path) == state, "a dry run changed the study directory"
+
+    other = StudyConfig(experiments=_configs(3), output_dir=str(tmp_path))
+    with pytest.raises(StudyError, match="holds study .* resume with the same experiments"):
+        run(other, StudyOptions(dry_run=True, resume_dir=tmp_path))
 
 
 def test_summary_table_aggregates_cycles():
